@@ -1,0 +1,194 @@
+"""``ablate`` command line. Bad input exits 2 with one line naming the field or file."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import yaml
+
+from ablate.config import ConfigError, ExperimentConfig, check_inputs, load_config
+from ablate.core.data import DatasetMissingError
+from ablate.core.evaluate import evaluate
+from ablate.core.models import CheckpointError
+from ablate.experiment import (
+    build_data,
+    build_trainer,
+    cache_dir,
+    prepare_teachers,
+    resolve_device,
+)
+
+EXIT_USAGE = 2
+
+
+def _load(args: argparse.Namespace) -> ExperimentConfig:
+    cfg = load_config(args.config, args.overrides)
+    check_inputs(cfg)
+    return cfg
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    print(f"{args.config}: OK (config hash {cfg.digest()}, method {cfg.method.name}, "
+          f"{cfg.optim.epochs} epochs on {cfg.data.name})")
+    return 0
+
+
+def progress_line(m: dict[str, float], epochs: int, seconds: float) -> str:
+    pct = {k: 100 * v for k, v in m.items() if k.startswith("val/")}
+    line = (f"epoch {int(m['epoch']) + 1:>3}/{epochs}  loss {m.get('train/loss', 0):+.4f}  "
+            f"val clean {pct['val/clean_acc']:5.1f}%  PGD {pct['val/robust_acc']:5.1f}%  "
+            f"W {pct['val/w_acc']:5.1f}%")
+    if "val/robust_teacher_clean_acc" in pct:
+        line += (f"  | t' {pct['val/robust_teacher_clean_acc']:.1f}/"
+                 f"{pct['val/robust_teacher_robust_acc']:.1f}%  "
+                 f"t {pct['val/clean_teacher_clean_acc']:.1f}/"
+                 f"{pct['val/clean_teacher_robust_acc']:.1f}%")
+    return line + f"  {seconds:.1f}s"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ablate.report import plot_curves
+    from ablate.tracking import Tracker
+
+    cfg = _load(args)
+    device = resolve_device(cfg.device)
+    data = build_data(cfg)
+    clean, robust = prepare_teachers(cfg, data, device)
+    trainer = build_trainer(cfg, data, clean, robust, device)
+    run_dir = Path(args.run_dir or f"runs/{cfg.name}-{cfg.digest()}")
+    id_file = run_dir / "mlflow_run_id"
+    resumed = args.resume and trainer.restore(run_dir)
+
+    tracker = Tracker(args.tracking_uri)
+    run_id = id_file.read_text().strip() if resumed and id_file.exists() else None
+    if run_id is None:
+        run_id = tracker.start(cfg.name, f"train-{cfg.digest()}",
+                               params=cfg.model_dump(mode="json"),
+                               tags={"config_hash": cfg.digest(), "method": cfg.method.name,
+                                     "seed": str(cfg.seed), "kind": "train"})
+        run_dir.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(run_id)
+    print(f"MLflow run {run_id} in {tracker.uri}; checkpoints in {run_dir}"
+          + (f" (resumed at epoch {trainer.epoch})" if resumed else ""))
+    try:
+        tick = time.perf_counter()
+        while not trainer.done:
+            m = trainer.run_epoch()
+            trainer.save(run_dir)
+            tracker.log_metrics(run_id, m, step=int(m["epoch"]))
+            print(progress_line(m, cfg.optim.epochs, time.perf_counter() - tick), flush=True)
+            tick = time.perf_counter()
+        test = trainer.test(step_size=cfg.eval.test_step_size, steps=cfg.eval.test_steps)
+        test_metrics = {f"test/{k}": v for k, v in test.items()}
+        tracker.log_metrics(run_id, test_metrics, step=cfg.optim.epochs)
+        with tempfile.TemporaryDirectory() as tmp:
+            _log_run_artifacts(tracker, run_id, cfg, trainer, Path(tmp), plot_curves)
+    except BaseException:
+        tracker.end(run_id, "FAILED")
+        raise
+    tracker.end(run_id, "FINISHED")
+    print(f"test (best epoch {int(test['best_epoch']) + 1}): clean {100 * test['clean_acc']:.1f}%"
+          f"  PGD-{cfg.eval.test_steps} {100 * test['robust_acc']:.1f}%  "
+          f"W {100 * test['w_acc']:.1f}%")
+    uri = f" --tracking-uri {args.tracking_uri}" if args.tracking_uri else ""
+    print(f"browse: ablate ui{uri}")
+    return 0
+
+
+def _log_run_artifacts(tracker, run_id, cfg, trainer, tmp: Path, plot_curves: Callable) -> None:
+    (tmp / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    tracker.log_artifact(run_id, tmp / "config.yaml")
+    torch.save(trainer.best["student"], tmp / "best_student.pt")
+    tracker.log_artifact(run_id, tmp / "best_student.pt", "checkpoints")
+    plot_curves(trainer.history, tmp / "curves.png", title=f"{cfg.name} ({cfg.method.name})")
+    tracker.log_artifact(run_id, tmp / "curves.png", "plots")
+
+
+def cmd_teachers_train(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    device = resolve_device(cfg.device)
+    data = build_data(cfg)
+    clean, robust = prepare_teachers(cfg, data, device)
+    a = cfg.attack
+    val = data.val.to(device)
+    for name, model in (("clean", clean), ("robust", robust)):
+        r = evaluate(model, val, eps=a.eps, step_size=cfg.eval.step_size or a.step_size,
+                     steps=cfg.eval.test_steps)
+        print(f"{name} teacher ({getattr(cfg.teachers, name).arch}): val clean "
+              f"{100 * r['clean_acc']:.1f}%  PGD-{cfg.eval.test_steps} {100 * r['robust_acc']:.1f}%"
+              f" at eps={a.eps:.4g}")
+    return 0
+
+
+def cmd_teachers_list(args: argparse.Namespace) -> int:
+    files = sorted((cache_dir() / "teachers").glob("*.pt"))
+    for f in files:
+        print(f"{f}  {f.stat().st_size / 1e6:.2f} MB")
+    if not files:
+        print(f"no cached teachers in {cache_dir() / 'teachers'}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from ablate.tracking import default_uri, ui_command
+
+    cmd = ui_command(args.tracking_uri or default_uri(), port=args.port, host=args.host)
+    print("running: " + " ".join(cmd))
+    return subprocess.call(cmd)
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="experiment YAML")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ablate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one CIARD student and log it to MLflow")
+    _config_args(p)
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlflow.db)")
+    p.add_argument("--run-dir", help="checkpoint directory (default runs/NAME-HASH)")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("validate", help="validate an experiment YAML and its inputs")
+    _config_args(p)
+    p.set_defaults(func=cmd_validate)
+
+    t = sub.add_parser("teachers", help="train (and cache) or list teachers")
+    tsub = t.add_subparsers(dest="teachers_command", required=True)
+    p = tsub.add_parser("train", help="train/cache both teachers of a config, print accuracy")
+    _config_args(p)
+    p.set_defaults(func=cmd_teachers_train)
+    p = tsub.add_parser("list", help="list cached teachers")
+    p.set_defaults(func=cmd_teachers_list)
+
+    p = sub.add_parser("ui", help="MLflow UI for the store (127.0.0.1 by default)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlflow.db)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DatasetMissingError, CheckpointError) as exc:
+        print(f"ablate: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

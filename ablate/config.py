@@ -1,0 +1,247 @@
+"""Typed experiment configuration: pydantic v2 models (``extra="forbid"``), YAML, overrides.
+
+Every problem surfaces as :class:`ConfigError`, a one-line message naming the file and field;
+the CLI turns it into exit code 2 before anything starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ablate.core.attacks import OBJECTIVES
+from ablate.core.methods import METHODS
+from ablate.core.models import MODELS
+
+
+class ConfigError(ValueError):
+    """A bad configuration or missing input; the message is one line."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(Strict):
+    name: Literal["digits", "cifar10", "cifar100", "synthetic"] = Field(
+        "digits", description="dataset; digits is bundled with scikit-learn (offline)")
+    root: str = Field("data", description="directory holding CIFAR (torchvision layout)")
+    download: bool = Field(False, description="download CIFAR into root if missing")
+    val_size: float = Field(0.15, gt=0, description="validation hold-out: fraction (<1) "
+                            "or count (>=1) of the training data")
+    split_seed: int = Field(0, description="seed of the train/val/test split (fixed across "
+                            "trials so they are compared on the same validation data)")
+
+
+class NormalizeConfig(Strict):
+    mean: list[float] = Field(description="per-channel mean, inputs in [0,1]")
+    std: list[float] = Field(description="per-channel std")
+
+
+class ModelConfig(Strict):
+    arch: str = Field(description="registered architecture name (ablate.core.models)")
+    kwargs: dict[str, int | float | str] = Field(default_factory=dict,
+                                                 description="extra builder arguments, e.g. width")
+    normalize: NormalizeConfig | None = Field(None, description="input normalisation layer")
+
+    @model_validator(mode="after")
+    def _known_arch(self) -> ModelConfig:
+        if self.arch not in MODELS:
+            raise ValueError(f"unknown architecture {self.arch!r}; known: {sorted(MODELS)}")
+        return self
+
+
+class TeacherTrainConfig(Strict):
+    method: Literal["ce", "pgd_at"] = Field(description="clean CE or PGD adversarial training")
+    epochs: int = Field(15, ge=1, description="epochs")
+    lr: float = Field(0.05, gt=0, description="SGD learning rate (cosine to 0)")
+    batch_size: int = Field(64, ge=1, description="images per batch")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    eps: float = Field(0.2, ge=0, le=1, description="PGD-AT radius, L∞ in [0,1] pixel units")
+    step_size: float = Field(0.05, gt=0, description="PGD-AT step, pixel units")
+    steps: int = Field(10, ge=1, description="PGD-AT steps")
+
+
+class TeacherConfig(ModelConfig):
+    checkpoint: str | None = Field(None, description="state-dict file; None = train and cache")
+    train: TeacherTrainConfig | None = Field(None, description="recipe when no checkpoint")
+
+    @model_validator(mode="after")
+    def _source(self) -> TeacherConfig:
+        if self.checkpoint is None and self.train is None:
+            raise ValueError("a teacher needs either `checkpoint` or `train`")
+        return self
+
+
+class TeachersConfig(Strict):
+    clean: TeacherConfig
+    robust: TeacherConfig
+
+
+class AttackConfig(Strict):
+    """Training-time inner maximisation (SPEC §2.1)."""
+
+    objective: str | None = Field(None, description="PGD objective; None = the method's "
+                                  "(ciard: kl_clean_teacher, paper Eq. 6; released code: ce)")
+    eps: float = Field(8 / 255, ge=0, le=1, description="L∞ radius, [0,1] pixel units")
+    step_size: float = Field(2 / 255, gt=0, description="PGD step, pixel units")
+    steps: int = Field(10, ge=0, description="PGD steps K")
+    start: Literal["normal", "uniform", "none"] = Field(
+        "normal", description="x + 0.001·N(0,I) (released code), uniform in the ε-ball, or x")
+
+    @model_validator(mode="after")
+    def _known_objective(self) -> AttackConfig:
+        if self.objective is not None and self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; known: {sorted(OBJECTIVES)}")
+        return self
+
+
+class OptimConfig(Strict):
+    epochs: int = Field(300, ge=1, description="student training epochs")
+    batch_size: int = Field(64, ge=1, description="images per batch")
+    lr: float = Field(0.1, gt=0, description="initial student learning rate")
+    lr_min: float = Field(1e-5, ge=0, description="final LR of the cosine schedule")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(2e-4, ge=0)
+    schedule: Literal["cosine", "code"] = Field(
+        "cosine", description="paper cosine, or released code: constant then cosine×exp")
+
+
+class IttConfig(Strict):
+    """Iterative Teacher Training (Eq. 8)."""
+
+    freeze_epochs: int = Field(50, ge=0, description="epochs before the robust teacher is "
+                               "updated; >= optim.epochs means 'w/o ITT'")
+    teacher_lr: float = Field(1e-5, gt=0, description="robust teacher SGD LR (paper 1e-5, "
+                              "released code 1e-4)")
+    momentum: float = Field(0.1, ge=0, lt=1, description="teacher SGD momentum (released code)")
+    weight_decay: float = Field(2e-4, ge=0)
+    schedule: Literal["constant", "code"] = Field(
+        "constant", description="paper constant LR, or released code's cosine×exp decay")
+    bn: Literal["train", "eval"] = Field("train", description="teacher BatchNorm mode while "
+                                         "updated (released code: train)")
+
+
+class EvalConfig(Strict):
+    w: float = Field(0.5, ge=0, le=1, description="clean weight of W-acc = w·clean+(1−w)·robust")
+    eps: float | None = Field(None, ge=0, le=1, description="None = attack.eps")
+    step_size: float | None = Field(None, gt=0, description="PGD step; None = attack.step_size")
+    val_steps: int = Field(10, ge=1, description="PGD steps for per-epoch validation")
+    val_subset: int | None = Field(None, ge=1, description="fixed validation subset size")
+    test_steps: int = Field(20, ge=1, description="PGD steps for the final test evaluation")
+    test_step_size: float | None = Field(None, gt=0, description="None = eval step size")
+
+
+def _method_union() -> Any:
+    models = tuple(m.params for m in METHODS.values())
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[models], Field(discriminator="name")]  # noqa: UP007
+
+
+class ExperimentConfig(Strict):
+    """One distillation run: data, student, teachers, method, attack, optimiser, ITT, eval."""
+
+    name: str = Field("ciard", description="MLflow experiment name")
+    seed: int = Field(0, description="training seed: init, data order, attack starts")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda if present")
+    data: DataConfig = Field(default_factory=DataConfig)
+    student: ModelConfig
+    teachers: TeachersConfig
+    method: _method_union() = Field(default_factory=lambda: METHODS["ciard"].params())  # type: ignore[valid-type]
+    attack: AttackConfig = Field(default_factory=AttackConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    itt: IttConfig = Field(default_factory=IttConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    def digest(self) -> str:
+        """Stable short hash of the resolved config (tags, cache keys)."""
+        return config_hash(self.model_dump(mode="json"))
+
+
+def config_hash(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """safe_load a YAML mapping; a missing or malformed file is a one-line ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: file not found")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{p}:{where} malformed YAML: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: top level must be a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict copy."""
+    out = json.loads(json.dumps(raw))
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = nxt
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: value is not valid YAML") from None
+    return out
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """First pydantic error as 'SOURCE: field `a.b`: message' (+ how many more)."""
+    errors = exc.errors()
+    first = errors[0]
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
+    msg = first["msg"].replace("\n", " ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{source}: field `{loc or '<root>'}`: {msg}{more}"
+
+
+def validate_model(model: type[BaseModel], raw: dict[str, Any], source: str) -> Any:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override and validate an experiment YAML."""
+    raw = apply_overrides(read_yaml(path), overrides or [])
+    return validate_model(ExperimentConfig, raw, str(path))
+
+
+def check_inputs(cfg: ExperimentConfig) -> None:
+    """Filesystem checks done before anything starts: teacher checkpoints and CIFAR data."""
+    for role in ("clean", "robust"):
+        teacher = getattr(cfg.teachers, role)
+        if teacher.checkpoint is not None and not Path(teacher.checkpoint).is_file():
+            raise ConfigError(f"teachers.{role}.checkpoint: file not found: {teacher.checkpoint}")
+    if cfg.data.name.startswith("cifar") and not cfg.data.download:
+        from ablate.core.data import check_cifar
+
+        check_cifar(cfg.data.name, cfg.data.root)  # DatasetMissingError names the directory

@@ -1,0 +1,113 @@
+"""One L∞ PGD loop; methods differ only in the objective it maximises (SPEC §2.1, §4).
+
+An objective factory takes ``(student, clean_teacher, x, y)`` and returns a function of the
+perturbed input ``x_adv`` giving the scalar to maximise. Callers put the models in eval mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+Objective = Callable[[torch.Tensor], torch.Tensor]
+ObjectiveFactory = Callable[[nn.Module, nn.Module | None, torch.Tensor, torch.Tensor], Objective]
+Start = Literal["normal", "uniform", "none"]
+
+OBJECTIVES: dict[str, ObjectiveFactory] = {}
+
+
+def register_objective(name: str) -> Callable[[ObjectiveFactory], ObjectiveFactory]:
+    def deco(factory: ObjectiveFactory) -> ObjectiveFactory:
+        if name in OBJECTIVES:
+            raise ValueError(f"attack objective {name!r} is already registered")
+        OBJECTIVES[name] = factory
+        return factory
+
+    return deco
+
+
+@register_objective("ce")
+def ce_objective(
+    student: nn.Module, clean_teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor
+) -> Objective:
+    """CE(s(x+δ), y) on the student alone (released code, Eq. 5)."""
+    return lambda x_adv: F.cross_entropy(student(x_adv), y)
+
+
+@register_objective("kl_clean_teacher")
+def kl_clean_teacher_objective(
+    student: nn.Module, clean_teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor
+) -> Objective:
+    """KL(s(x+δ) ‖ t(x+δ)), student and clean teacher both on the perturbed input (Eq. 6)."""
+    if clean_teacher is None:
+        raise ValueError("attack objective 'kl_clean_teacher' needs a clean teacher")
+
+    def objective(x_adv: torch.Tensor) -> torch.Tensor:
+        # Gradients flow through both models: x* should fool the student and the clean teacher
+        # together ("jointly considers both", §3.2), as in AdaAD's inner maximisation.
+        log_ps = F.log_softmax(student(x_adv), dim=1)
+        log_pt = F.log_softmax(clean_teacher(x_adv), dim=1)
+        return F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
+
+    return objective
+
+
+def random_start(x: torch.Tensor, eps: float, start: Start, sigma: float = 1e-3) -> torch.Tensor:
+    """Starting point: x + σ·N(0, I) (released code), uniform in the ε-ball, or x itself."""
+    if start == "normal":
+        x0 = x + sigma * torch.randn_like(x)
+    elif start == "uniform":
+        x0 = x + torch.empty_like(x).uniform_(-eps, eps)
+    elif start == "none":
+        x0 = x.clone()
+    else:
+        raise ValueError(f"unknown PGD start {start!r}")
+    return project(x0, x, eps)
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Project onto the ε-ball around x, then onto the image box [0, 1]."""
+    return torch.clamp(torch.min(torch.max(x_adv, x - eps), x + eps), 0.0, 1.0)
+
+
+def pgd(
+    objective: Objective,
+    x: torch.Tensor,
+    *,
+    eps: float,
+    step_size: float,
+    steps: int,
+    start: Start = "uniform",
+    sigma: float = 1e-3,
+) -> torch.Tensor:
+    """Signed-gradient ascent on ``objective`` inside the ε-ball and [0, 1]; returns x* detached.
+
+    Gradients are taken with respect to the input only, so no parameter ``.grad`` is touched.
+    """
+    x = x.detach()
+    x_adv = random_start(x, eps, start, sigma).detach()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        with torch.enable_grad():
+            loss = objective(x_adv)
+            (grad,) = torch.autograd.grad(loss, [x_adv])
+        x_adv = project(x_adv.detach() + step_size * grad.sign(), x, eps).detach()
+    return x_adv
+
+
+def attack(
+    objective: str,
+    student: nn.Module,
+    clean_teacher: nn.Module | None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    **pgd_kwargs: float | int | str,
+) -> torch.Tensor:
+    """Run PGD with a registered objective by name."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown attack objective {objective!r}; known: {sorted(OBJECTIVES)}")
+    return pgd(OBJECTIVES[objective](student, clean_teacher, x, y), x, **pgd_kwargs)

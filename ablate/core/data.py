@@ -1,0 +1,316 @@
+"""Datasets as in-memory tensors: the bundled digits set, CIFAR-10/100 and a synthetic stand-in.
+
+Everything is held as float32 tensors in [0, 1] (normalisation, if any, belongs to the model) and
+served by index with :func:`iterate_batches`, so batches come straight from (GPU) memory without
+DataLoader worker processes.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import pickle
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.model_selection import train_test_split
+
+__all__ = [
+    "Dataset",
+    "DatasetMissingError",
+    "Split",
+    "augment_crop_flip",
+    "crop_flip_at",
+    "iterate_batches",
+    "load_cifar",
+    "load_dataset",
+    "load_digits",
+    "synthetic_cifar",
+]
+
+DATASETS = ("digits", "cifar10", "cifar100", "synthetic")
+
+
+@dataclass
+class Split:
+    """Images ``x`` (float32, (N, C, H, W), in [0, 1]) and labels ``y`` (int64, (N,))."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.x.to(device), self.y.to(device))
+
+    def subset(self, n: int | None) -> Split:
+        """The first ``n`` samples; splits are already shuffled, so this is a random subset."""
+        if n is None or n >= len(self):
+            return self
+        return Split(self.x[:n], self.y[:n])
+
+
+@dataclass
+class Dataset:
+    """Train/val/test splits plus what training needs to know about them."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    augment: bool  # random crop (pad 4) + horizontal flip on training batches
+
+    def to(self, device: torch.device | str) -> Dataset:
+        return Dataset(self.name, self.train.to(device), self.val.to(device),
+                       self.test.to(device), self.num_classes, self.augment)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train.x.shape[1:]
+        return int(c), int(h), int(w)
+
+
+class DatasetMissingError(FileNotFoundError):
+    """A dataset is not in the data directory (and was not, or could not be, downloaded)."""
+
+
+def load_dataset(name: str, *, root: str = "data", download: bool = False,
+                 val_size: int | float = 0.1, seed: int = 0,
+                 synthetic_size: tuple[int, int, int] = (256, 64, 64)) -> Dataset:
+    """Load ``name`` (one of ``digits``, ``cifar10``, ``cifar100``, ``synthetic``)."""
+    if name == "digits":
+        return load_digits(val_size=val_size, seed=seed)
+    if name in ("cifar10", "cifar100"):
+        return load_cifar(name, root=root, download=download, val_size=val_size, seed=seed)
+    if name == "synthetic":
+        n_train, n_val, n_test = synthetic_size
+        return synthetic_cifar(n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
+    raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+
+
+def _count(size: int | float, n: int) -> int:
+    """An int is a count, a float a fraction of ``n``."""
+    if isinstance(size, float):
+        return int(round(size * n))
+    return int(size)
+
+
+def _stratified_holdout(y: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled indices (rest, held-out) with ``size`` held out, stratified by label."""
+    idx = np.arange(len(y))
+    if size <= 0:
+        # sklearn rejects test_size=0; still shuffle so ``subset`` stays a random sample.
+        return np.random.default_rng(seed).permutation(idx), idx[:0]
+    rest, held = train_test_split(idx, test_size=size, stratify=y, random_state=seed, shuffle=True)
+    return rest, held
+
+
+def _split(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> Split:
+    return Split(torch.as_tensor(x[idx], dtype=torch.float32).contiguous(),
+                 torch.as_tensor(y[idx], dtype=torch.int64))
+
+
+def load_digits(*, val_size: int | float = 0.15, test_size: float = 0.2, seed: int = 0) -> Dataset:
+    """sklearn's bundled 8x8 digits (1,797 images, works offline), split train/val/test.
+
+    ``test_size`` and a float ``val_size`` are fractions of the whole set; both hold-outs are
+    stratified and fixed by ``seed``.
+    """
+    from sklearn.datasets import load_digits as _sk_load_digits
+
+    bunch = _sk_load_digits()
+    x = (bunch.images.astype(np.float32) / 16.0)[:, None]  # pixels are 0..16
+    y = bunch.target.astype(np.int64)
+    n = len(y)
+    rest, test_idx = _stratified_holdout(y, _count(test_size, n), seed)
+    tr, va = _stratified_holdout(y[rest], _count(val_size, n), seed)
+    return Dataset("digits", _split(x, y, rest[tr]), _split(x, y, rest[va]),
+                   _split(x, y, test_idx), num_classes=10, augment=False)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles only dicts/lists of numpy arrays: the CIFAR batch format needs nothing more, and
+    a data directory should never be able to run code."""
+
+    _reconstruct = np.empty(0).__reduce__()[0]
+    _allowed = {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # numpy 1 / the official files
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # numpy 2
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,  # bytes under pickle protocol 2
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}") from None
+
+
+def _read_cifar_batches(folder: str, files: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Read official-format CIFAR batches: pickled dicts with ``data`` (N, 3072) uint8 in CHW
+    order and ``labels`` (CIFAR-10) or ``fine_labels`` (CIFAR-100)."""
+    xs, ys = [], []
+    for fname in files:
+        with open(os.path.join(folder, fname), "rb") as f:
+            # latin1: the official files were written by Python 2 (keys and array bytes are str).
+            entry = _ArrayUnpickler(f, encoding="latin1").load()
+        entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
+        xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(entry["labels"] if "labels" in entry else entry["fine_labels"]))
+        if len(ys[-1]) != len(xs[-1]):
+            raise ValueError(f"{fname} in {folder}: {len(xs[-1])} images but {len(ys[-1])} labels")
+    return np.concatenate(xs), np.concatenate(ys).astype(np.int64)
+
+
+def _cifar_class(name: str) -> tuple[Any, int]:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    classes = {"cifar10": (CIFAR10, 10), "cifar100": (CIFAR100, 100)}
+    if name not in classes:
+        raise ValueError(f"unknown CIFAR dataset {name!r}; expected cifar10 or cifar100")
+    return classes[name]
+
+
+def _how(cls: Any) -> str:
+    return (f"set data.download=true on an online machine, or put the torchvision CIFAR folder "
+            f"'{cls.base_folder}' there")
+
+
+def check_cifar(name: str, root: str) -> None:
+    """Raise :class:`DatasetMissingError` (one line, naming the directory) unless every CIFAR
+    batch file is under ``root`` in torchvision's layout."""
+    cls, _ = _cifar_class(name)
+    root = os.path.abspath(os.path.expanduser(root))
+    folder = os.path.join(root, cls.base_folder)
+    missing = [f for f, _ in cls.train_list + cls.test_list
+               if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        raise DatasetMissingError(
+            f"{name} not found: looked in {root} for {cls.base_folder}/ "
+            f"(missing {', '.join(missing)}); {_how(cls)}")
+
+
+def load_cifar(name: str, *, root: str, download: bool, val_size: int | float,
+               seed: int) -> Dataset:
+    """CIFAR-10/100 from ``root`` in torchvision's layout (``root/cifar-10-batches-py``, ...).
+
+    Validation is a stratified, seeded hold-out of ``val_size`` from the official training set;
+    test is the official test set in its official order (so ``test.subset(n)`` is the usual
+    "first n test images" of robustness evaluations).
+
+    torchvision is used only to download (it verifies the archive md5). Loading reads the batch
+    pickles directly: torchvision's loader insists on the md5 of every file, which makes the
+    format untestable with small fixtures and re-hashes ~180 MB on every load.
+    """
+    cls, num_classes = _cifar_class(name)
+    root = os.path.abspath(os.path.expanduser(root))
+    if download:
+        try:
+            cls(root, train=True, download=True)  # no-op when already present and intact
+        except (RuntimeError, OSError) as err:  # OSError covers URLError when offline
+            raise DatasetMissingError(
+                f"{name}: download into {root} failed ({err}); {_how(cls)}") from err
+    check_cifar(name, root)
+    folder = os.path.join(root, cls.base_folder)
+    train_files = [f for f, _ in cls.train_list]
+    test_files = [f for f, _ in cls.test_list]
+    x, y = _read_cifar_batches(folder, train_files)
+    x_test, y_test = _read_cifar_batches(folder, test_files)
+    tr, va = _stratified_holdout(y, _count(val_size, len(y)), seed)
+
+    def to_split(xa: np.ndarray, ya: np.ndarray, i: np.ndarray) -> Split:
+        # Convert per split: never holds a second float copy of the whole training set.
+        return Split(torch.from_numpy(xa[i]).float().div_(255.0), torch.from_numpy(ya[i]))
+
+    all_test = np.arange(len(y_test))
+    return Dataset(name, to_split(x, y, tr), to_split(x, y, va),
+                   to_split(x_test, y_test, all_test), num_classes=num_classes, augment=True)
+
+
+def synthetic_cifar(*, n_train: int, n_val: int, n_test: int, num_classes: int = 10,
+                    seed: int = 0) -> Dataset:
+    """Random CIFAR-shaped data for shape tests and benchmarks.
+
+    Each class has a smooth (4x4 upsampled) mean pattern plus pixel noise, so a model can learn
+    it and crop/flip augmentation does not wipe the signal out.
+    """
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(num_classes, 3, 4, 4, generator=g)
+    means = 0.25 + 0.5 * F.interpolate(coarse, size=(32, 32), mode="bilinear",
+                                       align_corners=False)
+
+    def make(n: int) -> Split:
+        # Balanced labels in random order: every class appears once n >= num_classes.
+        y = (torch.arange(n) % num_classes)[torch.randperm(n, generator=g)]
+        noise = 0.15 * torch.randn(n, 3, 32, 32, generator=g)
+        return Split((means[y] + noise).clamp_(0.0, 1.0), y.to(torch.int64))
+
+    return Dataset("synthetic", make(n_train), make(n_val), make(n_test),
+                   num_classes=num_classes, augment=True)
+
+
+def crop_flip_at(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor,
+                 *, padding: int) -> torch.Tensor:
+    """Crop each zero-padded image at (``top[i]``, ``left[i]``) (offsets in [0, 2*padding]) and
+    mirror it horizontally where ``flip[i]``; the deterministic core of :func:`augment_crop_flip`.
+    """
+    n, _, h, w = x.shape
+    padded = F.pad(x, (padding, padding, padding, padding)) if padding else x
+    dev = x.device
+    rows = top.to(dev)[:, None] + torch.arange(h, device=dev)  # (N, H)
+    # A flip is just reading the crop's columns right to left, so both fit in one gather.
+    ar = torch.arange(w, device=dev)
+    cols = left.to(dev)[:, None] + torch.where(flip.to(dev)[:, None], w - 1 - ar, ar)  # (N, W)
+    batch = torch.arange(n, device=dev)[:, None, None]
+    # Advanced indices around the channel slice put the batch dims first: (N, H, W, C).
+    out = padded[batch, :, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def augment_crop_flip(x: torch.Tensor, *, padding: int = 4,
+                      generator: torch.Generator | None = None,
+                      flip_prob: float = 0.5) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, for a whole batch at once.
+
+    Offsets are drawn on ``generator``'s device (x's device when None, from torch's global RNG)
+    so a CPU generator gives the same augmentation wherever ``x`` lives.
+    """
+    n = x.shape[0]
+    dev = generator.device if generator is not None else x.device
+    top = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=dev)
+    left = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=dev)
+    flip = torch.rand(n, generator=generator, device=dev) < flip_prob
+    return crop_flip_at(x, top, left, flip, padding=padding)
+
+
+def iterate_batches(split: Split, batch_size: int, *, shuffle: bool,
+                    generator: torch.Generator | None = None, augment: bool = False,
+                    drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(x, y)`` batches indexed straight from the split's tensors, on their device.
+
+    The permutation (and augmentation) come from ``generator`` (torch's global RNG when None),
+    so the same seed gives the same batches.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    n = len(split)
+    if shuffle:
+        dev = generator.device if generator is not None else torch.device("cpu")
+        order = torch.randperm(n, generator=generator, device=dev).to(split.x.device)
+    else:
+        order = torch.arange(n, device=split.x.device)
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        idx = order[start:start + batch_size]
+        xb, yb = split.x[idx], split.y[idx]
+        if augment:
+            xb = augment_crop_flip(xb, generator=generator)
+        yield xb, yb

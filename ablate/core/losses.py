@@ -1,0 +1,119 @@
+"""Loss terms of the CIARD objective (paper Eq. 7, Alg. 1) and the released code's helpers.
+
+Convention everywhere: ``kl(student_logits, teacher_probs)`` is KL(s ‖ t) in the paper's notation,
+i.e. the divergence of the student from the teacher's soft target, computed as
+``sum_c p_t (log p_t - log softmax(z_s))`` (teacher as target, student log-probabilities as input,
+like ``F.kl_div(log_softmax(z_s), p_t)`` and the released code's ``kl_loss``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+Reduction = Literal["batchmean", "mean"]
+
+
+def kl(
+    student_logits: torch.Tensor,
+    teacher_probs: torch.Tensor,
+    *,
+    student_temp: float = 1.0,
+    reduction: Reduction = "batchmean",
+) -> torch.Tensor:
+    """KL(s ‖ t) with the teacher as target; gradients flow into the student only.
+
+    ``batchmean`` sums over classes and averages over samples (the textbook KL);
+    ``mean`` averages over samples *and* classes, as the released code's ``torch.mean(kl_loss)``
+    does, which makes every KL term 1/C as large.
+    """
+    if student_logits.shape[0] == 0:
+        # An empty selection is a zero loss, never a NaN from 0/0.
+        return student_logits.sum() * 0.0
+    log_ps = F.log_softmax(student_logits / student_temp, dim=1)
+    pt = teacher_probs.detach()
+    # xlogy gives 0·log 0 = 0, so one-hot teacher targets stay finite.
+    elementwise = torch.special.xlogy(pt, pt) - pt * log_ps
+    if reduction == "batchmean":
+        return elementwise.sum(dim=1).mean()
+    return elementwise.mean()
+
+
+def soft_targets(teacher_logits: torch.Tensor, temp: float = 1.0) -> torch.Tensor:
+    """Tempered teacher distribution softmax(z_t / temp), detached."""
+    return F.softmax(teacher_logits.detach() / temp, dim=1)
+
+
+def push_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    student_temp: float = 4.0,
+    teacher_temp: float = 4.0,
+    reduction: Reduction = "batchmean",
+) -> torch.Tensor:
+    """Contrastive push loss (Alg. 1): KL on the samples the clean teacher gets wrong.
+
+    J = {i : argmax z_t(i) ≠ y(i)}; the loss is KL(softmax(z_s/T_s) ‖ softmax(z_t/T_t)) over J
+    (averaged over J). Paper: T_s = T_t = 4; released code: T_s = 5, T_t = 1.
+    Empty J gives exactly 0. The caller subtracts it (λ·Push enters Eq. 7 with a minus sign).
+    """
+    wrong = teacher_logits.argmax(dim=1) != y
+    return kl(
+        student_logits[wrong],
+        soft_targets(teacher_logits[wrong], teacher_temp),
+        student_temp=student_temp,
+        reduction=reduction,
+    )
+
+
+def _magnitude(value: float) -> int:
+    # The released code nudges exact zeros to 1e-7 before taking the order of magnitude.
+    if math.isclose(value, 0.0, abs_tol=1e-12):
+        value = 1e-7
+    return math.floor(math.log10(abs(value)))
+
+
+def auto_lambda(kl_clean: float, kl_robust: float, push: float) -> float:
+    """λ = 10^(min(mag(KL_clean), mag(KL_robust)) − mag(Push)), the released code's rule.
+
+    It gives the push term the order of magnitude of the smaller KL term, every step.
+    """
+    return 10.0 ** (min(_magnitude(kl_clean), _magnitude(kl_robust)) - _magnitude(push))
+
+
+def neg_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Mean of p·log p over all entries (the released code's ``entropy_value``; ≤ 0)."""
+    return (probs * torch.log(probs + 1e-5)).mean()
+
+
+def update_temperatures(
+    tau_adv: float,
+    tau_nat: float,
+    robust_teacher_adv_logits: torch.Tensor,
+    clean_teacher_nat_logits: torch.Tensor,
+    *,
+    lr: float = 1e-3,
+    low: float = 1.0,
+    high: float = 10.0,
+) -> tuple[float, float]:
+    """One step of the released code's adaptive teacher temperatures.
+
+    Each temperature moves by ``lr`` in the direction that equalises the entropies of the
+    tempered robust-teacher (on x*) and clean-teacher (on x) distributions, clipped to [low, high].
+    """
+    h_adv = neg_entropy(soft_targets(robust_teacher_adv_logits, tau_adv)).item()
+    h_nat = neg_entropy(soft_targets(clean_teacher_nat_logits, tau_nat)).item()
+    # Ratios of the two negative entropies equal ratios of entropies; a ratio above 1 means the
+    # first distribution is the flatter one, so its temperature goes down.
+    new_adv = tau_adv - lr * _sign(h_adv / h_nat - 1.0) if h_nat != 0 else tau_adv
+    new_nat = tau_nat - lr * _sign(h_nat / h_adv - 1.0) if h_adv != 0 else tau_nat
+    return min(max(new_adv, low), high), min(max(new_nat, low), high)
+
+
+def _sign(v: float) -> float:
+    return float((v > 0) - (v < 0))

@@ -1,0 +1,159 @@
+"""One training step: inner maximisation, only the forward passes the loss asks for, SGD updates.
+
+The step is method-agnostic: a method's loss pulls passes from :class:`Passes`, which runs each
+one at most once and only when asked (SPEC §2.2, §7).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ablate.core.attacks import attack
+from ablate.core.methods import METHODS
+
+
+class Passes:
+    """Memoised forward passes of the three models on x and x*.
+
+    Student passes run in train mode with grad; clean-teacher passes without grad (eval mode, so
+    t(x) and t(x*) can share one concatenated batch); the robust teacher on x* carries grad only
+    while it is being updated (ITT).
+    """
+
+    def __init__(
+        self,
+        *,
+        student: nn.Module,
+        clean_teacher: nn.Module | None,
+        robust_teacher: nn.Module | None,
+        x: torch.Tensor,
+        x_adv: torch.Tensor,
+        update_teacher: bool,
+    ) -> None:
+        self.student, self.clean_teacher = student, clean_teacher
+        self.robust_teacher = robust_teacher
+        self.x, self.x_adv, self.update_teacher = x, x_adv, update_teacher
+        self._cache: dict[str, torch.Tensor] = {}
+        self.count = 0  # forward passes actually run (each model call on a batch counts once)
+
+    @property
+    def computed(self) -> list[str]:
+        """Names of the passes run so far (t_nat and t_adv may come from one batch)."""
+        return sorted(self._cache)
+
+    def _memo(self, key: str, fn: Any) -> torch.Tensor:
+        if key not in self._cache:
+            self.count += 1
+            self._cache[key] = fn()
+        return self._cache[key]
+
+    def s_nat(self) -> torch.Tensor:
+        """Student logits on clean inputs, s(x)."""
+        return self._memo("s_nat", lambda: self.student(self.x))
+
+    def s_adv(self) -> torch.Tensor:
+        """Student logits on adversarial inputs, s(x*)."""
+        return self._memo("s_adv", lambda: self.student(self.x_adv))
+
+    def t_both(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clean teacher on x and x* as one batch (identical to two passes in eval mode)."""
+        if "t_nat" not in self._cache and "t_adv" not in self._cache:
+            self.count += 1
+            with torch.no_grad():
+                out = self._teacher()(torch.cat([self.x, self.x_adv]))
+            self._cache["t_nat"], self._cache["t_adv"] = out.split(self.x.shape[0])
+        return self.t_nat(), self.t_adv()
+
+    def t_nat(self) -> torch.Tensor:
+        """Clean teacher logits on x, t(x), no grad."""
+        return self._memo("t_nat", lambda: self._no_grad(self._teacher(), self.x))
+
+    def t_adv(self) -> torch.Tensor:
+        """Clean teacher logits on x*, t(x*), no grad."""
+        return self._memo("t_adv", lambda: self._no_grad(self._teacher(), self.x_adv))
+
+    def rt_adv(self) -> torch.Tensor:
+        """Robust teacher logits on x*, t'(x*); with grad only while ITT updates it."""
+        if self.robust_teacher is None:
+            raise ValueError("this method needs a robust teacher")
+        if self.update_teacher:
+            return self._memo("rt_adv", lambda: self.robust_teacher(self.x_adv))
+        return self._memo("rt_adv", lambda: self._no_grad(self.robust_teacher, self.x_adv))
+
+    def _teacher(self) -> nn.Module:
+        if self.clean_teacher is None:
+            raise ValueError("this method needs a clean teacher")
+        return self.clean_teacher
+
+    @staticmethod
+    def _no_grad(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model(x)
+
+
+def train_step(
+    *,
+    method: str,
+    params: dict[str, Any],
+    state: dict[str, Any],
+    student: nn.Module,
+    clean_teacher: nn.Module | None,
+    robust_teacher: nn.Module | None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    teacher_optimizer: torch.optim.Optimizer | None = None,
+    update_teacher: bool = False,
+    teacher_bn: str = "train",
+    objective: str | None = None,
+    eps: float,
+    step_size: float,
+    steps: int,
+    start: str = "normal",
+) -> dict[str, float]:
+    """Run one step of ``method`` on the batch (x, y); returns the loss terms as floats.
+
+    ``state`` is the method's mutable per-run state (e.g. adaptive temperatures), updated in place.
+    The robust teacher is touched only when ``update_teacher`` is true: before the ITT epoch it
+    stays in eval mode and receives neither gradients nor BatchNorm statistics.
+    """
+    spec = METHODS[method]
+    student.eval()
+    if clean_teacher is not None:
+        clean_teacher.eval()
+    if robust_teacher is not None:
+        robust_teacher.eval()
+    x_adv = attack(
+        objective or spec.objective, student, clean_teacher, x, y,
+        eps=eps, step_size=step_size, steps=steps, start=start,
+    )
+    student.train()
+    if update_teacher and robust_teacher is not None:
+        robust_teacher.train(teacher_bn == "train")
+    passes = Passes(
+        student=student, clean_teacher=clean_teacher, robust_teacher=robust_teacher,
+        x=x, x_adv=x_adv, update_teacher=update_teacher,
+    )
+    out = spec.loss(passes, y, params, state)
+    total = out["loss"]
+    if not torch.isfinite(total):
+        raise FloatingPointError(f"{method} loss is not finite ({total.item()})")
+    optimizer.zero_grad(set_to_none=True)
+    if update_teacher and "teacher_loss" in out:
+        assert teacher_optimizer is not None, "update_teacher needs a teacher optimizer"
+        teacher_optimizer.zero_grad(set_to_none=True)
+        # The two graphs are disjoint (student targets are detached), so one backward serves both.
+        (total + out["teacher_loss"]).backward()
+        optimizer.step()
+        teacher_optimizer.step()
+    else:
+        total.backward()
+        optimizer.step()
+    if robust_teacher is not None:
+        robust_teacher.eval()
+    metrics = {k: float(v.detach()) for k, v in out.items()}
+    metrics["passes"] = float(passes.count)  # model calls, for benchmarks and tests
+    return metrics

@@ -1,0 +1,264 @@
+"""The epoch loop: schedules, ITT, per-epoch validation, best checkpoint, resumable state.
+
+:class:`Trainer` is driven one epoch at a time (``run_epoch``) so a Ray Tune trainable can report
+and checkpoint between epochs; :meth:`Trainer.fit` is the plain loop with checkpoint files.
+Epochs are counted from 0; the robust teacher is updated in epoch e iff e >= freeze_epochs.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ablate.core.data import Dataset, augment_crop_flip, iterate_batches
+from ablate.core.evaluate import evaluate
+from ablate.core.methods import METHODS
+from ablate.core.step import train_step
+
+CHECKPOINT_NAME = "trainer.pt"
+
+
+def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
+    """Paper schedule: cosine from lr to lr_min over the epochs."""
+    return lr_min + (lr - lr_min) * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
+
+
+def cosine_exp_lr(epoch: int, start: int, end: int, lr: float) -> float:
+    """Released code's decay: lr·(½ + ½cos(π p))·exp(−0.01 p²), p = (epoch−start)/(end−start)."""
+    p = (epoch - start) / max(end - start, 1)
+    return lr * (0.5 + 0.5 * math.cos(math.pi * p)) * math.exp(-0.01 * p * p)
+
+
+def student_lr(schedule: str, epoch: int, epochs: int, lr: float, lr_min: float) -> float:
+    """``cosine`` (paper) or ``code`` (constant for the first half, then cosine×exp)."""
+    if schedule == "cosine":
+        return cosine_lr(epoch, epochs, lr, lr_min)
+    half = epochs // 2
+    return lr if epoch < half else cosine_exp_lr(epoch, half, epochs, lr)
+
+
+def teacher_lr(schedule: str, epoch: int, epochs: int, lr: float, freeze_epochs: int) -> float:
+    """``constant`` (paper) or ``code`` (cosine×exp from the freeze epoch to the end)."""
+    if schedule == "constant":
+        return lr
+    return cosine_exp_lr(epoch, freeze_epochs, epochs, lr)
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+class Trainer:
+    """One distillation run. All arguments are plain values; see ``ablate.config`` for units."""
+
+    def __init__(
+        self, *, student: nn.Module, clean_teacher: nn.Module | None,
+        robust_teacher: nn.Module | None, data: Dataset, method: str = "ciard",
+        method_params: dict[str, Any] | None = None, epochs: int, batch_size: int = 64,
+        lr: float = 0.1, lr_min: float = 1e-5, momentum: float = 0.9,
+        weight_decay: float = 2e-4, lr_schedule: str = "cosine",
+        objective: str | None = None, eps: float, step_size: float, steps: int = 10,
+        start: str = "normal", freeze_epochs: int = 50, teacher_lr: float = 1e-5,
+        teacher_momentum: float = 0.1, teacher_weight_decay: float = 2e-4,
+        teacher_lr_schedule: str = "constant", teacher_bn: str = "train",
+        eval_eps: float | None = None, eval_step_size: float | None = None, eval_steps: int = 10,
+        val_subset: int | None = None, w: float = 0.5, seed: int = 0,
+    ) -> None:
+        spec = METHODS[method]
+        self.method, self.params = method, spec.params(**(method_params or {})).model_dump()
+        self.student, self.clean_teacher = student, clean_teacher
+        self.robust_teacher = robust_teacher
+        self.data, self.epochs, self.batch_size = data, epochs, batch_size
+        self.lr, self.lr_min, self.lr_schedule = lr, lr_min, lr_schedule
+        self.attack_kw = dict(objective=objective, eps=eps, step_size=step_size, steps=steps,
+                              start=start)
+        self.freeze_epochs, self.teacher_lr_base = freeze_epochs, teacher_lr
+        self.teacher_lr_schedule, self.teacher_bn = teacher_lr_schedule, teacher_bn
+        self.eval_kw = dict(eps=eval_eps if eval_eps is not None else eps,
+                            step_size=eval_step_size or step_size, steps=eval_steps, w=w)
+        self.val = data.val.subset(val_subset)
+        self.optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=momentum,
+                                         weight_decay=weight_decay)
+        self.teacher_optimizer = None
+        if robust_teacher is not None and freeze_epochs < epochs:
+            self.teacher_optimizer = torch.optim.SGD(
+                robust_teacher.parameters(), lr=teacher_lr, momentum=teacher_momentum,
+                weight_decay=teacher_weight_decay)
+        # The run owns its random streams (data order, attack starts), so runs in one process
+        # neither disturb each other nor depend on what ran before: same seed, same result.
+        self.generator = torch.Generator().manual_seed(seed)
+        self.device = next(student.parameters()).device
+        self.rng = self._seeded_rng(seed)
+        self.state: dict[str, Any] = spec.init_state()
+        self.epoch = 0
+        self.best: dict[str, Any] = {"w_acc": -1.0, "epoch": -1, "student": None}
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.epochs
+
+    def _seeded_rng(self, seed: int) -> dict[str, torch.Tensor]:
+        with torch.random.fork_rng(devices=self._cuda_devices()):
+            torch.manual_seed(seed)
+            return self._get_rng()
+
+    def _cuda_devices(self) -> list[torch.device]:
+        return [self.device] if self.device.type == "cuda" else []
+
+    def _get_rng(self) -> dict[str, torch.Tensor]:
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return rng
+
+    @contextmanager
+    def _own_rng(self) -> Iterator[None]:
+        """Run with this trainer's global-RNG state and store it back afterwards."""
+        with torch.random.fork_rng(devices=self._cuda_devices()):
+            torch.set_rng_state(self.rng["cpu"])
+            if "cuda" in self.rng:
+                torch.cuda.set_rng_state(self.rng["cuda"], self.device)
+            yield
+            self.rng = self._get_rng()
+
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over the training split; returns mean loss terms and the epoch's LRs."""
+        with self._own_rng():
+            return self._train_epoch()
+
+    def _train_epoch(self) -> dict[str, float]:
+        e = self.epoch
+        lr = student_lr(self.lr_schedule, e, self.epochs, self.lr, self.lr_min)
+        _set_lr(self.optimizer, lr)
+        update_teacher = self.teacher_optimizer is not None and e >= self.freeze_epochs
+        t_lr = 0.0
+        if update_teacher:
+            t_lr = teacher_lr(self.teacher_lr_schedule, e, self.epochs, self.teacher_lr_base,
+                              self.freeze_epochs)
+            _set_lr(self.teacher_optimizer, t_lr)
+        sums: dict[str, float] = {}
+        n = 0
+        for x, y in iterate_batches(self.data.train, self.batch_size, shuffle=True,
+                                    generator=self.generator):
+            if self.data.augment:
+                x = augment_crop_flip(x, generator=self.generator)
+            out = train_step(
+                method=self.method, params=self.params, state=self.state,
+                student=self.student, clean_teacher=self.clean_teacher,
+                robust_teacher=self.robust_teacher, x=x, y=y, optimizer=self.optimizer,
+                teacher_optimizer=self.teacher_optimizer, update_teacher=update_teacher,
+                teacher_bn=self.teacher_bn, **self.attack_kw)
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+        metrics = {k: v / max(n, 1) for k, v in sums.items()}
+        metrics.update(lr=lr, teacher_lr=t_lr, **{k: float(v) for k, v in self.state.items()})
+        return metrics
+
+    def validate(self) -> dict[str, float]:
+        with self._own_rng():
+            return evaluate(self.student, self.val, clean_teacher=self.clean_teacher,
+                            robust_teacher=self.robust_teacher, **self.eval_kw)
+
+    def run_epoch(self) -> dict[str, float]:
+        """Train one epoch, validate, keep the best student by W-acc; returns prefixed metrics."""
+        train = self.train_epoch()
+        val = self.validate()
+        if val["w_acc"] > self.best["w_acc"]:
+            self.best = {"w_acc": val["w_acc"], "epoch": self.epoch,
+                         "student": copy.deepcopy(self.student.state_dict())}
+        metrics = {"epoch": float(self.epoch)}
+        metrics.update({f"train/{k}": v for k, v in train.items()})
+        metrics.update({f"val/{k}": v for k, v in val.items()})
+        metrics["val/best_w_acc"] = self.best["w_acc"]
+        self.history.append(metrics)
+        self.epoch += 1
+        return metrics
+
+    def test(self, *, eps: float | None = None, step_size: float | None = None,
+             steps: int = 20) -> dict[str, float]:
+        """Evaluate the best student (by validation W-acc) once on the test split."""
+        model = copy.deepcopy(self.student)
+        if self.best["student"] is not None:
+            model.load_state_dict(self.best["student"])
+        kw = dict(self.eval_kw, steps=steps)
+        if eps is not None:
+            kw["eps"] = eps
+        if step_size is not None:
+            kw["step_size"] = step_size
+        with self._own_rng():
+            out = evaluate(model, self.data.test, clean_teacher=self.clean_teacher,
+                           robust_teacher=self.robust_teacher, **kw)
+        out["best_epoch"] = float(self.best["epoch"])
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-for-bit: models, optimizers, RNGs, method state."""
+        return {
+            "epoch": self.epoch,
+            "student": self.student.state_dict(),
+            "robust_teacher": self.robust_teacher.state_dict() if self.robust_teacher else None,
+            "optimizer": self.optimizer.state_dict(),
+            "teacher_optimizer": (self.teacher_optimizer.state_dict()
+                                  if self.teacher_optimizer else None),
+            "state": dict(self.state),
+            "best": self.best,
+            "history": self.history,
+            "rng": dict(self.rng, generator=self.generator.get_state()),
+        }
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.epoch = int(sd["epoch"])
+        self.student.load_state_dict(sd["student"])
+        if self.robust_teacher is not None and sd["robust_teacher"] is not None:
+            self.robust_teacher.load_state_dict(sd["robust_teacher"])
+        self.optimizer.load_state_dict(sd["optimizer"])
+        if self.teacher_optimizer is not None and sd["teacher_optimizer"] is not None:
+            self.teacher_optimizer.load_state_dict(sd["teacher_optimizer"])
+        self.state = dict(sd["state"])
+        self.best, self.history = sd["best"], list(sd["history"])
+        rng = dict(sd["rng"])
+        self.generator.set_state(rng.pop("generator"))
+        self.rng = {k: v for k, v in rng.items() if k == "cpu" or self.device.type == "cuda"}
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the resumable checkpoint atomically (a crash never leaves a half-written file)."""
+        path = Path(directory) / CHECKPOINT_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+        return path
+
+    def restore(self, directory: str | os.PathLike) -> bool:
+        """Load the checkpoint in ``directory`` if there is one; returns whether it did."""
+        path = Path(directory) / CHECKPOINT_NAME
+        if not path.exists():
+            return False
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return True
+
+    def fit(
+        self, checkpoint_dir: str | os.PathLike | None = None,
+        on_epoch: Callable[[dict[str, float]], None] | None = None,
+    ) -> list[dict[str, float]]:
+        """Train to the last epoch, resuming from ``checkpoint_dir`` and saving there each epoch."""
+        if checkpoint_dir is not None:
+            self.restore(checkpoint_dir)
+        while not self.done:
+            metrics = self.run_epoch()
+            if checkpoint_dir is not None:
+                self.save(checkpoint_dir)
+            if on_epoch is not None:
+                on_epoch(metrics)
+        return self.history

@@ -1,0 +1,107 @@
+"""From a validated config to live objects: data, models, teachers (loaded or trained+cached)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ablate.config import ExperimentConfig, ModelConfig, TeacherConfig, config_hash
+from ablate.core.data import Dataset, load_dataset
+from ablate.core.models import build_model, load_checkpoint
+from ablate.core.teachers import train_teacher
+from ablate.core.train import Trainer
+
+Log = Callable[[str], None]
+
+
+def cache_dir() -> Path:
+    """Where trained teachers are cached (``ABLATE_CACHE`` or ``.cache/ablate`` in the cwd)."""
+    return Path(os.environ.get("ABLATE_CACHE", ".cache/ablate"))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def build_data(cfg: ExperimentConfig) -> Dataset:
+    d = cfg.data
+    val_size: int | float = int(d.val_size) if d.val_size >= 1 else d.val_size
+    return load_dataset(d.name, root=d.root, download=d.download, val_size=val_size,
+                        seed=d.split_seed)
+
+
+def build_net(spec: ModelConfig, data: Dataset) -> nn.Module:
+    norm = (spec.normalize.mean, spec.normalize.std) if spec.normalize else None
+    return build_model(spec.arch, num_classes=data.num_classes,
+                       in_channels=data.image_shape[0], normalize=norm, **spec.kwargs)
+
+
+def teacher_cache_path(role: str, spec: TeacherConfig, cfg: ExperimentConfig) -> Path:
+    key = config_hash({"teacher": spec.model_dump(mode="json"),
+                       "data": cfg.data.model_dump(mode="json", exclude={"root", "download"})})
+    return cache_dir() / "teachers" / f"{cfg.data.name}-{role}-{spec.arch}-{key}.pt"
+
+
+def prepare_teacher(
+    role: str, spec: TeacherConfig, cfg: ExperimentConfig, data: Dataset,
+    device: torch.device, log: Log = print,
+) -> nn.Module:
+    """Load the teacher's checkpoint, or train it once and cache it by config hash."""
+    model = build_net(spec, data)
+    path = Path(spec.checkpoint) if spec.checkpoint else teacher_cache_path(role, spec, cfg)
+    if spec.checkpoint is None and not path.exists():
+        assert spec.train is not None
+        log(f"training {role} teacher ({spec.arch}, {spec.train.method}, "
+            f"{spec.train.epochs} epochs) -> {path}")
+        model.to(device)
+        t = spec.train
+        train_teacher(model, data.to(device), method=t.method, epochs=t.epochs, lr=t.lr,
+                      batch_size=t.batch_size, momentum=t.momentum,
+                      weight_decay=t.weight_decay, eps=t.eps, step_size=t.step_size,
+                      steps=t.steps, seed=cfg.data.split_seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, path)
+    load_checkpoint(model, path)
+    return model.to(device).eval()
+
+
+def prepare_teachers(
+    cfg: ExperimentConfig, data: Dataset, device: torch.device, log: Log = print
+) -> tuple[nn.Module, nn.Module]:
+    clean = prepare_teacher("clean", cfg.teachers.clean, cfg, data, device, log)
+    robust = prepare_teacher("robust", cfg.teachers.robust, cfg, data, device, log)
+    return clean, robust
+
+
+def build_trainer(
+    cfg: ExperimentConfig, data: Dataset, clean: nn.Module, robust: nn.Module,
+    device: torch.device,
+) -> Trainer:
+    """A Trainer for the config; the robust teacher is copied because ITT modifies it."""
+    torch.manual_seed(cfg.seed)
+    student = build_net(cfg.student, data).to(device)
+    robust_copy = build_net(cfg.teachers.robust, data).to(device)
+    robust_copy.load_state_dict(robust.state_dict())
+    a, o, i, e = cfg.attack, cfg.optim, cfg.itt, cfg.eval
+    return Trainer(
+        student=student, clean_teacher=clean, robust_teacher=robust_copy.eval(),
+        data=data.to(device), method=cfg.method.name,
+        method_params=cfg.method.model_dump(exclude={"name"}),
+        epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, lr_min=o.lr_min,
+        momentum=o.momentum, weight_decay=o.weight_decay, lr_schedule=o.schedule,
+        objective=a.objective, eps=a.eps, step_size=a.step_size, steps=a.steps, start=a.start,
+        freeze_epochs=i.freeze_epochs, teacher_lr=i.teacher_lr, teacher_momentum=i.momentum,
+        teacher_weight_decay=i.weight_decay, teacher_lr_schedule=i.schedule, teacher_bn=i.bn,
+        eval_eps=e.eps, eval_step_size=e.step_size, eval_steps=e.val_steps,
+        val_subset=e.val_subset, w=e.w, seed=cfg.seed,
+    )

@@ -1,0 +1,122 @@
+"""MLflow logging. The only module that imports mlflow.
+
+Default store: a SQLite file ``mlflow.db`` in the working directory, artifacts beside it in
+``mlartifacts/``. All writes go through an explicit run id (no global active run), so one
+writer process can log many runs (parent + children) without mixing them up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+DEFAULT_DB = "mlflow.db"
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def default_uri(directory: str | os.PathLike = ".") -> str:
+    return f"sqlite:///{(Path(directory) / DEFAULT_DB).resolve()}"
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists are kept as their string form."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                               check=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Tracker:
+    """Thin wrapper over ``MlflowClient`` for one tracking store."""
+
+    def __init__(self, uri: str | None = None) -> None:
+        self.uri = uri or default_uri()
+        self.client = MlflowClient(tracking_uri=self.uri)
+
+    def _artifact_root(self, name: str) -> str | None:
+        # Keep artifacts next to a local SQLite store rather than in whatever cwd MLflow picks.
+        if self.uri.startswith("sqlite:///"):
+            db = Path(self.uri.removeprefix("sqlite:///"))
+            return (db.parent / "mlartifacts" / name).resolve().as_uri()
+        return None
+
+    def experiment_id(self, name: str) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        return self.client.create_experiment(name, artifact_location=self._artifact_root(name))
+
+    def start(self, experiment: str, run_name: str, *, params: Mapping[str, Any] | None = None,
+              tags: Mapping[str, str] | None = None, parent_run_id: str | None = None) -> str:
+        all_tags = {"git_commit": git_commit(), **(tags or {})}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id(experiment), run_name=run_name,
+                                     tags=all_tags)
+        run_id = run.info.run_id
+        if params:
+            self.log_params(run_id, params)
+        return run_id
+
+    @contextmanager
+    def run(self, experiment: str, run_name: str, **kwargs: Any) -> Iterator[str]:
+        """Start a run, yield its id, and end it FINISHED (or FAILED on an exception)."""
+        run_id = self.start(experiment, run_name, **kwargs)
+        try:
+            yield run_id
+        except BaseException:
+            self.end(run_id, "FAILED")
+            raise
+        self.end(run_id, "FINISHED")
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+        for i in range(0, len(flat), 100):
+            self.client.log_batch(run_id, params=flat[i:i + 100])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        ts = mlflow.utils.time.get_current_time_millis()
+        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
+        for i in range(0, len(batch), 500):
+            self.client.log_batch(run_id, metrics=batch[i:i + 500])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, run_id: str, path: str | os.PathLike, subdir: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path=subdir)
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        self.client.log_text(run_id, text, name)
+
+
+def ui_command(uri: str, port: int = 5000, host: str = "127.0.0.1") -> list[str]:
+    """The MLflow UI for the store, bound to localhost by default."""
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+            "--host", host, "--port", str(port)]

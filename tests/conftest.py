@@ -1,0 +1,35 @@
+"""Shared fixtures: a small slice of the real digits data and tiny models (CPU, seeded)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn as nn
+
+from ablate.core.data import Dataset, load_digits
+from ablate.core.models import build_model
+
+torch.set_num_threads(1)  # deterministic and no oversubscription on the 2-core CI machine
+
+
+@pytest.fixture(scope="session")
+def digits() -> Dataset:
+    return load_digits(seed=0)
+
+
+@pytest.fixture
+def small_digits(digits: Dataset) -> Dataset:
+    """192 training and 96 validation/test images: a few batches, fast."""
+    return Dataset("digits", digits.train.subset(192), digits.val.subset(96),
+                   digits.test.subset(96), digits.num_classes, augment=False)
+
+
+@pytest.fixture
+def make_net() -> Callable[..., nn.Module]:
+    def make(seed: int = 0, width: int = 4) -> nn.Module:
+        torch.manual_seed(seed)
+        return build_model("small_cnn", num_classes=10, in_channels=1, width=width)
+
+    return make

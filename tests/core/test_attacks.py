@@ -1,0 +1,77 @@
+"""PGD invariants: ε-ball, [0,1] box, objective increases, no parameter gradients touched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ablate.core.attacks import OBJECTIVES, attack, pgd
+
+
+def tiny_net(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 16), nn.ReLU(), nn.Linear(16, 5))
+
+
+@pytest.fixture
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 3, 4, 4, generator=g)
+    x[0] = 0.0  # corners of the box, where clipping matters
+    x[1] = 1.0
+    return x, torch.randint(0, 5, (16,), generator=g)
+
+
+@pytest.mark.parametrize("objective", sorted(OBJECTIVES))
+@pytest.mark.parametrize("start", ["normal", "uniform", "none"])
+def test_pgd_stays_in_ball_and_box(batch, objective: str, start: str) -> None:
+    x, y = batch
+    eps = 0.1
+    x_adv = attack(objective, tiny_net(1), tiny_net(2), x, y, eps=eps, step_size=0.04, steps=5,
+                   start=start)
+    assert x_adv.shape == x.shape and not x_adv.requires_grad
+    assert (x_adv - x).abs().max() <= eps + 1e-6
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+
+
+@pytest.mark.parametrize("objective", sorted(OBJECTIVES))
+def test_pgd_raises_its_objective(batch, objective: str) -> None:
+    x, y = batch
+    student, teacher = tiny_net(1), tiny_net(2)
+    fn = OBJECTIVES[objective](student, teacher, x, y)
+    x_adv = attack(objective, student, teacher, x, y, eps=0.1, step_size=0.02, steps=10,
+                   start="none")
+    with torch.no_grad():
+        assert fn(x_adv).item() > fn(x).item() + 1e-3
+
+
+def test_pgd_ce_lowers_accuracy_more_than_random_noise(batch) -> None:
+    x, _ = batch
+    net = tiny_net(3)
+    with torch.no_grad():
+        y = net(x).argmax(1)  # labels the net gets right by construction
+    x_adv = attack("ce", net, None, x, y, eps=0.3, step_size=0.05, steps=20, start="uniform")
+    with torch.no_grad():
+        assert F.cross_entropy(net(x_adv), y) > F.cross_entropy(net(x), y)
+        assert (net(x_adv).argmax(1) == y).float().mean() < 1.0
+
+
+def test_pgd_leaves_parameter_gradients_untouched(batch) -> None:
+    x, y = batch
+    student, teacher = tiny_net(1), tiny_net(2)
+    attack("kl_clean_teacher", student, teacher, x, y, eps=0.1, step_size=0.02, steps=3)
+    assert all(p.grad is None for p in [*student.parameters(), *teacher.parameters()])
+
+
+def test_pgd_zero_steps_with_no_start_returns_input(batch) -> None:
+    x, _ = batch
+    out = pgd(lambda z: z.sum(), x, eps=0.1, step_size=0.01, steps=0, start="none")
+    assert torch.equal(out, x)
+
+
+def test_unknown_objective_is_an_error(batch) -> None:
+    x, y = batch
+    with pytest.raises(ValueError, match="unknown attack objective"):
+        attack("nope", tiny_net(1), None, x, y, eps=0.1, step_size=0.01, steps=1)
