@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ablate.core.losses import auto_lambda, kl, push_loss, soft_targets, update_temperatures
 
@@ -73,11 +73,19 @@ class CiardParams(BaseModel):
         "batchmean", description="KL averaging: per sample (batchmean) or per entry "
         "(mean, released code: 1/num_classes as large)")
 
-    def model_post_init(self, __context: Any) -> None:
-        if isinstance(self.lam, float) and self.lam < 0:
-            raise ValueError("lam must be >= 0 or 'auto'")
-        if self.temp_min > self.temp_max:
-            raise ValueError("temp_min must be <= temp_max")
+    @field_validator("lam")
+    @classmethod
+    def _lam(cls, v: float | str) -> float | str:
+        if isinstance(v, float) and v < 0:
+            raise ValueError("must be >= 0 or 'auto'")
+        return v
+
+    @field_validator("temp_max")
+    @classmethod
+    def _temps(cls, v: float, info: ValidationInfo) -> float:
+        if v < info.data.get("temp_min", 0.0):
+            raise ValueError("must be >= temp_min")
+        return v
 
 
 def _ciard_state() -> dict[str, Any]:

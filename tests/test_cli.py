@@ -1,0 +1,170 @@
+"""The command line: bad input exits 2 with one line naming the field or file, before anything
+starts; a real `ablate train` on digits lands in a real MLflow SQLite store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+
+from ablate.cli import main
+from ablate.core.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY: dict[str, Any] = {
+    "name": "tiny",
+    "seed": 0,
+    "device": "cpu",
+    "data": {"name": "digits"},
+    "student": {"arch": "small_cnn", "kwargs": {"width": 4}},
+    "teachers": {
+        "clean": {"arch": "small_cnn", "kwargs": {"width": 8},
+                  "train": {"method": "ce", "epochs": 2, "lr": 0.1}},
+        "robust": {"arch": "small_cnn", "kwargs": {"width": 8},
+                   "train": {"method": "pgd_at", "epochs": 1, "lr": 0.1, "steps": 2}},
+    },
+    "attack": {"eps": 0.2, "step_size": 0.05, "steps": 2},
+    "optim": {"epochs": 2, "lr": 0.1},
+    "itt": {"freeze_epochs": 1, "teacher_lr": 0.001},
+    "eval": {"val_steps": 2, "test_steps": 2, "val_subset": 100},
+}
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def write(path: Path, cfg: dict[str, Any] | str) -> Path:
+    path.write_text(cfg if isinstance(cfg, str) else yaml.safe_dump(cfg))
+    return path
+
+
+def run_bad(workdir: Path, capsys: pytest.CaptureFixture[str], args: list[str]) -> str:
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    # Nothing started or half-written: no MLflow store, no run directory, no teacher cache.
+    assert not (workdir / "mlflow.db").exists()
+    assert not (workdir / "runs").exists() and not (workdir / "cache").exists()
+    return err
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("optim.lrr=0.1", "`optim.lrr`: unknown key"),
+        ("optim.epochs=many", "`optim.epochs`"),
+        ("optim.lr=-0.1", "`optim.lr`: Input should be greater than 0"),
+        ("itt.freeze_epochs=-1", "`itt.freeze_epochs`"),
+        ("method.lam=-2", "`method.lam`"),
+        ("student.arch=resnet1000", "unknown architecture"),
+        ("data.name=imagenet", "`data.name`"),
+    ],
+)
+def test_bad_config_values_exit_2_naming_the_field(workdir, capsys, override, needle) -> None:
+    cfg = write(workdir / "c.yaml", TINY)
+    err = run_bad(workdir, capsys, ["train", str(cfg), override])
+    assert needle in err and "c.yaml" in err
+
+
+def test_unknown_key_in_file(workdir, capsys) -> None:
+    cfg = write(workdir / "c.yaml", {**TINY, "optimiser": {"lr": 0.1}})
+    assert "`optimiser`: unknown key" in run_bad(workdir, capsys, ["train", str(cfg)])
+
+
+def test_malformed_yaml_names_file_and_line(workdir, capsys) -> None:
+    cfg = write(workdir / "broken.yaml", "name: x\noptim: {epochs: 2\nseed: 1\n")
+    err = run_bad(workdir, capsys, ["validate", str(cfg)])
+    assert "broken.yaml" in err and "malformed YAML" in err and "line" in err
+
+
+def test_missing_config_file(workdir, capsys) -> None:
+    assert "nope.yaml: file not found" in run_bad(workdir, capsys, ["train", "nope.yaml"])
+
+
+def test_missing_teacher_checkpoint(workdir, capsys) -> None:
+    raw = yaml.safe_load(yaml.safe_dump(TINY))
+    raw["teachers"]["robust"]["checkpoint"] = "teachers/wrn.pt"
+    cfg = write(workdir / "c.yaml", raw)
+    err = run_bad(workdir, capsys, ["train", str(cfg)])
+    assert "teachers.robust.checkpoint" in err and "teachers/wrn.pt" in err
+
+
+def test_checkpoint_of_the_wrong_architecture(workdir, capsys) -> None:
+    ckpt = workdir / "other.pt"
+    torch.save(build_model("small_cnn", num_classes=10, in_channels=1, width=16).state_dict(),
+               ckpt)
+    raw = yaml.safe_load(yaml.safe_dump(TINY))
+    raw["teachers"]["clean"]["checkpoint"] = str(ckpt)
+    cfg = write(workdir / "c.yaml", raw)
+    err = run_bad(workdir, capsys, ["train", str(cfg)])
+    assert str(ckpt) in err and "SmallCNN" in err
+
+
+def test_missing_cifar_directory(workdir, capsys) -> None:
+    cfg = write(workdir / "c.yaml", TINY)
+    err = run_bad(workdir, capsys, ["train", str(cfg), "data.name=cifar10",
+                                    f"data.root={workdir / 'nodata'}"])
+    assert str(workdir / "nodata") in err and "cifar-10-batches-py" in err
+
+
+def test_validate_every_yaml_under_search_spaces(capsys) -> None:
+    files = sorted((REPO / "search_spaces").glob("*.yaml"))
+    assert files
+    for f in files:
+        assert main(["validate", str(f)]) == 0, capsys.readouterr().err
+        assert "OK" in capsys.readouterr().out
+
+
+def test_console_script_exit_code(workdir) -> None:
+    cfg = write(workdir / "c.yaml", TINY)
+    proc = subprocess.run([sys.executable, "-m", "ablate.cli", "validate", str(cfg),
+                           "optim.lr=-1"], capture_output=True, text=True, cwd=workdir,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2 and "optim.lr" in proc.stderr
+
+
+def test_train_logs_run_curves_and_checkpoint_to_mlflow(workdir, capsys) -> None:
+    cfg = write(workdir / "c.yaml", TINY)
+    uri = f"sqlite:///{workdir / 'store.db'}"
+    assert main(["train", str(cfg), "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert "epoch   2/2" in out and "test (best epoch" in out
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["optim.epochs"] == "2" and run.data.params["method.name"] == "ciard"
+    assert run.data.tags["config_hash"] and run.data.tags["git_commit"]
+    history = client.get_metric_history(run.info.run_id, "val/w_acc")
+    assert [m.step for m in history] == [0, 1]
+    for key in ("val/clean_acc", "val/robust_acc", "val/robust_teacher_robust_acc",
+                "test/clean_acc", "test/robust_acc", "test/w_acc", "train/loss"):
+        assert key in run.data.metrics, key
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    arts |= {a.path for d in ("plots", "checkpoints")
+             for a in client.list_artifacts(run.info.run_id, d)}
+    assert {"config.yaml", "plots/curves.png", "checkpoints/best_student.pt"} <= arts
+    local = client.download_artifacts(run.info.run_id, "checkpoints/best_student.pt",
+                                      str(workdir))
+    state = torch.load(local, weights_only=True)
+    assert "fc.weight" in state
+
+    # The teachers were cached: a second run trains none.
+    assert main(["train", str(cfg), "--tracking-uri", uri, "seed=1"]) == 0
+    assert "training clean teacher" not in capsys.readouterr().out
