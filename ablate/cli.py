@@ -68,8 +68,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     resumed = args.resume and trainer.restore(run_dir)
 
     tracker = Tracker(args.tracking_uri)
-    run_id = id_file.read_text().strip() if resumed and id_file.exists() else None
-    if run_id is None:
+    run_id = id_file.read_text().strip() if args.resume and id_file.exists() else None
+    if run_id is not None:
+        tracker.reopen(run_id)
+    else:
         run_id = tracker.start(cfg.name, f"train-{cfg.digest()}",
                                params=cfg.model_dump(mode="json"),
                                tags={"config_hash": cfg.digest(), "method": cfg.method.name,
@@ -91,6 +93,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         tracker.log_metrics(run_id, test_metrics, step=cfg.optim.epochs)
         with tempfile.TemporaryDirectory() as tmp:
             _log_run_artifacts(tracker, run_id, cfg, trainer, Path(tmp), plot_curves)
+    except KeyboardInterrupt:
+        tracker.end(run_id, "KILLED")
+        print(f"interrupted after epoch {trainer.epoch}; continue with: ablate train "
+              f"{args.config} {' '.join(args.overrides)} --resume", file=sys.stderr)
+        return 130
     except BaseException:
         tracker.end(run_id, "FAILED")
         raise

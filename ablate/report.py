@@ -28,7 +28,8 @@ def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike,
         if history and clean_key in history[0]:
             axes[0].plot(epochs, [100 * h[clean_key] for h in history], color=color, label=label)
             axes[1].plot(epochs, [100 * h[robust_key] for h in history], color=color, label=label)
-    for ax, name in zip(axes, ("clean accuracy (%)", "PGD accuracy (%)"), strict=True):
+    names = ("clean accuracy (%)", "accuracy on the student's PGD examples (%)")
+    for ax, name in zip(axes, names, strict=True):
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)

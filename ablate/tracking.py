@@ -92,6 +92,10 @@ class Tracker:
             raise
         self.end(run_id, "FINISHED")
 
+    def reopen(self, run_id: str) -> None:
+        """Mark a stopped run as running again (a resumed training continues the same run)."""
+        self.client.update_run(run_id, status="RUNNING")
+
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 

@@ -191,25 +191,36 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def images_per_s(fn: StepFn, s: Setting, params: dict[str, Any], itt: bool,
-                 steps: int, warmup: int, device: torch.device, label: str,
-                 autocast: bool) -> float:
-    m = fresh_models(s)
+def images_per_s(s: Setting, params: dict[str, Any], itt: bool, steps: int, warmup: int,
+                 device: torch.device, autocast: bool, label: str) -> tuple[float, float]:
+    """(ours, baseline) images/s over ``steps`` timed steps each, after ``warmup`` steps each.
+
+    The two implementations alternate step by step (ours first on even steps, the baseline first
+    on odd ones) and each step is timed on its own, so load from other processes on a shared
+    machine hits both sides alike and the ratio stays meaningful.
+    """
+    fns: dict[str, StepFn] = {"ours": ours_step, "baseline": baseline_step}
+    models = {k: fresh_models(s) for k in fns}
+    elapsed = dict.fromkeys(fns, 0.0)
     torch.manual_seed(0)
     ctx = (torch.autocast(device.type, dtype=torch.bfloat16) if autocast
            else torch.autocast(device.type, enabled=False))
     with ctx:
         for _ in range(warmup):
-            fn(m, s, params, itt)
-        sync(device)
-        t0 = time.perf_counter()
+            for k, fn in fns.items():
+                fn(models[k], s, params, itt)
         for i in range(steps):
-            fn(m, s, params, itt)
+            for k in (("ours", "baseline") if i % 2 == 0 else ("baseline", "ours")):
+                sync(device)
+                t0 = time.perf_counter()
+                fns[k](models[k], s, params, itt)
+                sync(device)
+                elapsed[k] += time.perf_counter() - t0
             if steps < 10 or (i + 1) % (steps // 3) == 0:
-                print(f"    {label}: step {i + 1}/{steps}", flush=True)
-        sync(device)
-        elapsed = time.perf_counter() - t0
-    return steps * s.x.shape[0] / elapsed
+                print(f"    {label}: step {i + 1}/{steps} (ours {elapsed['ours']:.1f} s, "
+                      f"baseline {elapsed['baseline']:.1f} s so far)", flush=True)
+    n = steps * s.x.shape[0]
+    return n / elapsed["ours"], n / elapsed["baseline"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -301,10 +312,8 @@ def main(argv: list[str] | None = None) -> None:
         check_same_math(s, params, device)
         for itt in (False, True):
             tag = "on" if itt else "off"
-            ours = images_per_s(ours_step, s, params, itt, steps, args.warmup, device,
-                                f"ours ITT {tag}", args.bf16)
-            base = images_per_s(baseline_step, s, params, itt, steps, args.warmup, device,
-                                f"baseline ITT {tag}", args.bf16)
+            ours, base = images_per_s(s, params, itt, steps, args.warmup, device, args.bf16,
+                                      f"{s.name} ITT {tag}")
             rows.append((s.name, tag, ours, base))
             print(f"  {s.name} ITT {tag}: ours {ours:.1f} img/s, baseline {base:.1f} img/s",
                   flush=True)
