@@ -55,6 +55,7 @@ def prepare_teacher(
     device: torch.device, log: Log = print,
 ) -> nn.Module:
     """Load the teacher's checkpoint, or train it once and cache it by config hash."""
+    torch.manual_seed(cfg.data.split_seed)  # a cached teacher must be reproducible from its key
     model = build_net(spec, data)
     path = Path(spec.checkpoint) if spec.checkpoint else teacher_cache_path(role, spec, cfg)
     if spec.checkpoint is None and not path.exists():
