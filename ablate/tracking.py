@@ -11,13 +11,12 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 DEFAULT_DB = "mlflow.db"
@@ -81,17 +80,6 @@ class Tracker:
             self.log_params(run_id, params)
         return run_id
 
-    @contextmanager
-    def run(self, experiment: str, run_name: str, **kwargs: Any) -> Iterator[str]:
-        """Start a run, yield its id, and end it FINISHED (or FAILED on an exception)."""
-        run_id = self.start(experiment, run_name, **kwargs)
-        try:
-            yield run_id
-        except BaseException:
-            self.end(run_id, "FAILED")
-            raise
-        self.end(run_id, "FINISHED")
-
     def reopen(self, run_id: str) -> None:
         """Mark a stopped run as running again (a resumed training continues the same run)."""
         self.client.update_run(run_id, status="RUNNING")
@@ -110,14 +98,8 @@ class Tracker:
         for i in range(0, len(batch), 500):
             self.client.log_batch(run_id, metrics=batch[i:i + 500])
 
-    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-
     def log_artifact(self, run_id: str, path: str | os.PathLike, subdir: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path=subdir)
-
-    def log_text(self, run_id: str, text: str, name: str) -> None:
-        self.client.log_text(run_id, text, name)
 
 
 def ui_command(uri: str, port: int = 5000, host: str = "127.0.0.1") -> list[str]:

@@ -32,8 +32,6 @@ class Method:
     objective: str
     loss: LossFn
     init_state: Callable[[], dict[str, Any]] = field(default=dict)
-    needs_clean_teacher: bool = True
-    needs_robust_teacher: bool = True
 
 
 METHODS: dict[str, Method] = {}
