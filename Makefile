@@ -1,11 +1,12 @@
 # The two set-up commands of the README:
-#   make quickstart   install, then train CIARD on the embedded digits data (MLflow: ./mlflow.db)
+#   make quickstart   install, then run the CIARD search on the embedded digits data
+#                     (local Ray, MLflow store ./mlflow.db)
 #   make test         install, then run the tests
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install quickstart test lint bench ui
+.PHONY: install quickstart test lint bench bench-search ui
 
 install: $(VENV)/.installed
 
@@ -16,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 quickstart: install
-	$(BIN)/ablate train search_spaces/quickstart.yaml
+	$(BIN)/ablate search search_spaces/quickstart.yaml --fresh
 
 test: install
 	$(BIN)/python -m pytest
@@ -27,6 +28,9 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/step_throughput.py
+
+bench-search: install
+	$(BIN)/python benchmarks/search_concurrency.py
 
 ui: install
 	$(BIN)/ablate ui

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from ablate.config import ConfigError, ExperimentConfig, check_inputs, load_config
+from ablate.config import ConfigError, ExperimentConfig, check_inputs, load_config, read_yaml
 from ablate.core.data import DatasetMissingError
 from ablate.core.evaluate import evaluate
 from ablate.core.models import CheckpointError
@@ -35,6 +35,15 @@ def _load(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    if "space" in read_yaml(args.config):  # a search spec
+        from ablate.spec import load_search_spec
+
+        spec = load_search_spec(args.config, args.overrides)
+        check_inputs(spec.base)
+        print(f"{args.config}: OK (search spec hash {spec.digest()}, {spec.num_samples} trials "
+              f"over {len(spec.space)} values, {spec.base.optim.epochs} epochs on "
+              f"{spec.base.data.name})")
+        return 0
     cfg = _load(args)
     print(f"{args.config}: OK (config hash {cfg.digest()}, method {cfg.method.name}, "
           f"{cfg.optim.epochs} epochs on {cfg.data.name})")
@@ -119,6 +128,31 @@ def _log_run_artifacts(tracker, run_id, cfg, trainer, tmp: Path, plot_curves: Ca
     tracker.log_artifact(run_id, tmp / "curves.png", "plots")
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from ablate.spec import load_search_spec, machine_resources
+
+    spec = load_search_spec(args.spec, args.overrides)
+    if args.dry_run:
+        from ablate.search import plan
+
+        print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).rstrip())
+        print(plan(spec, machine_resources()))
+        try:
+            check_inputs(spec.base)
+            print("inputs: dataset and teacher checkpoints found")
+        except (ConfigError, DatasetMissingError) as exc:
+            print(f"inputs: a real run stops here: {exc}")
+        return 0
+    from ablate.search import Options, run_search
+
+    command = " ".join(["ablate search", args.spec, *args.overrides]
+                       + [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                          if k in ("tracking_uri", "storage", "address") and v])
+    return run_search(spec, Options(tracking_uri=args.tracking_uri, storage=args.storage,
+                                    address=args.address, resume=args.resume, fresh=args.fresh,
+                                    command=command))
+
+
 def cmd_teachers_train(args: argparse.Namespace) -> int:
     cfg = _load(args)
     device = resolve_device(cfg.device)
@@ -168,7 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run directory")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("validate", help="validate an experiment YAML and its inputs")
+    p = sub.add_parser("search", help="Optuna search through Ray Tune (ASHA), logged to MLflow")
+    p.add_argument("spec", help="search spec YAML (e.g. search_spaces/quickstart.yaml)")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the spec "
+                   "(base.optim.epochs=5, num_samples=4)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlflow.db)")
+    p.add_argument("--storage", help="Ray experiment storage: directory or URI (default runs/ray)")
+    p.add_argument("--address", help="join an existing Ray cluster (default: local Ray)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue an interrupted search")
+    again.add_argument("--fresh", action="store_true", help="start again even if this spec "
+                       "ran before (the earlier run is kept)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate and print the spec and resource plan; start nothing")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("validate", help="validate an experiment or search YAML and its inputs")
     _config_args(p)
     p.set_defaults(func=cmd_validate)
 
@@ -202,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DatasetMissingError, CheckpointError) as exc:
         print(f"ablate: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("ablate: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

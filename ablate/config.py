@@ -190,14 +190,17 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict copy."""
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict copy.
+
+    Keys that themselves contain dots (a search space's ``method.alpha``) are matched as a whole:
+    ``space.method.alpha.high=0.9`` reaches ``space["method.alpha"]["high"]``.
+    """
     out = json.loads(json.dumps(raw))
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r}: expected key.sub=value")
-        node = out
-        parts = key.split(".")
+        node, parts = out, _split_key(out, key.split("."))
         for part in parts[:-1]:
             nxt = node.setdefault(part, {})
             if not isinstance(nxt, dict):
@@ -207,6 +210,18 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node[parts[-1]] = yaml.safe_load(value)
         except yaml.YAMLError:
             raise ConfigError(f"override {item!r}: value is not valid YAML") from None
+    return out
+
+
+def _split_key(tree: dict[str, Any], parts: list[str]) -> list[str]:
+    """Group dotted parts into the keys present in ``tree`` (longest match first)."""
+    out, node, i = [], tree, 0
+    while i < len(parts):
+        j = next((j for j in range(len(parts), i, -1)
+                  if isinstance(node, dict) and ".".join(parts[i:j]) in node), i + 1)
+        out.append(".".join(parts[i:j]))
+        node = node.get(out[-1]) if isinstance(node, dict) else None
+        i = j
     return out
 
 
@@ -236,12 +251,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
 
 
 def check_inputs(cfg: ExperimentConfig) -> None:
-    """Filesystem checks done before anything starts: teacher checkpoints and CIFAR data."""
-    for role in ("clean", "robust"):
-        teacher = getattr(cfg.teachers, role)
-        if teacher.checkpoint is not None and not Path(teacher.checkpoint).is_file():
-            raise ConfigError(f"teachers.{role}.checkpoint: file not found: {teacher.checkpoint}")
+    """Filesystem checks done before anything starts: CIFAR data, then teacher checkpoints."""
     if cfg.data.name.startswith("cifar") and not cfg.data.download:
         from ablate.core.data import check_cifar
 
         check_cifar(cfg.data.name, cfg.data.root)  # DatasetMissingError names the directory
+    for role in ("clean", "robust"):
+        teacher = getattr(cfg.teachers, role)
+        if teacher.checkpoint is not None and not Path(teacher.checkpoint).is_file():
+            raise ConfigError(f"teachers.{role}.checkpoint: file not found: {teacher.checkpoint}")

@@ -98,6 +98,25 @@ class Tracker:
         for i in range(0, len(batch), 500):
             self.client.log_batch(run_id, metrics=batch[i:i + 500])
 
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, str(v))
+
+    def find_run(self, experiment: str, tags: Mapping[str, str]) -> str | None:
+        """The newest run of the experiment carrying all the given tags, if any."""
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            return None
+        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        runs = self.client.search_runs([exp.experiment_id], filter_string=query,
+                                       order_by=["attributes.start_time DESC"], max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def log_table(self, run_id: str, columns: Mapping[str, list[Any]], name: str) -> None:
+        """An MLflow table artifact (shown in the UI); logged once, as MLflow appends to it."""
+        if not any(f.path == name for f in self.client.list_artifacts(run_id)):
+            self.client.log_table(run_id, data=dict(columns), artifact_file=name)
+
     def log_artifact(self, run_id: str, path: str | os.PathLike, subdir: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path=subdir)
 

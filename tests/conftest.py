@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,3 +34,11 @@ def make_net() -> Callable[..., nn.Module]:
         return build_model("small_cnn", num_classes=10, in_channels=1, width=width)
 
     return make
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh working directory (MLflow store, runs/) with its own teacher cache."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path / "cache"))
+    return tmp_path

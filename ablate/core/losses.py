@@ -81,8 +81,11 @@ def _magnitude(value: float) -> int:
 def auto_lambda(kl_clean: float, kl_robust: float, push: float) -> float:
     """λ = 10^(min(mag(KL_clean), mag(KL_robust)) − mag(Push)), the released code's rule.
 
-    It gives the push term the order of magnitude of the smaller KL term, every step.
+    It gives the push term the order of magnitude of the smaller KL term, every step. A
+    non-finite input gives NaN, so the step's non-finite-loss check names the divergence.
     """
+    if not all(math.isfinite(v) for v in (kl_clean, kl_robust, push)):
+        return math.nan
     return 10.0 ** (min(_magnitude(kl_clean), _magnitude(kl_robust)) - _magnitude(push))
 
 

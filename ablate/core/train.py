@@ -100,7 +100,8 @@ class Trainer:
         self.rng = self._seeded_rng(seed)
         self.state: dict[str, Any] = spec.init_state()
         self.epoch = 0
-        self.best: dict[str, Any] = {"w_acc": -1.0, "epoch": -1, "student": None}
+        self.best: dict[str, Any] = {"w_acc": -1.0, "clean_acc": 0.0, "robust_acc": 0.0,
+                                     "epoch": -1, "student": None}
         self.history: list[dict[str, float]] = []
 
     @property
@@ -175,12 +176,14 @@ class Trainer:
         train = self.train_epoch()
         val = self.validate()
         if val["w_acc"] > self.best["w_acc"]:
-            self.best = {"w_acc": val["w_acc"], "epoch": self.epoch,
+            self.best = {"w_acc": val["w_acc"], "clean_acc": val["clean_acc"],
+                         "robust_acc": val["robust_acc"], "epoch": self.epoch,
                          "student": copy.deepcopy(self.student.state_dict())}
         metrics = {"epoch": float(self.epoch)}
         metrics.update({f"train/{k}": v for k, v in train.items()})
         metrics.update({f"val/{k}": v for k, v in val.items()})
-        metrics["val/best_w_acc"] = self.best["w_acc"]
+        for k in ("w_acc", "clean_acc", "robust_acc"):  # at the best epoch so far
+            metrics[f"val/best_{k}"] = self.best[k]
         self.history.append(metrics)
         self.epoch += 1
         return metrics

@@ -81,6 +81,9 @@ def test_auto_lambda_matches_released_rule() -> None:
     assert auto_lambda(3.0, 0.5, 0.002) == pytest.approx(10.0 ** (-1 - -3))
     # A zero term is treated as 1e-7 (magnitude -7), never log(0).
     assert auto_lambda(0.0, 1.0, 1.0) == pytest.approx(1e-7)
+    # A diverged step yields NaN (caught as a non-finite loss), not a ValueError from log10.
+    assert math.isnan(auto_lambda(float("nan"), 1.0, 1.0))
+    assert math.isnan(auto_lambda(1.0, 1.0, float("inf")))
 
 
 def test_adaptive_temperatures_move_towards_equal_entropy_and_clip() -> None:

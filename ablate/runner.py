@@ -1,0 +1,167 @@
+"""Ray plumbing shared by ``search`` and ``grid``: start Ray, log trials to MLflow, fit/restore.
+
+MLflow sees a single writer: the driver. Trials report to Ray; :class:`TrialLogger`, a Tune
+callback running in the driver, turns each report into metrics of the trial's child run, so the
+SQLite store never has concurrent writers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from ablate.config import ConfigError
+from ablate.tracking import Tracker
+
+Log = Callable[[str], None]
+# Quiet Ray: our callback prints one line per trial; Ray's tables, TensorBoard hints and
+# snapshot-frequency warnings (every epoch checkpoints, on purpose) would drown it.
+for _key, _value in (("RAY_AIR_NEW_OUTPUT", "0"),
+                     ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")):
+    os.environ.setdefault(_key, _value)
+_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*?: .+")
+
+
+def storage_path(storage: str | None) -> str:
+    """Ray's experiment storage: a local directory (made absolute) or a URI (s3://, gs://)."""
+    if storage and "://" in storage:
+        return storage
+    return str(Path(storage or "runs/ray").resolve())
+
+
+def init_ray(address: str | None, resources: dict[str, float]) -> dict[str, float]:
+    """Start a local Ray (or join ``address``); returns the cluster's resources."""
+    if not ray.is_initialized():
+        quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                     configure_logging=True)
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(num_cpus=int(resources["CPU"]), num_gpus=int(resources["GPU"]), **quiet)
+    return {k: float(v) for k, v in ray.cluster_resources().items()}
+
+
+def error_reason(trace: str | None) -> str:
+    """The last 'SomeError: message' line of a Ray error trace, e.g. a NaN-loss reason."""
+    if not trace:
+        return "unknown error"
+    lines = [ln.strip() for ln in str(trace).splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if _ERROR_LINE.match(line):
+            return line[:500]
+    return lines[-1][:500] if lines else "unknown error"
+
+
+def trial_number(trial: Any) -> int:
+    """1-based order in which the searcher created the trial (Ray's experiment tag prefix)."""
+    head = str(getattr(trial, "experiment_tag", "") or "").split("_", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def trial_dirname(trial: Any) -> str:
+    return f"trial_{trial_number(trial):04d}_{trial.trial_id}"
+
+
+class TrialLogger(tune.Callback):
+    """One MLflow child run per trial, per-epoch metrics, a console line per finished trial.
+
+    A restored search finds each trial's run again by its ``trial_id`` tag, so a resumed trial
+    keeps logging into the same run.
+    """
+
+    def __init__(self, tracker: Tracker, experiment: str, parent_run_id: str, *,
+                 run_params: Callable[[dict[str, Any]], dict[str, Any]],
+                 run_tags: Callable[[dict[str, Any]], dict[str, str]],
+                 describe: Callable[[dict[str, Any]], str], epochs: int, log: Log = print):
+        self.tracker, self.experiment, self.parent = tracker, experiment, parent_run_id
+        self.run_params, self.run_tags, self.describe = run_params, run_tags, describe
+        self.epochs, self.log = epochs, log
+        self.runs: dict[str, str] = {}
+        self.open: set[str] = set()
+
+    def run_id(self, trial: Any) -> str:
+        tid = trial.trial_id
+        if tid not in self.runs:
+            found = self.tracker.find_run(self.experiment, {"trial_id": tid,
+                                                            "mlflow.parentRunId": self.parent})
+            if found is not None:
+                self.tracker.reopen(found)
+                self.runs[tid] = found
+            else:
+                self.runs[tid] = self.tracker.start(
+                    self.experiment, f"trial-{tid}", params=self.run_params(trial.config),
+                    tags={"trial_id": tid, "trial_number": str(trial_number(trial)),
+                          "kind": "trial", **self.run_tags(trial.config)},
+                    parent_run_id=self.parent)
+        if tid not in self.open:
+            self.tracker.reopen(self.runs[tid])
+            self.open.add(tid)
+        return self.runs[tid]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.run_id(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        metrics = {k: v for k, v in result.items()
+                   if ("/" in k or k == "epoch") and isinstance(v, int | float)}
+        self.tracker.log_metrics(self.run_id(trial), metrics, step=int(result["epoch"]))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        epochs = int(result.get("training_iteration", 0))
+        stopped = epochs < self.epochs
+        run = self.run_id(trial)
+        self.tracker.set_tags(run, {"epochs_trained": epochs, "stopped_early": stopped})
+        self.tracker.end(run, "FINISHED")
+        self.open.discard(trial.trial_id)
+        how = f"stopped early after {epochs}/{self.epochs}" if stopped else f"{epochs}"
+        w = 100 * result.get("val/best_w_acc", float("nan"))
+        self.log(f"trial {trial_number(trial)} ({trial.trial_id}): {how} epochs, best val W "
+                 f"{w:.1f}% "
+                 f"(clean {100 * result.get('val/best_clean_acc', float('nan')):.1f}%, "
+                 f"PGD {100 * result.get('val/best_robust_acc', float('nan')):.1f}%)  "
+                 f"{self.describe(trial.config)}")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # The driver writes the trace to the trial's local directory before this callback; the
+        # copy in (possibly remote) storage may not be synced yet.
+        local = Path(trial.error_file) if trial.error_file else None
+        reason = error_reason(local.read_text() if local and local.exists() else
+                              trial.get_error())
+        run = self.run_id(trial)
+        self.tracker.set_tags(run, {"error": reason})
+        self.tracker.end(run, "FAILED")
+        self.open.discard(trial.trial_id)
+        self.log(f"trial {trial_number(trial)} ({trial.trial_id}): FAILED: {reason}  "
+                 f"{self.describe(trial.config)}")
+
+    def close_open(self, status: str = "KILLED") -> None:
+        """Mark runs of trials still in flight (an interrupted search) as ``status``."""
+        for tid in sorted(self.open):
+            self.tracker.end(self.runs[tid], status)
+        self.open.clear()
+
+
+def experiment_dir(storage: str | None, name: str, *, resume: bool, fresh: bool) -> str:
+    """Where the Ray experiment lives: ``STORAGE/NAME``, or ``NAME-2``, ``NAME-3``... for
+    ``--fresh`` runs. ``--resume`` takes the newest; a plain run never reuses an old one."""
+    root = storage_path(storage).rstrip("/")
+    existing = []
+    while tune.Tuner.can_restore(f"{root}/{name}" + (f"-{len(existing) + 1}" if existing else "")):
+        existing.append(f"{root}/{name}" + (f"-{len(existing) + 1}" if existing else ""))
+    if resume:
+        if not existing:
+            raise ConfigError(f"--resume: no search to resume at {root}/{name}")
+        return existing[-1]
+    if existing and not fresh:
+        raise ConfigError(f"{existing[-1]} holds an earlier run of this spec: pass --resume to "
+                          "continue it, or --fresh to start another")
+    return f"{root}/{name}" + (f"-{len(existing) + 1}" if existing else "")

@@ -1,0 +1,305 @@
+"""``ablate search``: Optuna (TPE) through Ray Tune with ASHA, every trial logged to MLflow.
+
+Flow: validate the spec and its inputs (no Ray yet) → prepare the teachers once in the driver →
+start (or join) Ray → fit or restore the Tuner → summarise into the parent run and re-test the
+best trial's best checkpoint on the test split with the final PGD protocol.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+import yaml
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from ablate.config import check_inputs
+from ablate.experiment import build_data, prepare_teachers, resolve_device
+from ablate.report import pareto_front, plot_importances, plot_objective, plot_pareto
+from ablate.runner import (
+    Log,
+    TrialLogger,
+    experiment_dir,
+    init_ray,
+    trial_dirname,
+)
+from ablate.spec import SearchSpec, check_resources, concurrency, machine_resources
+from ablate.tracking import Tracker
+from trainables.ciard import final_test, train_ciard
+
+OBJECTIVE = "val/best_w_acc"
+PARETO = ("val/best_clean_acc", "val/best_robust_acc")
+EXIT_INTERRUPTED = 130
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass
+class Options:
+    tracking_uri: str | None = None
+    storage: str | None = None
+    address: str | None = None
+    resume: bool = False
+    fresh: bool = False
+    command: str = "ablate search SPEC"  # how this search was started, for the resume hint
+
+
+def optuna_space(spec: SearchSpec) -> dict[str, optuna.distributions.BaseDistribution]:
+    d = optuna.distributions
+    out: dict[str, d.BaseDistribution] = {}
+    for key, p in spec.space.items():
+        if p.type == "categorical":
+            out[key] = d.CategoricalDistribution(p.choices or [])
+        elif p.type == "int":
+            out[key] = d.IntDistribution(int(p.low or 0), int(p.high or 0), log=p.log)
+        else:
+            out[key] = d.FloatDistribution(float(p.low or 0), float(p.high or 0), log=p.log)
+    return out
+
+
+def plan(spec: SearchSpec, available: dict[str, float]) -> str:
+    """The resource plan of ``--dry-run``: trials, per-trial resources, concurrency here."""
+    r, s = spec.resources, spec.scheduler
+    sched = (f"ASHA (grace {s.grace_period} epochs, reduction factor {s.reduction_factor:g}, "
+             f"max {spec.base.optim.epochs} epochs)" if s.name == "asha" else "no early stopping")
+    objective = (f"W-acc (clean weight {spec.objective.w:g})" if not spec.objective.multi
+                 else "Pareto front of clean and PGD accuracy")
+    n = concurrency(spec, available)
+    here = (f"{n} at a time on this machine ({available['CPU']:g} CPUs, "
+            f"{available['GPU']:g} GPUs)" if n else
+            "none fit on this machine: run with --address on a cluster that has the resources")
+    return "\n".join([
+        f"search {spec.name} (spec hash {spec.digest()}): {spec.num_samples} trials of "
+        f"{spec.base.method.name} on {spec.base.data.name}, {spec.base.optim.epochs} epochs each",
+        f"objective: {objective}; searcher: Optuna TPE (seed {spec.searcher.seed}, "
+        f"{len(spec.searcher.points_to_evaluate)} given points); scheduler: {sched}",
+        "space: " + ", ".join(f"{k} {_range(p)}" for k, p in spec.space.items()),
+        f"resources per trial: {r.cpu:g} CPU, {r.gpu:g} GPU; max concurrent "
+        f"{spec.max_concurrent or 'unlimited'}; {here}; retries per trial {spec.max_failures}",
+    ])
+
+
+def _range(p: Any) -> str:
+    if p.type == "categorical":
+        return "{" + ", ".join(map(str, p.choices)) + "}"
+    return f"[{p.low:g}, {p.high:g}]" + (" log" if p.log else "") + (" int" * (p.type == "int"))
+
+
+def describe(config: dict[str, Any]) -> str:
+    return " ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float)
+                    else f"{k.split('.')[-1]}={v}" for k, v in sorted(config.items()))
+
+
+def teacher_states(spec: SearchSpec, log: Log) -> dict[str, dict[str, Any]]:
+    """Load or train (and cache) both teachers once, as CPU state dicts for the object store."""
+    cfg = spec.base
+    clean, robust = prepare_teachers(cfg, build_data(cfg), resolve_device(cfg.device), log)
+    return {role: {k: v.detach().cpu() for k, v in net.state_dict().items()}
+            for role, net in (("clean", clean), ("robust", robust))}
+
+
+def make_tuner(spec: SearchSpec, trainable: Any, path: str, resume: bool,
+               callbacks: list[tune.Callback]) -> tune.Tuner:
+    from ray.tune import CheckpointConfig, FailureConfig, RunConfig
+
+    if resume:
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+        # Ray would unpickle the first invocation's callbacks; log through this one's instead
+        # (its tracking URI and console). Tuner.restore has no public argument for this.
+        tuner._local_tuner.get_run_config().callbacks = callbacks
+        return tuner
+    multi = spec.objective.multi
+    searcher = OptunaSearch(
+        space=optuna_space(spec), metric=list(PARETO) if multi else OBJECTIVE,
+        mode=["max", "max"] if multi else "max",
+        points_to_evaluate=[dict(p) for p in spec.searcher.points_to_evaluate] or None,
+        sampler=optuna.samplers.TPESampler(seed=spec.searcher.seed))
+    scheduler = None
+    if spec.scheduler.name == "asha":
+        # With a single objective Tune hands metric and mode to the scheduler itself.
+        scheduler = ASHAScheduler(
+            metric=OBJECTIVE if multi else None, mode="max" if multi else None,
+            time_attr="training_iteration",
+            max_t=spec.base.optim.epochs, grace_period=spec.scheduler.grace_period,
+            reduction_factor=spec.scheduler.reduction_factor)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=spec.num_samples,
+            max_concurrent_trials=spec.max_concurrent,
+            metric=None if multi else OBJECTIVE, mode=None if multi else "max",
+            trial_dirname_creator=trial_dirname, reuse_actors=True),
+        run_config=RunConfig(
+            name=path.rsplit("/", 1)[1], storage_path=path.rsplit("/", 1)[0],
+            callbacks=callbacks, verbose=0,
+            failure_config=FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=1)),
+    )
+
+
+def run_search(spec: SearchSpec, opts: Options, log: Log = print) -> int:
+    """Run (or resume) the search; returns the exit code (0, or 130 when interrupted)."""
+    check_inputs(spec.base)
+    path = experiment_dir(opts.storage, f"{spec.name}-{spec.digest()}", resume=opts.resume,
+                          fresh=opts.fresh)
+    if not opts.address:
+        check_resources(spec.resources, machine_resources(), "this machine")
+    params = dict(base=spec.base.model_dump(mode="json"), targets=spec.target_map(),
+                  teachers=teacher_states(spec, log), threads=spec.resources.cpu)
+    available = init_ray(opts.address, machine_resources())
+    check_resources(spec.resources, available,
+                    f"the Ray cluster at {opts.address}" if opts.address else "this machine")
+    tracker = Tracker(opts.tracking_uri)
+    parent = _parent_run(spec, tracker, path, opts.resume)
+    log(plan(spec, {"CPU": available.get("CPU", 0), "GPU": available.get("GPU", 0)}))
+    log(f"MLflow parent run {parent} in {tracker.uri}; Ray experiment {path}")
+    trainable = tune.with_resources(tune.with_parameters(train_ciard, **params),
+                                    {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    logger = _trial_logger(spec, tracker, parent, log)
+    try:
+        results = make_tuner(spec, trainable, path, opts.resume, [logger]).fit()
+        if results.num_terminated + results.num_errors < spec.num_samples:
+            raise KeyboardInterrupt  # Ray caught the Ctrl-C, stopped and saved the state
+        summarize(spec, results, tracker, parent, params, log)
+    except KeyboardInterrupt:
+        logger.close_open("KILLED")
+        tracker.end(parent, "KILLED")
+        log(f"interrupted; finished trials are kept. Continue with: {opts.command} --resume")
+        return EXIT_INTERRUPTED
+    except BaseException:
+        logger.close_open("FAILED")
+        tracker.end(parent, "FAILED")
+        raise
+    tracker.end(parent, "FINISHED")
+    uri = f" --tracking-uri {opts.tracking_uri}" if opts.tracking_uri else ""
+    log(f"browse: ablate ui{uri}  (experiment '{spec.name}', parent run {parent})")
+    return 0
+
+
+def _trial_logger(spec: SearchSpec, tracker: Tracker, parent: str, log: Log) -> TrialLogger:
+    return TrialLogger(
+        tracker, spec.name, parent, epochs=spec.base.optim.epochs, log=log, describe=describe,
+        run_params=lambda c: spec.trial_config(c).model_dump(mode="json"),
+        run_tags=lambda c: {"spec_hash": spec.digest(), "method": spec.base.method.name,
+                            "seed": str(spec.base.seed), "sampled": yaml.safe_dump(c).strip()})
+
+
+def _parent_run(spec: SearchSpec, tracker: Tracker, path: str, resume: bool) -> str:
+    tags = {"kind": "search", "spec_hash": spec.digest(), "storage": path}
+    found = tracker.find_run(spec.name, tags) if resume else None
+    if found is not None:
+        tracker.reopen(found)
+        return found
+    search = spec.model_dump(mode="json", exclude={"base"})
+    return tracker.start(spec.name, f"search-{spec.digest()}",
+                         params={"search": search, "base": spec.base.model_dump(mode="json")},
+                         tags={**tags, "method": spec.base.method.name})
+
+
+def trials_table(spec: SearchSpec, results: tune.ResultGrid) -> list[dict[str, Any]]:
+    """One row per trial: status, epochs, sampled values, best-epoch validation metrics."""
+    rows = []
+    for result in results:
+        m, cfg = result.metrics or {}, result.config or {}
+        epochs = int(m.get("training_iteration", 0))
+        status = ("failed" if result.error else
+                  "stopped" if epochs < spec.base.optim.epochs else "finished")
+        number = Path(result.path).name.split("_")[1] if result.path else "0"
+        row: dict[str, Any] = {"trial": int(number) if number.isdigit() else 0,
+                               "trial_id": m.get("trial_id", ""), "status": status,
+                               "epochs": epochs}
+        row.update({f"param/{k}": cfg.get(k) for k in spec.space})
+        for key in (OBJECTIVE, *PARETO, "val/w_acc", "val/clean_acc", "val/robust_acc"):
+            row[key] = float(m[key]) if key in m else None
+        row["error"] = str(result.error).strip().splitlines()[-1][:300] if result.error else ""
+        rows.append(row)
+    rows.sort(key=lambda r: (r["trial"], r["trial_id"]))
+    return rows
+
+
+def importances(spec: SearchSpec, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Optuna's default importances (PED-ANOVA in Optuna 5) of the searched values for W-acc."""
+    space = optuna_space(spec)
+    study = optuna.create_study(direction="maximize")
+    for r in rows:
+        if r[OBJECTIVE] is not None:
+            study.add_trial(optuna.trial.create_trial(
+                params={k: r[f"param/{k}"] for k in space}, distributions=space,
+                value=r[OBJECTIVE]))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # 'importances will be equal' on tiny searches
+            return dict(optuna.importance.get_param_importances(study))
+    except (RuntimeError, ValueError):  # too few or constant trials
+        return {}
+
+
+def summarize(spec: SearchSpec, results: tune.ResultGrid, tracker: Tracker, parent: str,
+              params: dict[str, Any], log: Log) -> None:
+    """Parent-run summary: tables, plots, importances; best trial re-tested on the test split."""
+    rows = trials_table(spec, results)
+    done = [r for r in rows if r["status"] != "failed" and r[OBJECTIVE] is not None]
+    front = pareto_front([(r[PARETO[0]], r[PARETO[1]]) for r in done])
+    for r in rows:
+        r["pareto"] = any(r is done[i] for i in front)
+    counts = {f"trials/{s}": sum(r["status"] == s for r in rows)
+              for s in ("finished", "stopped", "failed")}
+    tracker.log_metrics(parent, counts, step=0)
+    log(f"{len(rows)} trials: {counts['trials/finished']} finished, {counts['trials/stopped']} "
+        f"stopped early by ASHA, {counts['trials/failed']} failed")
+    with tempfile.TemporaryDirectory() as tmp:
+        _log_tables(spec, rows, tracker, parent, Path(tmp))
+        if done:
+            best = max(done, key=lambda r: r[OBJECTIVE])
+            _final_test(spec, best, results, tracker, parent, params, Path(tmp), log)
+
+
+def _log_tables(spec: SearchSpec, rows: list[dict[str, Any]], tracker: Tracker, parent: str,
+                tmp: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(rows)
+    pq.write_table(table, tmp / "trials.parquet")
+    tracker.log_artifact(parent, tmp / "trials.parquet")
+    tracker.log_table(parent, table.to_pydict(), "trials.json")
+    values = [r[OBJECTIVE] for r in rows]
+    plot_objective(values, tmp / "objective.png", title=f"{spec.name}: best val W-acc per trial")
+    plot_pareto([(r[PARETO[0]], r[PARETO[1]]) for r in rows], [r["pareto"] for r in rows],
+                tmp / "pareto.png", title=f"{spec.name}: clean vs PGD (val, best epoch)")
+    imp = importances(spec, rows)
+    (tmp / "importances.json").write_text(yaml.safe_dump(imp))
+    plot_importances(imp, tmp / "importances.png", title="Optuna importances for val W-acc")
+    for name in ("objective.png", "pareto.png", "importances.png", "importances.json"):
+        tracker.log_artifact(parent, tmp / name, "plots" if name.endswith("png") else None)
+
+
+def _final_test(spec: SearchSpec, best: dict[str, Any], results: tune.ResultGrid,
+                tracker: Tracker, parent: str, params: dict[str, Any], tmp: Path,
+                log: Log) -> None:
+    result = next(r for r in results if (r.metrics or {}).get("trial_id") == best["trial_id"])
+    sampled = {k: best[f"param/{k}"] for k in spec.space}
+    cfg = spec.trial_config(sampled)
+    (tmp / "best_config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"),
+                                                         sort_keys=False))
+    tracker.log_artifact(parent, tmp / "best_config.yaml")
+    remote = ray.remote(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)(final_test)
+    test = ray.get(remote.remote(sampled, result.checkpoint, **params))
+    metrics = {f"test/{k}": v for k, v in test.items()}
+    tracker.log_metrics(parent, {**metrics, "best/" + OBJECTIVE: best[OBJECTIVE]}, step=0)
+    child = tracker.find_run(spec.name, {"trial_id": best["trial_id"],
+                                         "mlflow.parentRunId": parent})
+    if child is not None:
+        tracker.log_metrics(child, metrics, step=cfg.optim.epochs)
+        tracker.set_tags(child, {"best": "true"})
+    tracker.set_tags(parent, {"best_trial": best["trial_id"]})
+    log(f"best trial {best['trial_id']}: val W {100 * best[OBJECTIVE]:.1f}%  {describe(sampled)}")
+    log(f"test (best epoch {int(test['best_epoch']) + 1}, PGD-{cfg.eval.test_steps}): clean "
+        f"{100 * test['clean_acc']:.1f}%  PGD {100 * test['robust_acc']:.1f}%  "
+        f"W {100 * test['w_acc']:.1f}%   best config: best_config.yaml in the parent run")

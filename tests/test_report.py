@@ -1,0 +1,38 @@
+"""Report helpers: the Pareto front against a brute-force check, plots written as PNG files."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from ablate.report import pareto_front, plot_importances, plot_objective, plot_pareto
+
+
+def brute_force_front(points: list[tuple[float, float]]) -> set[int]:
+    """Point i is on the front iff no j is >= in both coordinates and > in one."""
+    front = set()
+    for i, a in enumerate(points):
+        if not any(b[0] >= a[0] and b[1] >= a[1] and (b[0] > a[0] or b[1] > a[1])
+                   for b in points):
+            front.add(i)
+    return front
+
+
+def test_pareto_front_matches_brute_force_on_random_and_tied_points() -> None:
+    rng = random.Random(0)
+    for n in (1, 2, 5, 30):
+        pts = [(rng.choice([0.1, 0.2, 0.3, 0.4]), rng.choice([0.5, 0.6, 0.7])) for _ in range(n)]
+        assert set(pareto_front(pts)) == brute_force_front(pts)
+    assert pareto_front([(0.9, 0.1), (0.5, 0.5), (0.1, 0.9), (0.4, 0.4)]) == [0, 1, 2]
+    assert pareto_front([(0.5, 0.5), (0.5, 0.5)]) == [0, 1]  # duplicates do not dominate
+
+
+def test_plots_are_written(tmp_path: Path) -> None:
+    values = [0.4, None, 0.6, 0.5]
+    points = [(0.9, 0.2), (None, None), (0.8, 0.4), (0.7, 0.3)]
+    front = [True, False, True, False]
+    for path in (plot_objective(values, tmp_path / "o.png"),
+                 plot_pareto(points, front, tmp_path / "p.png"),
+                 plot_importances({"a": 0.7, "b": 0.3}, tmp_path / "i.png"),
+                 plot_importances({}, tmp_path / "empty.png")):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,175 @@
+"""`ablate search` for real: a local Ray runtime, Optuna, ASHA, a real MLflow SQLite store and
+the bundled digits data. Bad input exits 2 before Ray starts; a diverging trial fails with its
+reason while the others finish; an interrupted search resumes without re-training anything."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import ray
+import yaml
+from mlflow.tracking import MlflowClient
+
+from ablate.cli import main
+from tests.test_cli import REPO, TINY, run_bad, write
+
+BASE = copy.deepcopy(TINY) | {"optim": {"epochs": 4, "lr": 0.1}}
+SPEC: dict[str, Any] = {
+    "name": "tiny-search",
+    "base": BASE,
+    "space": {
+        "method.alpha": {"type": "float", "low": 0.1, "high": 1.0},
+        "itt.teacher_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+        "optim.lr": {"type": "categorical", "choices": [0.05, 0.1]},
+    },
+    "searcher": {"seed": 0},
+    "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
+    "num_samples": 5,
+    "max_concurrent": 1,  # one at a time: ASHA's decisions do not depend on timing
+    "max_failures": 0,
+}
+
+
+def store(workdir: Path) -> tuple[MlflowClient, str]:
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    return client, client.get_experiment_by_name("tiny-search").experiment_id
+
+
+def runs_by_kind(client: MlflowClient, exp: str) -> tuple[Any, list[Any]]:
+    runs = client.search_runs([exp])
+    parents = [r for r in runs if r.data.tags.get("kind") == "search"]
+    assert len(parents) == 1
+    return parents[0], [r for r in runs if r.data.tags.get("kind") == "trial"]
+
+
+def steps(client: MlflowClient, run: Any) -> list[int]:
+    return [m.step for m in client.get_metric_history(run.info.run_id, "val/w_acc")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shutdown_ray() -> Any:
+    yield
+    ray.shutdown()
+
+
+def test_dry_run_prints_the_plan_without_cifar_or_gpu(workdir: Path, capsys) -> None:
+    assert main(["search", str(REPO / "search_spaces/ciard.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "trials of ciard on cifar10" in out and "resources per trial" in out
+    assert not ray.is_initialized() and not (workdir / "mlflow.db").exists()
+
+
+def test_real_run_without_cifar_fails_before_ray_starts(workdir: Path, capsys) -> None:
+    err = run_bad(workdir, capsys, ["search", str(REPO / "search_spaces/ciard.yaml"),
+                                    "base.data.root=" + str(workdir / "nowhere")])
+    assert "nowhere" in err and "cifar" in err.lower()
+    assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["resources.cpu=64"], "resources.cpu"),
+    (["space.optim.lr.choices=[]"], "non-empty"),
+    (["--resume"], "no search to resume"),
+])
+def test_bad_search_exits_2_before_anything_starts(workdir: Path, capsys, extra: list[str],
+                                                   needle: str) -> None:
+    spec = write(workdir / "spec.yaml", SPEC)
+    err = run_bad(workdir, capsys, ["search", str(spec), *extra])
+    assert needle in err
+    assert not ray.is_initialized()
+
+
+def test_search_logs_parent_and_children_and_reports_a_diverging_trial(workdir: Path,
+                                                                        capsys) -> None:
+    spec = copy.deepcopy(SPEC)
+    spec["space"]["optim.lr"]["choices"].append(1e30)
+    spec["searcher"]["points_to_evaluate"] = [
+        {"method.alpha": 0.5, "itt.teacher_lr": 1e-3, "optim.lr": 1e30}]
+    code = main(["search", str(write(workdir / "spec.yaml", spec))])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    client, exp = store(workdir)
+    parent, children = runs_by_kind(client, exp)
+    assert parent.info.status == "FINISHED" and len(children) == 5
+    failed = [c for c in children if c.info.status == "FAILED"]
+    assert failed and all("not finite" in c.data.tags["error"] for c in failed)
+    assert "FAILED: FloatingPointError: diverged in epoch 1" in out
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert finished, out
+    for c in finished:  # one metric point per trained epoch, no duplicates
+        trained = int(c.data.tags["epochs_trained"])
+        assert steps(client, c) == list(range(trained)) and 1 <= trained <= 4
+        assert c.data.params["optim.epochs"] == "4"
+    assert any(c.data.tags["stopped_early"] == "True" for c in finished), "ASHA stopped none"
+
+    table = pq.read_table(client.download_artifacts(parent.info.run_id, "trials.parquet"))
+    rows = table.to_pylist()
+    assert len(rows) == 5 and {r["trial_id"] for r in rows} == {
+        c.data.tags["trial_id"] for c in children}
+    assert [r["trial"] for r in rows] == [1, 2, 3, 4, 5]
+    assert rows[0]["status"] == "failed" and rows[0]["param/optim.lr"] == 1e30
+    best = max((r for r in rows if r["status"] != "failed"), key=lambda r: r["val/best_w_acc"])
+    assert parent.data.tags["best_trial"] == best["trial_id"]
+    assert 0 <= parent.data.metrics["test/clean_acc"] <= 1
+    assert parent.data.metrics["best/val/best_w_acc"] == pytest.approx(best["val/best_w_acc"])
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"best_config.yaml", "trials.parquet", "trials.json", "importances.json"} <= names
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert plots == {"plots/objective.png", "plots/pareto.png", "plots/importances.png"}
+    best_cfg = yaml.safe_load(Path(client.download_artifacts(
+        parent.info.run_id, "best_config.yaml")).read_text())
+    assert best_cfg["method"]["alpha"] == pytest.approx(best["param/method.alpha"])
+
+
+def test_interrupted_search_resumes_without_retraining(workdir: Path) -> None:
+    spec = copy.deepcopy(SPEC) | {"num_samples": 4, "max_concurrent": 2}
+    spec["scheduler"] = {"name": "none"}
+    path = write(workdir / "spec.yaml", spec)
+    cmd = [sys.executable, "-m", "ablate.cli", "search", str(path)]
+    env = dict(os.environ, ABLATE_CACHE=str(workdir / "cache"))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=workdir, env=env)
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("trial ") and "epochs" in line:
+            proc.send_signal(signal.SIGINT)  # Ctrl-C after the first finished trial
+            break
+    lines += proc.stdout.readlines()
+    assert proc.wait(timeout=120) == 130, "".join(lines)
+    assert "--resume" in lines[-1]
+
+    client, exp = store(workdir)
+    before = {c.data.tags["trial_id"]: steps(client, c)
+              for c in client.search_runs([exp]) if c.info.status == "FINISHED"
+              and c.data.tags.get("kind") == "trial"}
+    assert before
+    trial_dirs = list((workdir / "runs/ray").glob("*/trial_*"))
+    results = {d.name: (d / "result.json").read_text() for d in trial_dirs
+               if any(d.name.endswith(t) for t in before)}
+
+    done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, cwd=workdir,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    parent, children = runs_by_kind(client, exp)
+    assert parent.info.status == "FINISHED" and len(children) == 4
+    assert all(c.info.status == "FINISHED" for c in children)
+    for c in children:  # no epoch logged twice, by the interrupted trial either
+        assert steps(client, c) == list(range(4))
+    for tid, history in before.items():  # finished trials were not trained again
+        child = next(c for c in children if c.data.tags["trial_id"] == tid)
+        assert steps(client, child) == history
+    for name, text in results.items():
+        after = next((workdir / "runs/ray").glob(f"*/{name}")) / "result.json"
+        assert after.read_text() == text
+        assert [json.loads(ln)["training_iteration"] for ln in text.splitlines()] == [1, 2, 3, 4]

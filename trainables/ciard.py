@@ -1,0 +1,74 @@
+"""Ray Tune function trainable around the CIARD :class:`~ablate.core.train.Trainer`.
+
+One trial = one experiment config (the search's base with the sampled values written in). It
+reports the validation metrics after every epoch together with a checkpoint, so ASHA can stop it
+at any rung and a restored search continues it from its last epoch. Teachers arrive as state
+dicts through the object store (prepared once by the driver, never retrained per trial).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+import torch
+import torch.nn as nn
+from ray import tune
+
+from ablate.config import ExperimentConfig
+from ablate.core.data import Dataset
+from ablate.core.train import Trainer
+from ablate.experiment import build_data, build_net, build_trainer, resolve_device
+from ablate.spec import build_trial_config
+
+TeacherStates = dict[str, dict[str, torch.Tensor]]
+
+
+def _teacher(cfg: ExperimentConfig, role: str, state: dict[str, torch.Tensor], data: Dataset,
+             device: torch.device) -> nn.Module:
+    net = build_net(getattr(cfg.teachers, role), data)
+    net.load_state_dict(state)
+    return net.to(device).eval()
+
+
+def make_trainer(cfg: ExperimentConfig, teachers: TeacherStates, threads: float) -> Trainer:
+    """The trial's Trainer, with torch pinned to the trial's CPU share (no oversubscription)."""
+    torch.set_num_threads(max(1, int(threads)))
+    device = resolve_device(cfg.device)
+    data = build_data(cfg)
+    clean = _teacher(cfg, "clean", teachers["clean"], data, device)
+    robust = _teacher(cfg, "robust", teachers["robust"], data, device)
+    return build_trainer(cfg, data, clean, robust, device)
+
+
+def train_ciard(config: dict[str, Any], *, base: dict[str, Any],
+                targets: dict[str, list[str]], teachers: TeacherStates,
+                threads: float = 1.0) -> None:
+    """The trainable: ``config`` holds the sampled values keyed like the search space."""
+    cfg = build_trial_config(base, targets, config)
+    trainer = make_trainer(cfg, teachers, threads)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            trainer.restore(directory)
+    while not trainer.done:
+        epoch = trainer.epoch
+        try:
+            metrics = trainer.run_epoch()
+        except FloatingPointError as exc:
+            raise FloatingPointError(f"diverged in epoch {epoch + 1}: {exc}") from None
+        with tempfile.TemporaryDirectory() as directory:
+            trainer.save(directory)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def final_test(sampled: dict[str, Any], checkpoint: tune.Checkpoint, *, base: dict[str, Any],
+               targets: dict[str, list[str]], teachers: TeacherStates,
+               threads: float = 1.0) -> dict[str, float]:
+    """Test the trial's best checkpoint (by validation W-acc) with the final PGD protocol."""
+    cfg = build_trial_config(base, targets, sampled)
+    trainer = make_trainer(cfg, teachers, threads)
+    with checkpoint.as_directory() as directory:
+        if not trainer.restore(directory):
+            raise FileNotFoundError(f"no trainer checkpoint in {checkpoint.path}")
+    return trainer.test(step_size=cfg.eval.test_step_size, steps=cfg.eval.test_steps)
