@@ -22,7 +22,13 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ablate.config import check_inputs
 from ablate.experiment import build_data, prepare_teachers, resolve_device
-from ablate.report import pareto_front, plot_importances, plot_objective, plot_pareto
+from ablate.report import (
+    pareto_front,
+    plot_curves,
+    plot_importances,
+    plot_objective,
+    plot_pareto,
+)
 from ablate.runner import (
     Log,
     TrialLogger,
@@ -253,6 +259,9 @@ def summarize(spec: SearchSpec, results: tune.ResultGrid, tracker: Tracker, pare
     tracker.log_metrics(parent, counts, step=0)
     log(f"{len(rows)} trials: {counts['trials/finished']} finished, {counts['trials/stopped']} "
         f"stopped early by ASHA, {counts['trials/failed']} failed")
+    log("Pareto front (val clean / PGD at the best epoch): " + ", ".join(
+        f"trial {r['trial']} {100 * r[PARETO[0]]:.1f}/{100 * r[PARETO[1]]:.1f}%"
+        for r in sorted((r for r in rows if r["pareto"]), key=lambda r: -r[PARETO[0]])))
     with tempfile.TemporaryDirectory() as tmp:
         _log_tables(spec, rows, tracker, parent, Path(tmp))
         if done:
@@ -290,7 +299,9 @@ def _final_test(spec: SearchSpec, best: dict[str, Any], results: tune.ResultGrid
                                                          sort_keys=False))
     tracker.log_artifact(parent, tmp / "best_config.yaml")
     remote = ray.remote(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)(final_test)
-    test = ray.get(remote.remote(sampled, result.checkpoint, **params))
+    test, history = ray.get(remote.remote(sampled, result.checkpoint, **params))
+    plot_curves(history, tmp / "best_curves.png", title=f"best trial {best['trial']}")
+    tracker.log_artifact(parent, tmp / "best_curves.png", "plots")
     metrics = {f"test/{k}": v for k, v in test.items()}
     tracker.log_metrics(parent, {**metrics, "best/" + OBJECTIVE: best[OBJECTIVE]}, step=0)
     child = tracker.find_run(spec.name, {"trial_id": best["trial_id"],

@@ -5,7 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from ablate.runner import error_reason, storage_path, trial_dirname, trial_number
+import pytest
+
+from ablate.config import ConfigError
+from ablate.runner import (
+    error_reason,
+    experiment_dir,
+    storage_path,
+    trial_dirname,
+    trial_number,
+)
 
 TRACE = """Failure # 1 (occurred at 2026-11-22_04-03-58)
 ray::ImplicitFunc.train() (pid=1, ip=192.0.2.2, actor_id=ab)
@@ -35,3 +44,23 @@ def test_storage_path_keeps_uris_and_makes_directories_absolute() -> None:
     assert storage_path("s3://bucket/ablate") == "s3://bucket/ablate"
     assert Path(storage_path("runs/x")).is_absolute()
     assert storage_path(None).endswith("runs/ray")
+
+
+def test_experiment_dir_refuses_reuse_and_numbers_fresh_runs(tmp_path: Path) -> None:
+    root = str(tmp_path)
+
+    def ran(name: str) -> None:  # what Tuner.can_restore looks for
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "tuner.pkl").write_bytes(b"")
+
+    with pytest.raises(ConfigError, match="no search to resume"):
+        experiment_dir(root, "s", resume=True, fresh=False)
+    assert experiment_dir(root, "s", resume=False, fresh=False) == f"{root}/s"
+    ran("s")
+    with pytest.raises(ConfigError, match="pass --resume to continue it, or --fresh"):
+        experiment_dir(root, "s", resume=False, fresh=False)
+    assert experiment_dir(root, "s", resume=True, fresh=False) == f"{root}/s"
+    assert experiment_dir(root, "s", resume=False, fresh=True) == f"{root}/s-2"
+    ran("s-2")
+    assert experiment_dir(root, "s", resume=True, fresh=False) == f"{root}/s-2"
+    assert experiment_dir(root, "s", resume=False, fresh=True) == f"{root}/s-3"

@@ -116,6 +116,7 @@ def test_search_logs_parent_and_children_and_reports_a_diverging_trial(workdir: 
     assert len(rows) == 5 and {r["trial_id"] for r in rows} == {
         c.data.tags["trial_id"] for c in children}
     assert [r["trial"] for r in rows] == [1, 2, 3, 4, 5]
+    assert any(r["pareto"] for r in rows) and not rows[0]["pareto"]
     assert rows[0]["status"] == "failed" and rows[0]["param/optim.lr"] == 1e30
     best = max((r for r in rows if r["status"] != "failed"), key=lambda r: r["val/best_w_acc"])
     assert parent.data.tags["best_trial"] == best["trial_id"]
@@ -124,10 +125,29 @@ def test_search_logs_parent_and_children_and_reports_a_diverging_trial(workdir: 
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"best_config.yaml", "trials.parquet", "trials.json", "importances.json"} <= names
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
-    assert plots == {"plots/objective.png", "plots/pareto.png", "plots/importances.png"}
+    assert plots == {"plots/objective.png", "plots/pareto.png", "plots/importances.png",
+                     "plots/best_curves.png"}
     best_cfg = yaml.safe_load(Path(client.download_artifacts(
         parent.info.run_id, "best_config.yaml")).read_text())
     assert best_cfg["method"]["alpha"] == pytest.approx(best["param/method.alpha"])
+
+
+def test_multi_objective_search_reports_the_pareto_front(workdir: Path, capsys) -> None:
+    spec = copy.deepcopy(SPEC) | {"num_samples": 3, "max_concurrent": 2,
+                                  "objective": {"metric": ["clean_acc", "robust_acc"]}}
+    spec["base"]["optim"]["epochs"] = 2
+    assert main(["search", str(write(workdir / "spec.yaml", spec))]) == 0
+    out = capsys.readouterr().out
+    client, exp = store(workdir)
+    parent, children = runs_by_kind(client, exp)
+    assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
+    rows = pq.read_table(client.download_artifacts(parent.info.run_id,
+                                                   "trials.parquet")).to_pylist()
+    front = [(r["val/best_clean_acc"], r["val/best_robust_acc"]) for r in rows if r["pareto"]]
+    for r in rows:  # every trial off the front is dominated by one on it
+        point = (r["val/best_clean_acc"], r["val/best_robust_acc"])
+        assert r["pareto"] or any(f[0] >= point[0] and f[1] >= point[1] for f in front)
+    assert "Pareto front" in out and "test (best epoch" in out
 
 
 def test_interrupted_search_resumes_without_retraining(workdir: Path) -> None:

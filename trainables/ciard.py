@@ -64,11 +64,13 @@ def train_ciard(config: dict[str, Any], *, base: dict[str, Any],
 
 def final_test(sampled: dict[str, Any], checkpoint: tune.Checkpoint, *, base: dict[str, Any],
                targets: dict[str, list[str]], teachers: TeacherStates,
-               threads: float = 1.0) -> dict[str, float]:
-    """Test the trial's best checkpoint (by validation W-acc) with the final PGD protocol."""
+               threads: float = 1.0) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Test the trial's best checkpoint (by validation W-acc) with the final PGD protocol;
+    returns the test metrics and the trial's per-epoch history (for the Fig. 3 curves)."""
     cfg = build_trial_config(base, targets, sampled)
     trainer = make_trainer(cfg, teachers, threads)
     with checkpoint.as_directory() as directory:
         if not trainer.restore(directory):
             raise FileNotFoundError(f"no trainer checkpoint in {checkpoint.path}")
-    return trainer.test(step_size=cfg.eval.test_step_size, steps=cfg.eval.test_steps)
+    test = trainer.test(step_size=cfg.eval.test_step_size, steps=cfg.eval.test_steps)
+    return test, trainer.history
