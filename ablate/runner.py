@@ -91,16 +91,12 @@ class TrialLogger(tune.Callback):
         if tid not in self.runs:
             found = self.tracker.find_run(self.experiment, {"trial_id": tid,
                                                             "mlflow.parentRunId": self.parent})
-            if found is not None:
-                self.tracker.reopen(found)
-                self.runs[tid] = found
-            else:
-                self.runs[tid] = self.tracker.start(
-                    self.experiment, f"trial-{tid}", params=self.run_params(trial.config),
-                    tags={"trial_id": tid, "trial_number": str(trial_number(trial)),
-                          "kind": "trial", **self.run_tags(trial.config)},
-                    parent_run_id=self.parent)
-        if tid not in self.open:
+            self.runs[tid] = found or self.tracker.start(
+                self.experiment, f"trial-{tid}", params=self.run_params(trial.config),
+                tags={"trial_id": tid, "trial_number": str(trial_number(trial)),
+                      "kind": "trial", **self.run_tags(trial.config)},
+                parent_run_id=self.parent)
+        if tid not in self.open:  # a resumed trial continues its run (a no-op for a new one)
             self.tracker.reopen(self.runs[tid])
             self.open.add(tid)
         return self.runs[tid]
@@ -154,14 +150,18 @@ def experiment_dir(storage: str | None, name: str, *, resume: bool, fresh: bool)
     """Where the Ray experiment lives: ``STORAGE/NAME``, or ``NAME-2``, ``NAME-3``... for
     ``--fresh`` runs. ``--resume`` takes the newest; a plain run never reuses an old one."""
     root = storage_path(storage).rstrip("/")
-    existing = []
-    while tune.Tuner.can_restore(f"{root}/{name}" + (f"-{len(existing) + 1}" if existing else "")):
-        existing.append(f"{root}/{name}" + (f"-{len(existing) + 1}" if existing else ""))
+
+    def nth(i: int) -> str:
+        return f"{root}/{name}" + (f"-{i}" if i > 1 else "")
+
+    runs = 0
+    while tune.Tuner.can_restore(nth(runs + 1)):
+        runs += 1
     if resume:
-        if not existing:
-            raise ConfigError(f"--resume: no search to resume at {root}/{name}")
-        return existing[-1]
-    if existing and not fresh:
-        raise ConfigError(f"{existing[-1]} holds an earlier run of this spec: pass --resume to "
+        if not runs:
+            raise ConfigError(f"--resume: no search to resume at {nth(1)}")
+        return nth(runs)
+    if runs and not fresh:
+        raise ConfigError(f"{nth(runs)} holds an earlier run of this spec: pass --resume to "
                           "continue it, or --fresh to start another")
-    return f"{root}/{name}" + (f"-{len(existing) + 1}" if existing else "")
+    return nth(runs + 1)
