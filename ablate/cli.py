@@ -26,6 +26,7 @@ from ablate.experiment import (
 )
 
 EXIT_USAGE = 2
+SEARCH_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 
 
 def _load(args: argparse.Namespace) -> ExperimentConfig:
@@ -35,7 +36,16 @@ def _load(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    if "space" in read_yaml(args.config):  # a search spec
+    raw = read_yaml(args.config)
+    if "rows" in raw:  # a grid
+        from ablate.grid import load_grid
+
+        grid = load_grid(args.config, args.overrides)
+        check_inputs(grid.base)
+        print(f"{args.config}: OK (grid hash {grid.digest()}, {len(grid.rows)} rows x "
+              f"{len(grid.seeds)} seeds on {grid.base.data.name})")
+        return 0
+    if "space" in raw:  # a search spec
         from ablate.spec import load_search_spec
 
         spec = load_search_spec(args.config, args.overrides)
@@ -143,14 +153,43 @@ def cmd_search(args: argparse.Namespace) -> int:
         except (ConfigError, DatasetMissingError) as exc:
             print(f"inputs: a real run stops here: {exc}")
         return 0
-    from ablate.search import Options, run_search
+    from ablate.runner import Options
+    from ablate.search import run_search
 
-    command = " ".join(["ablate search", args.spec, *args.overrides]
-                       + [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                          if k in ("tracking_uri", "storage", "address") and v])
+    command = " ".join(["ablate search", args.spec, *args.overrides, *_location_flags(args)])
     return run_search(spec, Options(tracking_uri=args.tracking_uri, storage=args.storage,
                                     address=args.address, resume=args.resume, fresh=args.fresh,
                                     command=command))
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    from ablate.grid import load_grid, plan, resolve, run_grid
+    from ablate.runner import Options
+    from ablate.spec import machine_resources
+
+    path = resolve(args.grid, SEARCH_SPACES)
+    grid = load_grid(path, args.overrides)
+    if args.dry_run:
+        print(yaml.safe_dump(grid.model_dump(mode="json"), sort_keys=False).rstrip())
+        print(plan(grid, machine_resources()))
+        return 0
+    command = " ".join(["ablate grid", args.grid, *args.overrides, *_location_flags(args)])
+    return run_grid(grid, Options(tracking_uri=args.tracking_uri, storage=args.storage,
+                                  address=args.address, resume=args.resume, fresh=args.fresh,
+                                  command=command))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ablate.grid import report
+    from ablate.tracking import Tracker
+
+    report(args.target, Tracker(args.tracking_uri))
+    return 0
+
+
+def _location_flags(args: argparse.Namespace) -> list[str]:
+    return [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+            if k in ("tracking_uri", "storage", "address") and v]
 
 
 def cmd_teachers_train(args: argparse.Namespace) -> int:
@@ -191,6 +230,18 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
 
 
+def _job_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlflow.db)")
+    p.add_argument("--storage", help="Ray experiment storage: directory or URI (default runs/ray)")
+    p.add_argument("--address", help="join an existing Ray cluster (default: local Ray)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    again.add_argument("--fresh", action="store_true", help="start again even if this spec "
+                       "ran before (the earlier run is kept)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate and print the spec and resource plan; start nothing")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ablate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -206,16 +257,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="search spec YAML (e.g. search_spaces/quickstart.yaml)")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the spec "
                    "(base.optim.epochs=5, num_samples=4)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlflow.db)")
-    p.add_argument("--storage", help="Ray experiment storage: directory or URI (default runs/ray)")
-    p.add_argument("--address", help="join an existing Ray cluster (default: local Ray)")
-    again = p.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true", help="continue an interrupted search")
-    again.add_argument("--fresh", action="store_true", help="start again even if this spec "
-                       "ran before (the earlier run is kept)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="validate and print the spec and resource plan; start nothing")
+    _job_args(p)
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("grid", help="ablation grid (rows x seeds) with the paper's table")
+    p.add_argument("grid", help="grid name under search_spaces/ (ablation_table7_digits) or a "
+                   "YAML path")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides (seeds=[0,1])")
+    _job_args(p)
+    p.set_defaults(func=cmd_grid)
+
+    p = sub.add_parser("report", help="rebuild a grid's table and plot from MLflow (no training)")
+    p.add_argument("target", help="grid parent run id, or experiment name (newest grid run)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlflow.db)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("validate", help="validate an experiment or search YAML and its inputs")
     _config_args(p)

@@ -116,8 +116,10 @@ class OptimConfig(Strict):
 class IttConfig(Strict):
     """Iterative Teacher Training (Eq. 8)."""
 
+    enabled: bool = Field(True, description="false = 'w/o ITT' (Table 7): the robust teacher "
+                          "is never updated")
     freeze_epochs: int = Field(50, ge=0, description="epochs before the robust teacher is "
-                               "updated; >= optim.epochs means 'w/o ITT'")
+                               "updated; >= optim.epochs also means 'w/o ITT'")
     teacher_lr: float = Field(1e-5, gt=0, description="robust teacher SGD LR (paper 1e-5, "
                               "released code 1e-4)")
     momentum: float = Field(0.1, ge=0, lt=1, description="teacher SGD momentum (released code)")

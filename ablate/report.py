@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy.stats import t as student_t
 
 matplotlib.use("Agg")  # headless: files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
@@ -102,4 +108,151 @@ def plot_importances(importances: dict[str, float], path: str | os.PathLike,
     if not importances:
         ax.text(0.5, 0.5, "too few finished trials", ha="center", transform=ax.transAxes)
     ax.set_xlabel("importance")
+    return _save(fig, path, title)
+
+
+# --- ablation grids: statistics over seeds and the results table ---------------------------------
+
+NAN = float("nan")
+
+
+def seed_stats(values: Sequence[float]) -> dict[str, float]:
+    """n, mean, std (sample, ddof=1), and the 95% t-interval ci_low/ci_high of the mean.
+    n == 0 -> mean/std/ci NaN; n == 1 -> std and ci NaN."""
+    n = len(values)
+    mean = math.fsum(values) / n if n else NAN
+    if n < 2:
+        return {"n": n, "mean": mean, "std": NAN, "ci_low": NAN, "ci_high": NAN}
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    half = student_t.ppf(0.975, n - 1) * std / math.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def paired_test(row: Sequence[float], baseline: Sequence[float]) -> dict[str, float]:
+    """Paired t-test over seeds (same seed = same data order and init): n, diff (mean of
+    row - baseline), diff_ci_low/diff_ci_high (95% t-interval of the mean difference), t, p
+    (two-sided). Fewer than 2 pairs -> t, p, ci NaN (diff still the mean if n == 1). Zero variance
+    of the differences: all diffs 0 -> t = 0, p = 1; else t = +-inf, p = 0."""
+    s = seed_stats([r - b for r, b in zip(row, baseline, strict=True)])
+    out = {"n": s["n"], "diff": s["mean"], "diff_ci_low": s["ci_low"],
+           "diff_ci_high": s["ci_high"], "t": NAN, "p": NAN}
+    if s["n"] < 2:
+        return out
+    if s["std"] == 0:  # the t statistic is 0/0 or x/0: take its limit instead of NaN
+        t_inf = math.copysign(math.inf, s["mean"])
+        out["t"], out["p"] = (0.0, 1.0) if s["mean"] == 0 else (t_inf, 0.0)
+        return out
+    t = s["mean"] / (s["std"] / math.sqrt(s["n"]))
+    out["t"], out["p"] = t, float(2 * student_t.sf(abs(t), s["n"] - 1))
+    return out
+
+
+def aggregate(cells: Sequence[Mapping[str, Any]], *, rows: Sequence[str], baseline: str,
+              seeds: Sequence[int], metrics: Sequence[str],
+              paper: Mapping[str, Mapping[str, float]] | None = None) -> list[dict[str, Any]]:
+    """One dict per row (in `rows` order): seeds_finished, seeds_asked and, per metric m (a
+    fraction in the cells, a percentage here), m_mean/_std/_ci_low/_ci_high, m_diff/_p (paired
+    against the baseline over the seeds both finished) and m_paper (paper[row][m] or None)."""
+    finished: dict[str, dict[int, Mapping[str, Any]]] = {r: {} for r in rows}
+    for c in cells:
+        if c.get("status") == "finished" and c["row"] in finished and c["seed"] in seeds:
+            finished[c["row"]][c["seed"]] = c
+
+    def percent(row: str, m: str) -> dict[int, float]:
+        # a finished run may still lack a metric (or have NaN, e.g. a diverged run): not a value
+        vals = {s: c.get(m) for s, c in finished[row].items()}
+        return {s: 100 * v for s, v in vals.items() if v is not None and not math.isnan(v)}
+
+    table = []
+    for r in rows:
+        out: dict[str, Any] = {"row": r, "seeds_finished": len(finished[r]),
+                               "seeds_asked": len(seeds)}
+        for m in metrics:
+            vals, base = percent(r, m), percent(baseline, m)
+            s = seed_stats(list(vals.values()))
+            common = [k for k in seeds if k in vals and k in base]
+            test = paired_test([vals[k] for k in common], [base[k] for k in common])
+            out.update({f"{m}_mean": s["mean"], f"{m}_std": s["std"], f"{m}_ci_low": s["ci_low"],
+                        f"{m}_ci_high": s["ci_high"],
+                        f"{m}_diff": 0.0 if r == baseline else test["diff"],
+                        f"{m}_p": NAN if r == baseline else test["p"],
+                        f"{m}_paper": (paper or {}).get(r, {}).get(m)})
+        table.append(out)
+    return table
+
+
+def _num(x: float | None, fmt: str = ".2f") -> str:
+    return "–" if x is None or math.isnan(x) else format(x, fmt)
+
+
+def table_markdown(table: Sequence[Mapping[str, Any]], *, metrics: Sequence[str], baseline: str,
+                   labels: Mapping[str, str] | None = None) -> str:
+    """Markdown table, one line per row: row | seeds | per metric mean ± std, 95% CI, Δ vs
+    baseline (p), paper; then a blank line and a footnote on the statistics."""
+    header = ["row", "seeds"]
+    for m in metrics:
+        label = (labels or {}).get(m, m)
+        header += [f"{label} (mean ± std)", "95% CI", "Δ vs baseline (p)", "paper"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for t in table:
+        done, asked = t["seeds_finished"], t["seeds_asked"]
+        seeds = str(done) if done >= asked else f"{done}/{asked} ({asked - done} missing)"
+        cells = [str(t["row"]).replace("|", "\\|"), seeds]
+        for m in metrics:
+            mean, std, lo, hi = (t[f"{m}_{k}"] for k in ("mean", "std", "ci_low", "ci_high"))
+            p = t[f"{m}_p"]
+            p_text = "p<0.001" if p < 0.001 else f"p={_num(p, '.3f')}"
+            cells += [
+                "–" if math.isnan(mean) else f"{_num(mean)} ± {_num(std)}",
+                "–" if math.isnan(lo) else f"[{_num(lo)}, {_num(hi)}]",
+                "baseline" if t["row"] == baseline else
+                "–" if math.isnan(t[f"{m}_diff"]) else f"{_num(t[f'{m}_diff'], '+.2f')} ({p_text})",
+                _num(t[f"{m}_paper"]),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = ("Mean ± sample std over seeds (percent); 95% CI: t-interval of the mean; Δ: paired "
+            f"difference to the baseline row ({baseline}) over the seeds both finished, p from a "
+            "two-sided paired t-test over seeds; – = not available.")
+    return "\n".join([*lines, "", note]) + "\n"
+
+
+def write_table(table: Sequence[Mapping[str, Any]], markdown: str, directory: str | os.PathLike,
+                stem: str = "table") -> list[Path]:
+    """Write <stem>.md, <stem>.csv (NaN/None as empty) and <stem>.parquet into directory."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    md, csv_path, parquet = (out / f"{stem}.{ext}" for ext in ("md", "csv", "parquet"))
+    md.write_text(markdown)
+    keys = list(table[0]) if table else []
+    with csv_path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(keys)
+        for t in table:
+            writer.writerow(["" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+                             for v in (t.get(k) for k in keys)])
+    pq.write_table(pa.Table.from_pylist([dict(t) for t in table]), parquet)
+    return [md, csv_path, parquet]
+
+
+def plot_grid(table: Sequence[Mapping[str, Any]], metrics: Sequence[str],
+              path: str | os.PathLike, *, labels: Mapping[str, str] | None = None,
+              title: str = "") -> Path:
+    """One panel per metric: per-row mean with its 95% interval, the paper's value as a cross."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), squeeze=False)
+    names = [str(r["row"]) for r in table]
+    for ax, m in zip(axes[0], metrics, strict=True):
+        means = [r[f"{m}_mean"] for r in table]
+        errs = [[max(0.0, mean - r[f"{m}_ci_low"]) if not math.isnan(r[f"{m}_ci_low"]) else 0.0
+                 for mean, r in zip(means, table, strict=True)],
+                [max(0.0, r[f"{m}_ci_high"] - mean) if not math.isnan(r[f"{m}_ci_high"]) else 0.0
+                 for mean, r in zip(means, table, strict=True)]]
+        ax.bar(range(len(names)), means, yerr=errs, capsize=4, color="C0", alpha=0.8)
+        paper = [(i, r[f"{m}_paper"]) for i, r in enumerate(table) if r[f"{m}_paper"] is not None]
+        if paper:
+            ax.scatter([p[0] for p in paper], [p[1] for p in paper], marker="x", color="C3",
+                       zorder=3, label="paper")
+            ax.legend(fontsize=8)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(f"{(labels or {}).get(m, m)} (%)")
+        ax.grid(axis="y", alpha=0.3)
     return _save(fig, path, title)

@@ -11,14 +11,18 @@ import logging
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 
-from ablate.config import ConfigError
+from ablate.config import ConfigError, ExperimentConfig, check_inputs
+from ablate.experiment import build_data, prepare_teachers, resolve_device
+from ablate.spec import Resources, check_resources, machine_resources
 from ablate.tracking import Tracker
+from trainables.ciard import train_ciard
 
 Log = Callable[[str], None]
 # Quiet Ray: our callback prints one line per trial; Ray's tables, TensorBoard hints and
@@ -26,6 +30,7 @@ Log = Callable[[str], None]
 for _key, _value in (("RAY_AIR_NEW_OUTPUT", "0"),
                      ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")):
     os.environ.setdefault(_key, _value)
+EXIT_INTERRUPTED = 130
 _ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*?: .+")
 
 
@@ -165,3 +170,113 @@ def experiment_dir(storage: str | None, name: str, *, resume: bool, fresh: bool)
         raise ConfigError(f"{nth(runs)} holds an earlier run of this spec: pass --resume to "
                           "continue it, or --fresh to start another")
     return nth(runs + 1)
+
+
+@dataclass
+class Options:
+    """How to run a job: where to log, where Ray keeps state, which cluster, resume or not."""
+
+    tracking_uri: str | None = None
+    storage: str | None = None
+    address: str | None = None
+    resume: bool = False
+    fresh: bool = False
+    command: str = "ablate search SPEC"  # how the job was started, for the resume hint
+
+
+@dataclass
+class Job:
+    """What ``search`` and ``grid`` hand to :func:`run_job`: one Ray Tune experiment of CIARD
+    trials over a base experiment, and how to summarise it into the MLflow parent run."""
+
+    kind: str  # "search" | "grid": the parent run's `kind` tag
+    name: str  # MLflow experiment; the Ray experiment is NAME-DIGEST
+    digest: str
+    base: ExperimentConfig
+    resources: Resources
+    trials: int
+    max_failures: int
+    parent_params: dict[str, Any]
+    tune_config: Callable[[], tune.TuneConfig]
+    param_space: dict[str, Any] | None
+    summarize: Callable[[tune.ResultGrid, Tracker, str, dict[str, Any]], None]
+    describe: Callable[[dict[str, Any]], str]
+    run_params: Callable[[dict[str, Any]], dict[str, Any]]
+    run_tags: Callable[[dict[str, Any]], dict[str, str]]
+    plan: Callable[[dict[str, float]], str]
+    trainable_kwargs: dict[str, Any] = field(default_factory=dict)
+    parent_tags: dict[str, str] = field(default_factory=dict)
+
+
+def teacher_states(cfg: ExperimentConfig, log: Log) -> dict[str, dict[str, Any]]:
+    """Load or train (and cache) both teachers once, as CPU state dicts for the object store."""
+    clean, robust = prepare_teachers(cfg, build_data(cfg), resolve_device(cfg.device), log)
+    return {role: {k: v.detach().cpu() for k, v in net.state_dict().items()}
+            for role, net in (("clean", clean), ("robust", robust))}
+
+
+def run_job(job: Job, opts: Options, log: Log = print) -> int:
+    """Validate inputs and resources, prepare teachers, run or resume the Tuner, summarise.
+    Returns the exit code: 0, or 130 when interrupted (finished trials are kept)."""
+    check_inputs(job.base)
+    path = experiment_dir(opts.storage, f"{job.name}-{job.digest}", resume=opts.resume,
+                          fresh=opts.fresh)
+    if not opts.address:
+        check_resources(job.resources, machine_resources(), "this machine")
+    params = dict(job.trainable_kwargs, teachers=teacher_states(job.base, log),
+                  threads=job.resources.cpu)
+    available = init_ray(opts.address, machine_resources())
+    check_resources(job.resources, available,
+                    f"the Ray cluster at {opts.address}" if opts.address else "this machine")
+    tracker = Tracker(opts.tracking_uri)
+    parent = _parent_run(job, tracker, path, opts.resume)
+    log(job.plan({"CPU": available.get("CPU", 0), "GPU": available.get("GPU", 0)}))
+    log(f"MLflow parent run {parent} in {tracker.uri}; Ray experiment {path}")
+    trainable = tune.with_resources(tune.with_parameters(train_ciard, **params),
+                                    {"cpu": job.resources.cpu, "gpu": job.resources.gpu})
+    logger = TrialLogger(tracker, job.name, parent, epochs=job.base.optim.epochs, log=log,
+                         describe=job.describe, run_params=job.run_params, run_tags=job.run_tags)
+    try:
+        results = _tuner(job, trainable, path, opts.resume, [logger]).fit()
+        if results.num_terminated + results.num_errors < job.trials:
+            raise KeyboardInterrupt  # Ray caught the Ctrl-C, stopped and saved the state
+        job.summarize(results, tracker, parent, params)
+    except KeyboardInterrupt:
+        logger.close_open("KILLED")
+        tracker.end(parent, "KILLED")
+        log(f"interrupted; finished trials are kept. Continue with: {opts.command} --resume")
+        return EXIT_INTERRUPTED
+    except BaseException:
+        logger.close_open("FAILED")
+        tracker.end(parent, "FAILED")
+        raise
+    tracker.end(parent, "FINISHED")
+    uri = f" --tracking-uri {opts.tracking_uri}" if opts.tracking_uri else ""
+    log(f"browse: ablate ui{uri}  (experiment '{job.name}', parent run {parent})")
+    return 0
+
+
+def _parent_run(job: Job, tracker: Tracker, path: str, resume: bool) -> str:
+    tags = {"kind": job.kind, "spec_hash": job.digest, "storage": path}
+    found = tracker.find_run(job.name, tags) if resume else None
+    if found is not None:
+        tracker.reopen(found)
+        return found
+    return tracker.start(job.name, f"{job.kind}-{job.digest}", params=job.parent_params,
+                         tags={**tags, "method": job.base.method.name, **job.parent_tags})
+
+
+def _tuner(job: Job, trainable: Any, path: str, resume: bool,
+           callbacks: list[tune.Callback]) -> tune.Tuner:
+    if resume:
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+        # Ray would unpickle the first invocation's callbacks; log through this one's instead
+        # (its tracking URI and console). Tuner.restore has no public argument for this.
+        tuner._local_tuner.get_run_config().callbacks = callbacks
+        return tuner
+    run_config = tune.RunConfig(
+        name=path.rsplit("/", 1)[1], storage_path=path.rsplit("/", 1)[0], callbacks=callbacks,
+        verbose=0, failure_config=tune.FailureConfig(max_failures=job.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+    return tune.Tuner(trainable, param_space=job.param_space, tune_config=job.tune_config(),
+                      run_config=run_config)

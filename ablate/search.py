@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,6 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from ablate.config import check_inputs
-from ablate.experiment import build_data, prepare_teachers, resolve_device
 from ablate.report import (
     pareto_front,
     plot_curves,
@@ -29,31 +26,14 @@ from ablate.report import (
     plot_objective,
     plot_pareto,
 )
-from ablate.runner import (
-    Log,
-    TrialLogger,
-    experiment_dir,
-    init_ray,
-    trial_dirname,
-)
-from ablate.spec import SearchSpec, check_resources, concurrency, machine_resources
+from ablate.runner import Job, Log, Options, run_job, trial_dirname
+from ablate.spec import SearchSpec, concurrency
 from ablate.tracking import Tracker
-from trainables.ciard import final_test, train_ciard
+from trainables.ciard import final_test
 
 OBJECTIVE = "val/best_w_acc"
 PARETO = ("val/best_clean_acc", "val/best_robust_acc")
-EXIT_INTERRUPTED = 130
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-@dataclass
-class Options:
-    tracking_uri: str | None = None
-    storage: str | None = None
-    address: str | None = None
-    resume: bool = False
-    fresh: bool = False
-    command: str = "ablate search SPEC"  # how this search was started, for the resume hint
 
 
 def optuna_space(spec: SearchSpec) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -102,24 +82,8 @@ def describe(config: dict[str, Any]) -> str:
                     else f"{k.split('.')[-1]}={v}" for k, v in sorted(config.items()))
 
 
-def teacher_states(spec: SearchSpec, log: Log) -> dict[str, dict[str, Any]]:
-    """Load or train (and cache) both teachers once, as CPU state dicts for the object store."""
-    cfg = spec.base
-    clean, robust = prepare_teachers(cfg, build_data(cfg), resolve_device(cfg.device), log)
-    return {role: {k: v.detach().cpu() for k, v in net.state_dict().items()}
-            for role, net in (("clean", clean), ("robust", robust))}
-
-
-def make_tuner(spec: SearchSpec, trainable: Any, path: str, resume: bool,
-               callbacks: list[tune.Callback]) -> tune.Tuner:
-    from ray.tune import CheckpointConfig, FailureConfig, RunConfig
-
-    if resume:
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
-        # Ray would unpickle the first invocation's callbacks; log through this one's instead
-        # (its tracking URI and console). Tuner.restore has no public argument for this.
-        tuner._local_tuner.get_run_config().callbacks = callbacks
-        return tuner
+def tune_config(spec: SearchSpec) -> tune.TuneConfig:
+    """Optuna TPE (seeded, the given points first) and ASHA on the scalar objective."""
     multi = spec.objective.multi
     searcher = OptunaSearch(
         space=optuna_space(spec), metric=list(PARETO) if multi else OBJECTIVE,
@@ -134,78 +98,29 @@ def make_tuner(spec: SearchSpec, trainable: Any, path: str, resume: bool,
             time_attr="training_iteration",
             max_t=spec.base.optim.epochs, grace_period=spec.scheduler.grace_period,
             reduction_factor=spec.scheduler.reduction_factor)
-    return tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, num_samples=spec.num_samples,
-            max_concurrent_trials=spec.max_concurrent,
-            metric=None if multi else OBJECTIVE, mode=None if multi else "max",
-            trial_dirname_creator=trial_dirname, reuse_actors=True),
-        run_config=RunConfig(
-            name=path.rsplit("/", 1)[1], storage_path=path.rsplit("/", 1)[0],
-            callbacks=callbacks, verbose=0,
-            failure_config=FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=1)),
-    )
+    return tune.TuneConfig(
+        search_alg=searcher, scheduler=scheduler, num_samples=spec.num_samples,
+        max_concurrent_trials=spec.max_concurrent,
+        metric=None if multi else OBJECTIVE, mode=None if multi else "max",
+        trial_dirname_creator=trial_dirname, reuse_actors=True)
 
 
 def run_search(spec: SearchSpec, opts: Options, log: Log = print) -> int:
     """Run (or resume) the search; returns the exit code (0, or 130 when interrupted)."""
-    check_inputs(spec.base)
-    path = experiment_dir(opts.storage, f"{spec.name}-{spec.digest()}", resume=opts.resume,
-                          fresh=opts.fresh)
-    if not opts.address:
-        check_resources(spec.resources, machine_resources(), "this machine")
-    params = dict(base=spec.base.model_dump(mode="json"), targets=spec.target_map(),
-                  teachers=teacher_states(spec, log), threads=spec.resources.cpu)
-    available = init_ray(opts.address, machine_resources())
-    check_resources(spec.resources, available,
-                    f"the Ray cluster at {opts.address}" if opts.address else "this machine")
-    tracker = Tracker(opts.tracking_uri)
-    parent = _parent_run(spec, tracker, path, opts.resume)
-    log(plan(spec, {"CPU": available.get("CPU", 0), "GPU": available.get("GPU", 0)}))
-    log(f"MLflow parent run {parent} in {tracker.uri}; Ray experiment {path}")
-    trainable = tune.with_resources(tune.with_parameters(train_ciard, **params),
-                                    {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
-    logger = _trial_logger(spec, tracker, parent, log)
-    try:
-        results = make_tuner(spec, trainable, path, opts.resume, [logger]).fit()
-        if results.num_terminated + results.num_errors < spec.num_samples:
-            raise KeyboardInterrupt  # Ray caught the Ctrl-C, stopped and saved the state
-        summarize(spec, results, tracker, parent, params, log)
-    except KeyboardInterrupt:
-        logger.close_open("KILLED")
-        tracker.end(parent, "KILLED")
-        log(f"interrupted; finished trials are kept. Continue with: {opts.command} --resume")
-        return EXIT_INTERRUPTED
-    except BaseException:
-        logger.close_open("FAILED")
-        tracker.end(parent, "FAILED")
-        raise
-    tracker.end(parent, "FINISHED")
-    uri = f" --tracking-uri {opts.tracking_uri}" if opts.tracking_uri else ""
-    log(f"browse: ablate ui{uri}  (experiment '{spec.name}', parent run {parent})")
-    return 0
-
-
-def _trial_logger(spec: SearchSpec, tracker: Tracker, parent: str, log: Log) -> TrialLogger:
-    return TrialLogger(
-        tracker, spec.name, parent, epochs=spec.base.optim.epochs, log=log, describe=describe,
+    base = spec.base.model_dump(mode="json")
+    job = Job(
+        kind="search", name=spec.name, digest=spec.digest(), base=spec.base,
+        resources=spec.resources, trials=spec.num_samples, max_failures=spec.max_failures,
+        parent_params={"search": spec.model_dump(mode="json", exclude={"base"}), "base": base},
+        tune_config=lambda: tune_config(spec), param_space=None,
+        summarize=lambda results, tracker, parent, params: summarize(
+            spec, results, tracker, parent, params, log),
+        describe=describe, plan=lambda available: plan(spec, available),
         run_params=lambda c: spec.trial_config(c).model_dump(mode="json"),
         run_tags=lambda c: {"spec_hash": spec.digest(), "method": spec.base.method.name,
-                            "seed": str(spec.base.seed), "sampled": yaml.safe_dump(c).strip()})
-
-
-def _parent_run(spec: SearchSpec, tracker: Tracker, path: str, resume: bool) -> str:
-    tags = {"kind": "search", "spec_hash": spec.digest(), "storage": path}
-    found = tracker.find_run(spec.name, tags) if resume else None
-    if found is not None:
-        tracker.reopen(found)
-        return found
-    search = spec.model_dump(mode="json", exclude={"base"})
-    return tracker.start(spec.name, f"search-{spec.digest()}",
-                         params={"search": search, "base": spec.base.model_dump(mode="json")},
-                         tags={**tags, "method": spec.base.method.name})
+                            "seed": str(spec.base.seed), "sampled": yaml.safe_dump(c).strip()},
+        trainable_kwargs={"base": base, "targets": spec.target_map()})
+    return run_job(job, opts, log)
 
 
 def trials_table(spec: SearchSpec, results: tune.ResultGrid) -> list[dict[str, Any]]:

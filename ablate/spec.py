@@ -137,10 +137,15 @@ class SearchSpec(Strict):
 
 
 def build_trial_config(base: dict[str, Any], targets: dict[str, list[str]],
-                       sampled: dict[str, Any]) -> ExperimentConfig:
-    """Plain-data version of :meth:`SearchSpec.trial_config` (what a Ray worker receives)."""
-    overrides = [f"{path}={json.dumps(sampled[key])}" for key, paths in targets.items()
-                 if key in sampled for path in paths]
+                       sampled: dict[str, Any],
+                       rows: dict[str, dict[str, Any]] | None = None) -> ExperimentConfig:
+    """The config of one trial from plain data (what a Ray worker receives): the base, then the
+    overrides of the grid row ``sampled["row"]`` if ``rows`` is given, then each sampled value
+    written to its target paths."""
+    overrides = [f"{path}={json.dumps(value)}"
+                 for path, value in (rows[sampled["row"]] if rows else {}).items()]
+    overrides += [f"{path}={json.dumps(sampled[key])}" for key, paths in targets.items()
+                  if key in sampled for path in paths]
     return ExperimentConfig.model_validate(apply_overrides(base, overrides))
 
 

@@ -112,6 +112,22 @@ class Tracker:
                                        order_by=["attributes.start_time DESC"], max_results=1)
         return runs[0].info.run_id if runs else None
 
+    def children(self, parent_run_id: str) -> list[dict[str, Any]]:
+        """Child runs of a parent as plain dicts: run_id, status, tags, metrics (latest), params."""
+        parent = self.client.get_run(parent_run_id)
+        runs = self.client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=10000)
+        return [{"run_id": r.info.run_id, "status": r.info.status, "tags": dict(r.data.tags),
+                 "metrics": dict(r.data.metrics), "params": dict(r.data.params)} for r in runs]
+
+    def run_info(self, run_id: str) -> dict[str, Any]:
+        """A run as a plain dict (run_id, experiment name, status, tags, params)."""
+        run = self.client.get_run(run_id)
+        exp = self.client.get_experiment(run.info.experiment_id)
+        return {"run_id": run_id, "experiment": exp.name, "status": run.info.status,
+                "tags": dict(run.data.tags), "params": dict(run.data.params)}
+
     def log_table(self, run_id: str, columns: Mapping[str, list[Any]], name: str) -> None:
         """An MLflow table artifact (shown in the UI); logged once, as MLflow appends to it."""
         if not any(f.path == name for f in self.client.list_artifacts(run_id)):

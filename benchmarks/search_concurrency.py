@@ -17,7 +17,8 @@ from pathlib import Path
 
 import ray
 
-from ablate.search import Options, run_search
+from ablate.runner import Options
+from ablate.search import run_search
 from ablate.spec import load_search_spec, machine_resources
 
 REPO = Path(__file__).resolve().parents[1]

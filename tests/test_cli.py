@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from ablate.cli import main
 from ablate.config import load_config, read_yaml
 from ablate.core.models import build_model
+from ablate.grid import load_grid
 from ablate.spec import load_search_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,7 +121,7 @@ def test_every_yaml_under_search_spaces_validates(capsys) -> None:
     assert len(files) >= 4
     for f in files:
         raw = read_yaml(f)
-        spec = load_search_spec(f) if "space" in raw else None
+        spec = load_search_spec(f) if "space" in raw else load_grid(f) if "rows" in raw else None
         cfg = spec.base if spec else load_config(f)
         if cfg.data.name == "digits":  # the CIFAR ones need data and checkpoints absent here
             assert main(["validate", str(f)]) == 0, capsys.readouterr().err

@@ -5,7 +5,14 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from ablate.report import pareto_front, plot_importances, plot_objective, plot_pareto
+from ablate.report import (
+    aggregate,
+    pareto_front,
+    plot_grid,
+    plot_importances,
+    plot_objective,
+    plot_pareto,
+)
 
 
 def brute_force_front(points: list[tuple[float, float]]) -> set[int]:
@@ -34,5 +41,13 @@ def test_plots_are_written(tmp_path: Path) -> None:
     for path in (plot_objective(values, tmp_path / "o.png"),
                  plot_pareto(points, front, tmp_path / "p.png"),
                  plot_importances({"a": 0.7, "b": 0.3}, tmp_path / "i.png"),
-                 plot_importances({}, tmp_path / "empty.png")):
+                 plot_importances({}, tmp_path / "empty.png"),
+                 plot_grid(grid_table(), ["clean_acc"], tmp_path / "g.png")):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def grid_table() -> list[dict]:
+    cells = [{"row": r, "seed": s, "status": "finished", "clean_acc": 0.5 + 0.1 * s}
+             for r in ("a", "b") for s in (0, 1)]
+    return aggregate(cells, rows=["a", "b"], baseline="a", seeds=[0, 1, 2],
+                     metrics=["clean_acc"], paper={"b": {"clean_acc": 55.0}})

@@ -55,6 +55,22 @@ def steps(client: MlflowClient, run: Any) -> list[int]:
     return [m.step for m in client.get_metric_history(run.info.run_id, "val/w_acc")]
 
 
+def interrupt_after_first_trial(cmd: list[str], cwd: Path, env: dict[str, str]) -> None:
+    """Run ``cmd``, press Ctrl-C once the first trial has finished; expect exit 130."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=cwd, env=env)
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("trial ") and "epochs" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    lines += proc.stdout.readlines()
+    assert proc.wait(timeout=120) == 130, "".join(lines)
+    assert "--resume" in lines[-1]
+
+
 @pytest.fixture(scope="module", autouse=True)
 def shutdown_ray() -> Any:
     yield
@@ -156,18 +172,7 @@ def test_interrupted_search_resumes_without_retraining(workdir: Path) -> None:
     path = write(workdir / "spec.yaml", spec)
     cmd = [sys.executable, "-m", "ablate.cli", "search", str(path)]
     env = dict(os.environ, ABLATE_CACHE=str(workdir / "cache"))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=workdir, env=env)
-    lines = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("trial ") and "epochs" in line:
-            proc.send_signal(signal.SIGINT)  # Ctrl-C after the first finished trial
-            break
-    lines += proc.stdout.readlines()
-    assert proc.wait(timeout=120) == 130, "".join(lines)
-    assert "--resume" in lines[-1]
+    interrupt_after_first_trial(cmd, workdir, env)
 
     client, exp = store(workdir)
     before = {c.data.tags["trial_id"]: steps(client, c)

@@ -43,9 +43,12 @@ def make_trainer(cfg: ExperimentConfig, teachers: TeacherStates, threads: float)
 
 def train_ciard(config: dict[str, Any], *, base: dict[str, Any],
                 targets: dict[str, list[str]], teachers: TeacherStates,
-                threads: float = 1.0) -> None:
-    """The trainable: ``config`` holds the sampled values keyed like the search space."""
-    cfg = build_trial_config(base, targets, config)
+                threads: float = 1.0, rows: dict[str, dict[str, Any]] | None = None,
+                test_at_end: bool = False) -> None:
+    """The trainable. ``config`` holds the sampled values keyed like the search space (a grid:
+    ``row`` and ``seed``). With ``test_at_end`` the last report also carries ``test/*``, the
+    best checkpoint on the test split with the final PGD protocol (a grid cell's result)."""
+    cfg = build_trial_config(base, targets, config, rows)
     trainer = make_trainer(cfg, teachers, threads)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -57,6 +60,9 @@ def train_ciard(config: dict[str, Any], *, base: dict[str, Any],
             metrics = trainer.run_epoch()
         except FloatingPointError as exc:
             raise FloatingPointError(f"diverged in epoch {epoch + 1}: {exc}") from None
+        if trainer.done and test_at_end:
+            test = trainer.test(step_size=cfg.eval.test_step_size, steps=cfg.eval.test_steps)
+            metrics.update({f"test/{k}": v for k, v in test.items()})
         with tempfile.TemporaryDirectory() as directory:
             trainer.save(directory)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))

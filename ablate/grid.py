@@ -1,0 +1,207 @@
+"""``ablate grid``: named ablation grids (rows × seeds) through Ray Tune, with the paper's table.
+
+A grid file names a base experiment, rows (each a set of dotted-path overrides, optionally with
+the paper's numbers), a baseline row and seeds. Every cell trains to the end and is tested once
+(best checkpoint by validation W-acc, final PGD protocol); the table aggregates the cells over
+seeds and compares each row with the baseline by a paired test (same seed = same data order and
+initialisation). ``ablate grid NAME`` resolves ``search_spaces/NAME.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+from ray import tune
+
+from ablate.config import (
+    ConfigError,
+    ExperimentConfig,
+    Strict,
+    apply_overrides,
+    config_hash,
+    format_validation_error,
+    validate_model,
+)
+from ablate.report import aggregate, plot_grid, table_markdown, write_table
+from ablate.runner import Job, Log, Options, run_job, trial_dirname
+from ablate.spec import Resources, read_spec_dict
+from ablate.tracking import Tracker
+
+Metric = Literal["robust_acc", "clean_acc", "w_acc"]
+LABELS = {"robust_acc": "PGD (test)", "clean_acc": "Clean (test)", "w_acc": "W-acc (test)"}
+SHARED = ("data", "teachers", "seed")  # rows cannot change what all cells share
+
+
+class Row(Strict):
+    name: str = Field(min_length=1, description="row label in the table")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="dotted config path "
+                                      "-> value, applied to the base")
+    paper: dict[Metric, float] = Field(default_factory=dict, description="the paper's value "
+                                       "per metric, in percent")
+
+
+class GridSpec(Strict):
+    name: str = Field(description="MLflow experiment and Ray experiment name")
+    base: ExperimentConfig = Field(description="the experiment every cell starts from")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="dotted config path "
+                                      "-> value, applied to the base (already applied here)")
+    rows: list[Row] = Field(min_length=1)
+    baseline: str = Field(description="row every other row is compared with")
+    seeds: list[int] = Field(min_length=1, description="training seeds (init, data order)")
+    metrics: list[Metric] = Field(default_factory=lambda: ["robust_acc", "clean_acc", "w_acc"])
+    paper_note: str = Field("", description="where the paper's numbers come from")
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent: int | None = Field(None, ge=1)
+    max_failures: int = Field(1, ge=0)
+
+    @model_validator(mode="after")
+    def _names(self) -> GridSpec:
+        names = [r.name for r in self.rows]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            raise ValueError(f"duplicate row name {dup!r}")
+        if self.baseline not in names:
+            raise ValueError(f"baseline {self.baseline!r} is not a row; rows: {names}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must be distinct")
+        return self
+
+    def digest(self) -> str:
+        return config_hash(self.model_dump(mode="json"))
+
+    def row_overrides(self) -> dict[str, dict[str, Any]]:
+        return {r.name: dict(r.overrides) for r in self.rows}
+
+    def cell_config(self, row: str, seed: int) -> ExperimentConfig:
+        items = [f"{k}={json.dumps(v)}" for k, v in {**self.row_overrides()[row],
+                                                      "seed": seed}.items()]
+        return ExperimentConfig.model_validate(
+            apply_overrides(self.base.model_dump(mode="json"), items))
+
+
+def resolve(name_or_path: str, search_dir: Path) -> Path:
+    """``ablation_table7`` -> ``search_spaces/ablation_table7.yaml``; a path is used as is."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    return search_dir / f"{name_or_path}.yaml"
+
+
+def load_grid(path: str | Path, overrides: list[str] | None = None) -> GridSpec:
+    """Read, override and validate a grid file, including every row against the config."""
+    source = str(path)
+    grid: GridSpec = validate_model(GridSpec, read_spec_dict(path, overrides), source)
+    for i, row in enumerate(grid.rows):
+        shared = [k for k in row.overrides if k.split(".")[0] in SHARED]
+        if shared:
+            raise ConfigError(f"{source}: field `rows.{i}.overrides`: {shared[0]!r} cannot "
+                              "differ between rows (data, teachers and seed are shared)")
+        try:
+            grid.cell_config(row.name, grid.seeds[0])
+        except ValidationError as exc:
+            where = f"{source}: row {row.name!r} (rows.{i}.overrides)"
+            raise ConfigError(format_validation_error(exc, where)) from None
+    return grid
+
+
+def plan(grid: GridSpec, available: dict[str, float]) -> str:
+    cells = len(grid.rows) * len(grid.seeds)
+    fit = int(min([available.get("CPU", 0) / grid.resources.cpu]
+                  + ([available.get("GPU", 0) / grid.resources.gpu] if grid.resources.gpu
+                     else [])) + 1e-9)
+    at_once = min(fit, grid.max_concurrent or fit, cells)
+    return (f"grid {grid.name} (spec hash {grid.digest()}): {len(grid.rows)} rows x "
+            f"{len(grid.seeds)} seeds = {cells} cells of {grid.base.optim.epochs} epochs on "
+            f"{grid.base.data.name}; baseline {grid.baseline!r}; {grid.resources.cpu:g} CPU, "
+            f"{grid.resources.gpu:g} GPU per cell, {at_once} at a time")
+
+
+def run_grid(grid: GridSpec, opts: Options, log: Log = print) -> int:
+    """Run (or resume) every cell; returns the exit code (0, or 130 when interrupted)."""
+    base = grid.base.model_dump(mode="json")
+    job = Job(
+        kind="grid", name=grid.name, digest=grid.digest(), base=grid.base,
+        resources=grid.resources, trials=len(grid.rows) * len(grid.seeds),
+        max_failures=grid.max_failures,
+        parent_params={"grid": grid.model_dump(mode="json", exclude={"base"}), "base": base},
+        tune_config=lambda: tune.TuneConfig(
+            num_samples=1, max_concurrent_trials=grid.max_concurrent,
+            trial_dirname_creator=trial_dirname, reuse_actors=True),
+        param_space={"row": tune.grid_search([r.name for r in grid.rows]),
+                     "seed": tune.grid_search(list(grid.seeds))},
+        summarize=lambda results, tracker, parent, params: summarize_grid(
+            grid, tracker, parent, log),
+        describe=lambda c: f"row={c['row']!r} seed={c['seed']}",
+        plan=lambda available: plan(grid, available),
+        run_params=lambda c: grid.cell_config(c["row"], c["seed"]).model_dump(mode="json"),
+        run_tags=lambda c: {"spec_hash": grid.digest(), "method": grid.base.method.name,
+                            "row": c["row"], "seed": str(c["seed"])},
+        trainable_kwargs={"base": base, "targets": {"seed": ["seed"]},
+                          "rows": grid.row_overrides(), "test_at_end": True},
+        parent_tags={"grid": json.dumps(grid.model_dump(mode="json", exclude={"base"}))})
+    return run_job(job, opts, log)
+
+
+def cells_from_runs(children: list[dict[str, Any]], metrics: list[str]) -> list[dict[str, Any]]:
+    """Grid cells from the MLflow child runs (so a report needs no Ray state)."""
+    cells = []
+    for run in children:
+        tags, m = run["tags"], run["metrics"]
+        if "row" not in tags:
+            continue
+        done = run["status"] == "FINISHED" and all(f"test/{k}" in m for k in metrics)
+        cells.append({"row": tags["row"], "seed": int(tags["seed"]),
+                      "status": "finished" if done else run["status"].lower(),
+                      **{k: m.get(f"test/{k}") for k in metrics}})
+    return cells
+
+
+def summarize_grid(grid: GridSpec, tracker: Tracker, parent: str, log: Log) -> str:
+    """Aggregate the cells logged under ``parent`` into the table; attach and print it."""
+    return summarize_cells(grid.model_dump(mode="json", exclude={"base"}), tracker, parent, log)
+
+
+def summarize_cells(grid: dict[str, Any], tracker: Tracker, parent: str, log: Log) -> str:
+    """The table from a grid's settings (its parent run's ``grid`` tag) and its child runs;
+    ``ablate report`` calls this on a finished or interrupted grid without training."""
+    rows, metrics = [r["name"] for r in grid["rows"]], list(grid["metrics"])
+    paper = {r["name"]: dict(r["paper"]) for r in grid["rows"] if r.get("paper")}
+    cells = cells_from_runs(tracker.children(parent), metrics)
+    table = aggregate(cells, rows=rows, baseline=grid["baseline"], seeds=grid["seeds"],
+                      metrics=metrics, paper=paper)
+    markdown = table_markdown(table, metrics=metrics, baseline=grid["baseline"], labels=LABELS)
+    if grid.get("paper_note"):
+        markdown += f"\nPaper values: {grid['paper_note']}\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in write_table(table, markdown, tmp, stem="grid_table"):
+            tracker.log_artifact(parent, path)
+        plot_grid(table, metrics, Path(tmp) / "grid.png", labels=LABELS,
+                  title=f"{grid['name']}: mean and 95% interval over {len(grid['seeds'])} seeds")
+        tracker.log_artifact(parent, Path(tmp) / "grid.png", "plots")
+    finished = sum(c["status"] == "finished" for c in cells)
+    tracker.log_metrics(parent, {"cells/finished": finished,
+                                 "cells/failed": len(cells) - finished}, step=0)
+    log(markdown)
+    return markdown
+
+
+def report(target: str, tracker: Tracker, log: Log = print) -> str:
+    """``ablate report``: rebuild a grid's table and plot from MLflow (a parent run id, or an
+    experiment name for its newest grid run)."""
+    try:
+        info = tracker.run_info(target)
+    except Exception:  # not a run id: an experiment name
+        run_id = tracker.find_run(target, {"kind": "grid"})
+        if run_id is None:
+            raise ConfigError(f"{target!r}: neither a run id nor an experiment with a grid run "
+                              f"in {tracker.uri}") from None
+        info = tracker.run_info(run_id)
+    if "grid" not in info["tags"]:
+        raise ConfigError(f"run {info['run_id']} is not a grid's parent run (kind "
+                          f"{info['tags'].get('kind', 'unknown')!r}); a search's summary is "
+                          "in its parent run's artifacts")
+    return summarize_cells(json.loads(info["tags"]["grid"]), tracker, info["run_id"], log)

@@ -1,0 +1,156 @@
+"""`ablate grid` and `ablate report`: bad grid files exit 2 naming the problem; a real grid on
+digits (local Ray, real MLflow) logs one parent and a child per cell with test metrics and the
+table; an interrupted grid resumes the missing cells only; `report` rebuilds the table."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import ray
+import torch
+from mlflow.tracking import MlflowClient
+
+from ablate.cli import SEARCH_SPACES, main
+from ablate.config import ConfigError, ExperimentConfig, apply_overrides
+from ablate.experiment import build_data, build_net, build_trainer
+from ablate.grid import load_grid, resolve
+from tests.test_cli import TINY, run_bad, write
+from tests.test_search import interrupt_after_first_trial, steps
+
+GRID: dict[str, Any] = {
+    "name": "tiny-grid",
+    "base": copy.deepcopy(TINY),
+    "rows": [
+        {"name": "no push", "overrides": {"method.push": False},
+         "paper": {"clean_acc": 90.0}},
+        {"name": "push", "overrides": {}},
+    ],
+    "baseline": "no push",
+    "seeds": [0, 1],
+    "max_concurrent": 2,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shutdown_ray() -> Any:
+    yield
+    ray.shutdown()
+
+
+def edited(**changes: Any) -> dict[str, Any]:
+    out = copy.deepcopy(GRID)
+    out.update(changes)
+    return out
+
+
+@pytest.mark.parametrize("raw, needle", [
+    (edited(rows=[GRID["rows"][0], GRID["rows"][0]]), "duplicate row name 'no push'"),
+    (edited(baseline="paper"), "baseline 'paper' is not a row"),
+    (edited(rows=[{"name": "typo", "overrides": {"method.pussh": False}}], baseline="typo"),
+     "row 'typo' (rows.0.overrides): field `method.pussh`: unknown key"),
+    (edited(rows=[{"name": "bad", "overrides": {"optim.lr": -1}}], baseline="bad"),
+     "field `optim.lr`"),
+    (edited(seeds=[]), "field `seeds`"),
+    (edited(seeds=[1, 1]), "distinct"),
+    (edited(rows=[{"name": "t", "overrides": {"teachers.clean.kwargs.width": 4}}], baseline="t"),
+     "cannot differ between rows"),
+    (edited(rows=[{"name": "p", "paper": {"pgd": 50.0}}], baseline="p"), "rows.0.paper"),
+])
+def test_bad_grid_is_one_line_naming_the_problem(tmp_path: Path, raw: dict, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_grid(write(tmp_path / "g.yaml", raw))
+    assert needle in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_bad_grid_exits_2_before_anything_starts(workdir: Path, capsys) -> None:
+    path = write(workdir / "g.yaml", edited(baseline="nope"))
+    assert "baseline" in run_bad(workdir, capsys, ["grid", str(path)])
+    assert "no_such_grid.yaml: file not found" in run_bad(workdir, capsys,
+                                                          ["grid", "no_such_grid"])
+    assert not ray.is_initialized()
+
+
+def test_names_resolve_under_search_spaces(tmp_path: Path) -> None:
+    assert resolve("ablation_table7_digits", SEARCH_SPACES) == (
+        SEARCH_SPACES / "ablation_table7_digits.yaml")
+    assert resolve(str(tmp_path / "x.yaml"), SEARCH_SPACES) == tmp_path / "x.yaml"
+    grid = load_grid(resolve("ablation_table7", SEARCH_SPACES))
+    assert len(grid.rows) == 4 and grid.rows[3].paper["w_acc"] == 71.70
+
+
+def test_itt_disabled_never_updates_the_robust_teacher() -> None:
+    cfg = ExperimentConfig.model_validate(apply_overrides(TINY, ["itt.enabled=false"]))
+    data = build_data(cfg)
+    clean, robust = (build_net(getattr(cfg.teachers, r), data).eval() for r in ("clean", "robust"))
+    trainer = build_trainer(cfg, data, clean, robust, torch.device("cpu"))
+    before = copy.deepcopy(trainer.robust_teacher.state_dict())
+    trainer.run_epoch()
+    trainer.run_epoch()  # past freeze_epochs=1: would be updated with ITT on
+    assert trainer.teacher_optimizer is None
+    after = trainer.robust_teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def grid_runs(workdir: Path) -> tuple[MlflowClient, Any, list[Any]]:
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tiny-grid").experiment_id
+    runs = client.search_runs([exp])
+    parents = [r for r in runs if r.data.tags.get("kind") == "grid"]
+    assert len(parents) == 1
+    return client, parents[0], [r for r in runs if r.data.tags.get("kind") == "trial"]
+
+
+def test_grid_logs_cells_and_the_table_and_report_rebuilds_it(workdir: Path, capsys) -> None:
+    assert main(["grid", str(write(workdir / "g.yaml", GRID))]) == 0
+    out = capsys.readouterr().out
+    client, parent, children = grid_runs(workdir)
+    assert parent.info.status == "FINISHED" and len(children) == 4
+    cells = {(c.data.tags["row"], int(c.data.tags["seed"])) for c in children}
+    assert cells == {(r, s) for r in ("no push", "push") for s in (0, 1)}
+    for c in children:
+        assert c.info.status == "FINISHED" and c.data.params["seed"] == c.data.tags["seed"]
+        assert 0 <= c.data.metrics["test/robust_acc"] <= 1
+        assert c.data.params["method.push"] == str(c.data.tags["row"] == "push")
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"grid_table.md", "grid_table.csv", "grid_table.parquet"} <= names
+    table = pq.read_table(client.download_artifacts(parent.info.run_id,
+                                                    "grid_table.parquet")).to_pylist()
+    assert [r["row"] for r in table] == ["no push", "push"]
+    push = [c.data.metrics["test/clean_acc"] for c in children if c.data.tags["row"] == "push"]
+    assert table[1]["clean_acc_mean"] == pytest.approx(100 * sum(push) / 2)
+    assert table[0]["clean_acc_paper"] == 90.0 and table[0]["seeds_finished"] == 2
+    assert "| no push |" in out and "baseline" in out
+
+    assert main(["report", "tiny-grid"]) == 0  # from MLflow alone, no training
+    rebuilt = capsys.readouterr().out
+    assert "| no push |" in rebuilt and rebuilt.strip() in out
+
+
+def test_interrupted_grid_resumes_the_missing_cells_only(workdir: Path) -> None:
+    path = write(workdir / "g.yaml", edited(seeds=[0, 1, 2]))
+    cmd = [sys.executable, "-m", "ablate.cli", "grid", str(path)]
+    env = dict(os.environ, ABLATE_CACHE=str(workdir / "cache"))
+    interrupt_after_first_trial(cmd, workdir, env)
+    client, _, children = grid_runs(workdir)
+    before = {c.data.tags["trial_id"]: steps(client, c) for c in children
+              if c.info.status == "FINISHED"}
+    assert before and len(before) < 6
+
+    done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, cwd=workdir,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    client, parent, children = grid_runs(workdir)
+    assert parent.info.status == "FINISHED" and len(children) == 6
+    assert all(c.info.status == "FINISHED" for c in children)
+    for c in children:
+        assert steps(client, c) == [0, 1]  # every epoch once, none trained twice
+        if c.data.tags["trial_id"] in before:
+            assert steps(client, c) == before[c.data.tags["trial_id"]]
+    assert "| push |" in done.stdout
