@@ -90,6 +90,7 @@ class TrialLogger(tune.Callback):
         self.epochs, self.log = epochs, log
         self.runs: dict[str, str] = {}
         self.open: set[str] = set()
+        self.last_epoch: dict[str, int] = {}
 
     def run_id(self, trial: Any) -> str:
         tid = trial.trial_id
@@ -104,6 +105,7 @@ class TrialLogger(tune.Callback):
         if tid not in self.open:  # a resumed trial continues its run (a no-op for a new one)
             self.tracker.reopen(self.runs[tid])
             self.open.add(tid)
+            self.last_epoch[tid] = self.tracker.last_step(self.runs[tid], "epoch")
         return self.runs[tid]
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -111,9 +113,13 @@ class TrialLogger(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
+        run, epoch = self.run_id(trial), int(result["epoch"])
+        if epoch <= self.last_epoch[trial.trial_id]:
+            return  # replayed from an older checkpoint after a crash: each epoch is logged once
         metrics = {k: v for k, v in result.items()
                    if ("/" in k or k == "epoch") and isinstance(v, int | float)}
-        self.tracker.log_metrics(self.run_id(trial), metrics, step=int(result["epoch"]))
+        self.tracker.log_metrics(run, metrics, step=epoch)
+        self.last_epoch[trial.trial_id] = epoch
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}

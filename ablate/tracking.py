@@ -112,6 +112,10 @@ class Tracker:
                                        order_by=["attributes.start_time DESC"], max_results=1)
         return runs[0].info.run_id if runs else None
 
+    def last_step(self, run_id: str, key: str) -> int:
+        """The highest step logged for ``key`` in the run (-1 when none)."""
+        return max((m.step for m in self.client.get_metric_history(run_id, key)), default=-1)
+
     def children(self, parent_run_id: str) -> list[dict[str, Any]]:
         """Child runs of a parent as plain dicts: run_id, status, tags, metrics (latest), params."""
         parent = self.client.get_run(parent_run_id)

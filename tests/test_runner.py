@@ -9,12 +9,14 @@ import pytest
 
 from ablate.config import ConfigError
 from ablate.runner import (
+    TrialLogger,
     error_reason,
     experiment_dir,
     storage_path,
     trial_dirname,
     trial_number,
 )
+from ablate.tracking import Tracker
 
 TRACE = """Failure # 1 (occurred at 2026-11-22_04-03-58)
 ray::ImplicitFunc.train() (pid=1, ip=192.0.2.2, actor_id=ab)
@@ -64,3 +66,26 @@ def test_experiment_dir_refuses_reuse_and_numbers_fresh_runs(tmp_path: Path) -> 
     ran("s-2")
     assert experiment_dir(root, "s", resume=True, fresh=False) == f"{root}/s-2"
     assert experiment_dir(root, "s", resume=False, fresh=True) == f"{root}/s-3"
+
+
+def test_trial_logger_logs_each_epoch_once_across_a_resume(tmp_path: Path) -> None:
+    tracker = Tracker(f"sqlite:///{tmp_path / 'm.db'}")
+    parent = tracker.start("exp", "parent")
+    trial = SimpleNamespace(trial_id="t1", experiment_tag="1_x", config={"a": 1})
+
+    def logger() -> TrialLogger:
+        return TrialLogger(tracker, "exp", parent, run_params=dict, run_tags=lambda c: {},
+                           describe=str, epochs=3, log=lambda _: None)
+
+    first = logger()
+    first.on_trial_start(0, [], trial)
+    for epoch in (0, 1):
+        first.on_trial_result(0, [], trial, {"epoch": float(epoch), "val/w_acc": 0.5})
+    first.close_open()
+    resumed = logger()  # a new invocation replays epoch 1 from an older checkpoint
+    for epoch in (1, 2):
+        resumed.on_trial_result(0, [], trial, {"epoch": float(epoch), "val/w_acc": 0.6})
+    run = tracker.find_run("exp", {"trial_id": "t1"})
+    assert run is not None
+    history = tracker.client.get_metric_history(run, "val/w_acc")
+    assert [(m.step, m.value) for m in history] == [(0, 0.5), (1, 0.5), (2, 0.6)]
