@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -139,44 +140,46 @@ def _log_run_artifacts(tracker, run_id, cfg, trainer, tmp: Path, plot_curves: Ca
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from ablate.search import plan, run_search
     from ablate.spec import load_search_spec, machine_resources
 
     spec = load_search_spec(args.spec, args.overrides)
     if args.dry_run:
-        from ablate.search import plan
-
-        print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).rstrip())
-        print(plan(spec, machine_resources()))
-        try:
-            check_inputs(spec.base)
-            print("inputs: dataset and teacher checkpoints found")
-        except (ConfigError, DatasetMissingError) as exc:
-            print(f"inputs: a real run stops here: {exc}")
-        return 0
-    from ablate.runner import Options
-    from ablate.search import run_search
-
-    command = " ".join(["ablate search", args.spec, *args.overrides, *_location_flags(args)])
-    return run_search(spec, Options(tracking_uri=args.tracking_uri, storage=args.storage,
-                                    address=args.address, resume=args.resume, fresh=args.fresh,
-                                    command=command))
+        return _dry_run(spec, plan(spec, machine_resources()), spec.base)
+    return run_search(spec, _options(args, ["ablate search", args.spec]))
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
     from ablate.grid import load_grid, plan, resolve, run_grid
-    from ablate.runner import Options
     from ablate.spec import machine_resources
 
-    path = resolve(args.grid, SEARCH_SPACES)
-    grid = load_grid(path, args.overrides)
+    grid = load_grid(resolve(args.grid, SEARCH_SPACES), args.overrides)
     if args.dry_run:
-        print(yaml.safe_dump(grid.model_dump(mode="json"), sort_keys=False).rstrip())
-        print(plan(grid, machine_resources()))
-        return 0
-    command = " ".join(["ablate grid", args.grid, *args.overrides, *_location_flags(args)])
-    return run_grid(grid, Options(tracking_uri=args.tracking_uri, storage=args.storage,
-                                  address=args.address, resume=args.resume, fresh=args.fresh,
-                                  command=command))
+        return _dry_run(grid, plan(grid, machine_resources()), grid.base)
+    return run_grid(grid, _options(args, ["ablate grid", args.grid]))
+
+
+def _dry_run(spec: Any, plan: str, base: ExperimentConfig) -> int:
+    """``--dry-run``: the resolved spec, the plan, and whether the inputs are present."""
+    print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).rstrip())
+    print(plan)
+    try:
+        check_inputs(base)
+        print("inputs: dataset and teacher checkpoints found")
+    except (ConfigError, DatasetMissingError) as exc:
+        print(f"inputs: a real run stops here: {exc}")
+    return 0
+
+
+def _options(args: argparse.Namespace, head: list[str]) -> Any:
+    """Run options; the command line as typed (for the resume hint after Ctrl-C)."""
+    from ablate.runner import Options
+
+    flags = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+             if k in ("tracking_uri", "storage", "address") and v]
+    return Options(tracking_uri=args.tracking_uri, storage=args.storage, address=args.address,
+                   resume=args.resume, fresh=args.fresh,
+                   command=" ".join([*head, *args.overrides, *flags]))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -185,11 +188,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     report(args.target, Tracker(args.tracking_uri))
     return 0
-
-
-def _location_flags(args: argparse.Namespace) -> list[str]:
-    return [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-            if k in ("tracking_uri", "storage", "address") and v]
 
 
 def cmd_teachers_train(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ from ablate.config import (
 )
 from ablate.report import aggregate, plot_grid, table_markdown, write_table
 from ablate.runner import Job, Log, Options, run_job, trial_dirname
-from ablate.spec import Resources, read_spec_dict
+from ablate.spec import Resources, concurrency, read_spec_dict
 from ablate.tracking import Tracker
 
 Metric = Literal["robust_acc", "clean_acc", "w_acc"]
@@ -110,10 +110,7 @@ def load_grid(path: str | Path, overrides: list[str] | None = None) -> GridSpec:
 
 def plan(grid: GridSpec, available: dict[str, float]) -> str:
     cells = len(grid.rows) * len(grid.seeds)
-    fit = int(min([available.get("CPU", 0) / grid.resources.cpu]
-                  + ([available.get("GPU", 0) / grid.resources.gpu] if grid.resources.gpu
-                     else [])) + 1e-9)
-    at_once = min(fit, grid.max_concurrent or fit, cells)
+    at_once = concurrency(grid, available, trials=cells)
     return (f"grid {grid.name} (spec hash {grid.digest()}): {len(grid.rows)} rows x "
             f"{len(grid.seeds)} seeds = {cells} cells of {grid.base.optim.epochs} epochs on "
             f"{grid.base.data.name}; baseline {grid.baseline!r}; {grid.resources.cpu:g} CPU, "

@@ -244,12 +244,13 @@ def check_resources(res: Resources, available: dict[str, float], where: str) -> 
                           f"has {have:g}{hint}")
 
 
-def concurrency(spec: SearchSpec, available: dict[str, float]) -> int:
-    """How many trials run at once under the spec on the given resources."""
+def concurrency(spec: Any, available: dict[str, float], trials: int | None = None) -> int:
+    """How many trials of a search or grid spec (its ``resources`` and ``max_concurrent``) run
+    at once on the given resources; ``trials`` defaults to a search's ``num_samples``."""
     fit = [available.get("CPU", 0) / spec.resources.cpu]
     if spec.resources.gpu > 0:
         fit.append(available.get("GPU", 0) / spec.resources.gpu)
     n = max(int(min(fit) + 1e-9), 0)
     if spec.max_concurrent is not None:
         n = min(n, spec.max_concurrent)
-    return min(n, spec.num_samples)
+    return min(n, spec.num_samples if trials is None else trials)
