@@ -24,6 +24,8 @@ from ablate.experiment import (
     cache_dir,
     prepare_teachers,
     resolve_device,
+    save_config,
+    test_best,
 )
 
 EXIT_USAGE = 2
@@ -75,7 +77,7 @@ def progress_line(m: dict[str, float], epochs: int, seconds: float) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ablate.report import plot_curves
+    from ablate.report import attack_line, plot_curves
     from ablate.tracking import Tracker
 
     cfg = _load(args)
@@ -95,9 +97,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_id = tracker.start(cfg.name, f"train-{cfg.digest()}",
                                params=cfg.model_dump(mode="json"),
                                tags={"config_hash": cfg.digest(), "method": cfg.method.name,
-                                     "seed": str(cfg.seed), "kind": "train"})
+                                     "seed": str(cfg.seed), "kind": "train",
+                                     "checkpoint": str(run_dir.resolve())})
         run_dir.mkdir(parents=True, exist_ok=True)
         id_file.write_text(run_id)
+        save_config(cfg, run_dir)
     print(f"MLflow run {run_id} in {tracker.uri}; checkpoints in {run_dir}"
           + (f" (resumed at epoch {trainer.epoch})" if resumed else ""))
     try:
@@ -108,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             tracker.log_metrics(run_id, m, step=int(m["epoch"]))
             print(progress_line(m, cfg.optim.epochs, time.perf_counter() - tick), flush=True)
             tick = time.perf_counter()
-        test = trainer.test(step_size=cfg.eval.test_step_size, steps=cfg.eval.test_steps)
+        test = test_best(trainer, cfg)
         test_metrics = {f"test/{k}": v for k, v in test.items()}
         tracker.log_metrics(run_id, test_metrics, step=cfg.optim.epochs)
         with tempfile.TemporaryDirectory() as tmp:
@@ -125,14 +129,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"test (best epoch {int(test['best_epoch']) + 1}): clean {100 * test['clean_acc']:.1f}%"
           f"  PGD-{cfg.eval.test_steps} {100 * test['robust_acc']:.1f}%  "
           f"W {100 * test['w_acc']:.1f}%")
+    if cfg.eval.attacks:
+        print(attack_line(test, cfg.eval.attacks))
     uri = f" --tracking-uri {args.tracking_uri}" if args.tracking_uri else ""
     print(f"browse: ablate ui{uri}")
     return 0
 
 
 def _log_run_artifacts(tracker, run_id, cfg, trainer, tmp: Path, plot_curves: Callable) -> None:
-    (tmp / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    tracker.log_artifact(run_id, tmp / "config.yaml")
+    tracker.log_artifact(run_id, save_config(cfg, tmp))
     torch.save(trainer.best["student"], tmp / "best_student.pt")
     tracker.log_artifact(run_id, tmp / "best_student.pt", "checkpoints")
     plot_curves(trainer.history, tmp / "curves.png", title=f"{cfg.name} ({cfg.method.name})")
@@ -188,6 +193,36 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     report(args.target, Tracker(args.tracking_uri))
     return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ablate.evaluation import run_eval
+    from ablate.tracking import Tracker
+
+    subset = -1 if args.aa_subset is None else (None if args.aa_subset == 0 else args.aa_subset)
+    run_eval(args.target, tracker=Tracker(args.tracking_uri), attacks=args.attacks,
+             config=args.config, autoattack_subset=subset, batch_size=args.batch_size)
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from ablate.config import IgdmConfig
+    from ablate.core.methods import METHODS
+
+    for m in METHODS.values():
+        teachers = ", ".join(m.teachers) or "none"
+        print(f"{m.name}: {m.summary}\n  inner max: {m.objective}; teachers: {teachers}; "
+              f"ITT: {'yes' if m.itt else 'no'}")
+        _print_fields(m.params, skip="name")
+    print("igdm (add-on to any method: igdm.enabled=true): IGDM Eq. 8-9, robust teacher")
+    _print_fields(IgdmConfig, skip="enabled")
+    return 0
+
+
+def _print_fields(model: Any, skip: str) -> None:
+    for name, f in model.model_fields.items():
+        if name != skip:
+            print(f"    {name} = {f.default!r}  {f.description or ''}")
 
 
 def cmd_teachers_train(args: argparse.Namespace) -> int:
@@ -269,6 +304,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="grid parent run id, or experiment name (newest grid run)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlflow.db)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("eval", help="final evaluation protocol (Clean, FGSM, PGD, CW, Square, "
+                       "AutoAttack, transfer) on a trained student, logged to MLflow")
+    p.add_argument("target", help="run/trial checkpoint directory, trainer.pt or student "
+                   "state dict, or an MLflow run id")
+    p.add_argument("--attacks", nargs="+", metavar="ATTACK", help="subset of the attacks "
+                   "(default: all of fgsm pgd_sat pgd_trades cw_inf square autoattack "
+                   "transfer_pgd_trades transfer_cw_inf)")
+    p.add_argument("--config", help="experiment YAML, when no config.yaml sits beside the "
+                   "weights")
+    p.add_argument("--aa-subset", type=int, help="AutoAttack on the first N test images "
+                   "(0 = all; default: eval.autoattack_subset of the config)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlflow.db)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("methods", help="list the registered methods and their parameters")
+    p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser("validate", help="validate an experiment or search YAML and its inputs")
     _config_args(p)

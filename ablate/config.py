@@ -12,11 +12,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ablate.core.attacks import OBJECTIVES
 from ablate.core.methods import METHODS
 from ablate.core.models import MODELS
+from ablate.core.robustness import ATTACKS
 
 
 class ConfigError(ValueError):
@@ -138,6 +146,32 @@ class EvalConfig(Strict):
     val_subset: int | None = Field(None, ge=1, description="fixed validation subset size")
     test_steps: int = Field(20, ge=1, description="PGD steps for the final test evaluation")
     test_step_size: float | None = Field(None, gt=0, description="None = eval step size")
+    attacks: list[str] = Field(default_factory=list, description="final evaluation protocol "
+                               "(SPEC §3) run on the selected checkpoint at test time, besides "
+                               "PGD: fgsm, pgd_sat, pgd_trades, cw_inf, square, autoattack, "
+                               "transfer_pgd_trades, transfer_cw_inf; step sizes scale with eps")
+    autoattack_subset: int | None = Field(500, ge=1, description="AutoAttack on the first N "
+                                          "test images (None = all); printed with the table")
+
+    @field_validator("attacks")
+    @classmethod
+    def _known_attacks(cls, attacks: list[str]) -> list[str]:
+        unknown = [a for a in attacks if a not in ATTACKS]
+        if unknown:
+            raise ValueError(f"unknown attack {unknown[0]!r}; known: {list(ATTACKS)}")
+        return attacks
+
+
+class IgdmConfig(Strict):
+    """IGDM add-on (IGDM Eq. 8-9): α(epoch)·D(S(x+βδ) − S(x−γδ), T(x+βδ) − T(x−γδ))."""
+
+    enabled: bool = Field(False, description="add the IGDM term to the method's loss")
+    alpha: float = Field(1.0, ge=0, description="final weight; α(epoch) rises linearly to it "
+                         "over the epochs (the paper's increasing T(α))")
+    beta: float = Field(1.0, ge=0, description="forward step x+βδ along δ = x*−x")
+    gamma: float = Field(1.0, ge=0, description="backward step x−γδ")
+    distance: Literal["kl", "l1", "l2"] = Field("kl", description="D on the output "
+                                                "differences (paper: KL)")
 
 
 def _method_union() -> Any:
@@ -161,6 +195,16 @@ class ExperimentConfig(Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     itt: IttConfig = Field(default_factory=IttConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    igdm: IgdmConfig = Field(default_factory=IgdmConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_method_name(cls, raw: Any) -> Any:
+        # `method: {alpha: 0.3}` keeps meaning CIARD now that the union is discriminated by name.
+        method = raw.get("method") if isinstance(raw, dict) else None
+        if isinstance(method, dict) and "name" not in method:
+            raw = {**raw, "method": {"name": "ciard", **method}}
+        return raw
 
     def digest(self) -> str:
         """Stable short hash of the resolved config (tags, cache keys)."""
@@ -231,7 +275,11 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     """First pydantic error as 'SOURCE: field `a.b`: message' (+ how many more)."""
     errors = exc.errors()
     first = errors[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
+    parts = [str(p) for p in first["loc"] if not str(p).startswith("function-after")]
+    # A discriminated union puts the method's name into the path (method.ciard.alpha).
+    parts = [p for i, p in enumerate(parts) if not (i and parts[i - 1] == "method"
+                                                    and p in METHODS)]
+    loc = ".".join(parts)
     msg = first["msg"].replace("\n", " ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import yaml
 
 from ablate.config import ExperimentConfig, ModelConfig, TeacherConfig, config_hash
 from ablate.core.data import Dataset, load_dataset
@@ -16,6 +17,7 @@ from ablate.core.teachers import train_teacher
 from ablate.core.train import Trainer
 
 Log = Callable[[str], None]
+CONFIG_NAME = "config.yaml"
 
 
 def cache_dir() -> Path:
@@ -106,4 +108,20 @@ def build_trainer(
         teacher_weight_decay=i.weight_decay, teacher_lr_schedule=i.schedule, teacher_bn=i.bn,
         eval_eps=e.eps, eval_step_size=e.step_size, eval_steps=e.val_steps,
         val_subset=e.val_subset, w=e.w, seed=cfg.seed,
+        igdm=cfg.igdm.model_dump(exclude={"enabled"}) if cfg.igdm.enabled else None,
+        surrogate=robust,
     )
+
+
+def save_config(cfg: ExperimentConfig, directory: str | os.PathLike) -> Path:
+    """Write the resolved config as ``config.yaml`` (what ``ablate eval`` reads beside weights)."""
+    path = Path(directory) / CONFIG_NAME
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    return path
+
+
+def test_best(trainer: Trainer, cfg: ExperimentConfig) -> dict[str, float]:
+    """The config's final test protocol on the trainer's best checkpoint (keys without prefix)."""
+    e = cfg.eval
+    return trainer.test(step_size=e.test_step_size, steps=e.test_steps, attacks=e.attacks,
+                        autoattack_subset=e.autoattack_subset)

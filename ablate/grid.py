@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from ray import tune
 
 from ablate.config import (
@@ -26,22 +26,38 @@ from ablate.config import (
     format_validation_error,
     validate_model,
 )
+from ablate.core.robustness import ATTACKS
+from ablate.core.robustness import LABELS as ATTACK_LABELS
 from ablate.report import aggregate, plot_grid, table_markdown, write_table
 from ablate.runner import Job, Log, Options, run_job, trial_dirname
 from ablate.spec import Resources, concurrency, read_spec_dict
 from ablate.tracking import Tracker
 
-Metric = Literal["robust_acc", "clean_acc", "w_acc"]
-LABELS = {"robust_acc": "PGD (test)", "clean_acc": "Clean (test)", "w_acc": "W-acc (test)"}
+LABELS = {"robust_acc": "PGD (test)", "clean_acc": "Clean (test)", "w_acc": "W-acc (test)",
+          **{f"{a}_acc": ATTACK_LABELS[a] for a in ATTACKS},
+          **{f"{a}_wr": f"{ATTACK_LABELS[a]} W-R" for a in ATTACKS}}
+METRICS = tuple(LABELS)  # test/<metric> of a cell; <attack>_* need the attack in eval.attacks
 SHARED = ("data", "teachers", "seed")  # rows cannot change what all cells share
+
+
+def _known_metric(name: str) -> str:
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; known: robust_acc, clean_acc, w_acc, "
+                         "<attack>_acc, <attack>_wr")
+    return name
 
 
 class Row(Strict):
     name: str = Field(min_length=1, description="row label in the table")
     overrides: dict[str, Any] = Field(default_factory=dict, description="dotted config path "
                                       "-> value, applied to the base")
-    paper: dict[Metric, float] = Field(default_factory=dict, description="the paper's value "
+    paper: dict[str, float] = Field(default_factory=dict, description="the paper's value "
                                        "per metric, in percent")
+
+    @field_validator("paper")
+    @classmethod
+    def _paper_metrics(cls, paper: dict[str, float]) -> dict[str, float]:
+        return {_known_metric(k): v for k, v in paper.items()}
 
 
 class GridSpec(Strict):
@@ -52,7 +68,9 @@ class GridSpec(Strict):
     rows: list[Row] = Field(min_length=1)
     baseline: str = Field(description="row every other row is compared with")
     seeds: list[int] = Field(min_length=1, description="training seeds (init, data order)")
-    metrics: list[Metric] = Field(default_factory=lambda: ["robust_acc", "clean_acc", "w_acc"])
+    metrics: list[str] = Field(default_factory=lambda: ["robust_acc", "clean_acc", "w_acc"],
+                               description="test metrics in the table: robust_acc (PGD), "
+                               "clean_acc, w_acc, <attack>_acc, <attack>_wr")
     paper_note: str = Field("", description="where the paper's numbers come from")
     resources: Resources = Field(default_factory=Resources)
     max_concurrent: int | None = Field(None, ge=1)
@@ -68,7 +86,16 @@ class GridSpec(Strict):
             raise ValueError(f"baseline {self.baseline!r} is not a row; rows: {names}")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds must be distinct")
+        for name in self.metrics:
+            attack = name.rsplit("_", 1)[0]
+            if attack in ATTACKS and attack not in self.base.eval.attacks:
+                raise ValueError(f"metric {name!r} needs {attack!r} in the base's eval.attacks")
         return self
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, metrics: list[str]) -> list[str]:
+        return [_known_metric(m) for m in metrics]
 
     def digest(self) -> str:
         return config_hash(self.model_dump(mode="json"))

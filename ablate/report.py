@@ -187,33 +187,49 @@ def _num(x: float | None, fmt: str = ".2f") -> str:
 
 def table_markdown(table: Sequence[Mapping[str, Any]], *, metrics: Sequence[str], baseline: str,
                    labels: Mapping[str, str] | None = None) -> str:
-    """Markdown table, one line per row: row | seeds | per metric mean ± std, 95% CI, Δ vs
-    baseline (p), paper; then a blank line and a footnote on the statistics."""
-    header = ["row", "seeds"]
-    for m in metrics:
-        label = (labels or {}).get(m, m)
-        header += [f"{label} (mean ± std)", "95% CI", "Δ vs baseline (p)", "paper"]
+    """Markdown table: per row and metric the mean ± std, 95% CI, Δ vs baseline (p) and the
+    paper's value; then a footnote on the statistics. Up to three metrics sit side by side
+    (one line per row); more go one block per metric (the paper's attack-major Tables 3-6)."""
+    label = {m: (labels or {}).get(m, m) for m in metrics}
+    stats = ["(mean ± std)", "95% CI", "Δ vs baseline (p)", "paper"]
+    if len(metrics) <= 3:
+        header = ["row", "seeds", *(f"{label[m]} {s}" if s.startswith("(") else s
+                                    for m in metrics for s in stats)]
+        body = [[_row_name(t), _seeds(t), *(c for m in metrics for c in _cells(t, m, baseline))]
+                for t in table]
+    else:
+        header = ["metric", "row", "seeds", "mean ± std", *stats[1:]]
+        body = [[label[m], _row_name(t), _seeds(t), *_cells(t, m, baseline)]
+                for m in metrics for t in table]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for t in table:
-        done, asked = t["seeds_finished"], t["seeds_asked"]
-        seeds = str(done) if done >= asked else f"{done}/{asked} ({asked - done} missing)"
-        cells = [str(t["row"]).replace("|", "\\|"), seeds]
-        for m in metrics:
-            mean, std, lo, hi = (t[f"{m}_{k}"] for k in ("mean", "std", "ci_low", "ci_high"))
-            p = t[f"{m}_p"]
-            p_text = "p<0.001" if p < 0.001 else f"p={_num(p, '.3f')}"
-            cells += [
-                "–" if math.isnan(mean) else f"{_num(mean)} ± {_num(std)}",
-                "–" if math.isnan(lo) else f"[{_num(lo)}, {_num(hi)}]",
-                "baseline" if t["row"] == baseline else
-                "–" if math.isnan(t[f"{m}_diff"]) else f"{_num(t[f'{m}_diff'], '+.2f')} ({p_text})",
-                _num(t[f"{m}_paper"]),
-            ]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
     note = ("Mean ± sample std over seeds (percent); 95% CI: t-interval of the mean; Δ: paired "
             f"difference to the baseline row ({baseline}) over the seeds both finished, p from a "
             "two-sided paired t-test over seeds; – = not available.")
     return "\n".join([*lines, "", note]) + "\n"
+
+
+def _row_name(t: Mapping[str, Any]) -> str:
+    return str(t["row"]).replace("|", "\\|")
+
+
+def _seeds(t: Mapping[str, Any]) -> str:
+    done, asked = t["seeds_finished"], t["seeds_asked"]
+    return str(done) if done >= asked else f"{done}/{asked} ({asked - done} missing)"
+
+
+def _cells(t: Mapping[str, Any], m: str, baseline: str) -> list[str]:
+    """mean ± std, 95% CI, Δ vs baseline (p), paper: one metric of one table row."""
+    mean, std, lo, hi = (t[f"{m}_{k}"] for k in ("mean", "std", "ci_low", "ci_high"))
+    p = t[f"{m}_p"]
+    p_text = "p<0.001" if p < 0.001 else f"p={_num(p, '.3f')}"
+    return [
+        "–" if math.isnan(mean) else f"{_num(mean)} ± {_num(std)}",
+        "–" if math.isnan(lo) else f"[{_num(lo)}, {_num(hi)}]",
+        "baseline" if t["row"] == baseline else
+        "–" if math.isnan(t[f"{m}_diff"]) else f"{_num(t[f'{m}_diff'], '+.2f')} ({p_text})",
+        _num(t[f"{m}_paper"]),
+    ]
 
 
 def write_table(table: Sequence[Mapping[str, Any]], markdown: str, directory: str | os.PathLike,
@@ -256,3 +272,12 @@ def plot_grid(table: Sequence[Mapping[str, Any]], metrics: Sequence[str],
         ax.set_ylabel(f"{(labels or {}).get(m, m)} (%)")
         ax.grid(axis="y", alpha=0.3)
     return _save(fig, path, title)
+
+
+def attack_line(test: Mapping[str, float], attacks: Sequence[str]) -> str:
+    """One console line of the final protocol's accuracies (``<attack>_acc`` keys), or ''."""
+    from ablate.core.robustness import LABELS
+
+    parts = [f"{LABELS[a]} {100 * test[f'{a}_acc']:.1f}%" for a in attacks
+             if f"{a}_acc" in test]
+    return ("test under attack: " + "  ".join(parts)) if parts else ""

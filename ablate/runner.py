@@ -126,7 +126,10 @@ class TrialLogger(tune.Callback):
         epochs = int(result.get("training_iteration", 0))
         stopped = epochs < self.epochs
         run = self.run_id(trial)
-        self.tracker.set_tags(run, {"epochs_trained": epochs, "stopped_early": stopped})
+        tags = {"epochs_trained": epochs, "stopped_early": stopped}
+        if trial.checkpoint is not None:  # trainer.pt + config.yaml: `ablate eval RUN_ID`
+            tags["checkpoint"] = trial.checkpoint.path
+        self.tracker.set_tags(run, tags)
         self.tracker.end(run, "FINISHED")
         self.open.discard(trial.trial_id)
         how = f"stopped early after {epochs}/{self.epochs}" if stopped else f"{epochs}"

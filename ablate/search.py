@@ -20,6 +20,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from ablate.report import (
+    attack_line,
     pareto_front,
     plot_curves,
     plot_importances,
@@ -229,3 +230,5 @@ def _final_test(spec: SearchSpec, best: dict[str, Any], results: tune.ResultGrid
     log(f"test (best epoch {int(test['best_epoch']) + 1}, PGD-{cfg.eval.test_steps}): clean "
         f"{100 * test['clean_acc']:.1f}%  PGD {100 * test['robust_acc']:.1f}%  "
         f"W {100 * test['w_acc']:.1f}%   best config: best_config.yaml in the parent run")
+    if cfg.eval.attacks:
+        log(attack_line(test, cfg.eval.attacks))

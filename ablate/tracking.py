@@ -53,7 +53,21 @@ class Tracker:
 
     def __init__(self, uri: str | None = None) -> None:
         self.uri = uri or default_uri()
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self._client: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        # Created on first use: opening a SQLite store creates the file, which a command that
+        # stops on bad input must not leave behind.
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    def exists(self) -> bool:
+        """Whether the store is there (a SQLite file that was never written is not)."""
+        if self.uri.startswith("sqlite:///"):
+            return Path(self.uri.removeprefix("sqlite:///")).is_file()
+        return True
 
     def _artifact_root(self, name: str) -> str | None:
         # Keep artifacts next to a local SQLite store rather than in whatever cwd MLflow picks.
@@ -136,6 +150,10 @@ class Tracker:
         """An MLflow table artifact (shown in the UI); logged once, as MLflow appends to it."""
         if not any(f.path == name for f in self.client.list_artifacts(run_id)):
             self.client.log_table(run_id, data=dict(columns), artifact_file=name)
+
+    def download(self, run_id: str, path: str, dst: str | os.PathLike) -> str:
+        """Download one artifact of the run into ``dst``; returns the local path."""
+        return self.client.download_artifacts(run_id, path, os.fspath(dst))
 
     def log_artifact(self, run_id: str, path: str | os.PathLike, subdir: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path=subdir)

@@ -62,6 +62,8 @@ def edited(**changes: Any) -> dict[str, Any]:
     (edited(rows=[{"name": "t", "overrides": {"teachers.clean.kwargs.width": 4}}], baseline="t"),
      "cannot differ between rows"),
     (edited(rows=[{"name": "p", "paper": {"pgd": 50.0}}], baseline="p"), "rows.0.paper"),
+    (edited(metrics=["clean_acc", "pgd_acc"]), "field `metrics`: Value error, unknown metric"),
+    (edited(metrics=["autoattack_acc"]), "needs 'autoattack' in the base's eval.attacks"),
 ])
 def test_bad_grid_is_one_line_naming_the_problem(tmp_path: Path, raw: dict, needle: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -82,7 +84,8 @@ def test_names_resolve_under_search_spaces(tmp_path: Path) -> None:
         SEARCH_SPACES / "ablation_table7_digits.yaml")
     assert resolve(str(tmp_path / "x.yaml"), SEARCH_SPACES) == tmp_path / "x.yaml"
     grid = load_grid(resolve("ablation_table7", SEARCH_SPACES))
-    assert len(grid.rows) == 4 and grid.rows[3].paper["w_acc"] == 71.70
+    assert len(grid.rows) == 4 and grid.rows[3].paper["pgd_trades_wr"] == 71.70
+    assert grid.metrics == ["pgd_trades_acc", "clean_acc", "pgd_trades_wr"]
 
 
 def test_itt_disabled_never_updates_the_robust_teacher() -> None:
@@ -108,7 +111,9 @@ def grid_runs(workdir: Path) -> tuple[MlflowClient, Any, list[Any]]:
 
 
 def test_grid_logs_cells_and_the_table_and_report_rebuilds_it(workdir: Path, capsys) -> None:
-    assert main(["grid", str(write(workdir / "g.yaml", GRID))]) == 0
+    grid = edited(overrides={"eval.attacks": ["fgsm", "transfer_cw_inf"]},
+                  metrics=["robust_acc", "clean_acc", "w_acc", "fgsm_acc"])
+    assert main(["grid", str(write(workdir / "g.yaml", grid))]) == 0
     out = capsys.readouterr().out
     client, parent, children = grid_runs(workdir)
     assert parent.info.status == "FINISHED" and len(children) == 4
@@ -118,6 +123,12 @@ def test_grid_logs_cells_and_the_table_and_report_rebuilds_it(workdir: Path, cap
         assert c.info.status == "FINISHED" and c.data.params["seed"] == c.data.tags["seed"]
         assert 0 <= c.data.metrics["test/robust_acc"] <= 1
         assert c.data.params["method.push"] == str(c.data.tags["row"] == "push")
+        m = c.data.metrics  # the final protocol ran on every cell
+        assert 0 <= m["test/fgsm_acc"] <= m["test/clean_acc"]
+        assert m["test/transfer_cw_inf_wr"] == pytest.approx(
+            (m["test/clean_acc"] + m["test/transfer_cw_inf_acc"]) / 2)
+        checkpoint = Path(c.data.tags["checkpoint"])
+        assert (checkpoint / "trainer.pt").is_file() and (checkpoint / "config.yaml").is_file()
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"grid_table.md", "grid_table.csv", "grid_table.parquet"} <= names
     table = pq.read_table(client.download_artifacts(parent.info.run_id,
@@ -131,6 +142,13 @@ def test_grid_logs_cells_and_the_table_and_report_rebuilds_it(workdir: Path, cap
     assert main(["report", "tiny-grid"]) == 0  # from MLflow alone, no training
     rebuilt = capsys.readouterr().out
     assert "| no push |" in rebuilt and rebuilt.strip() in out
+    assert table[0]["fgsm_acc_mean"] is not None and "FGSM" in out
+
+    # A cell's child run is a target of `ablate eval` through its checkpoint tag.
+    cell = children[0].info.run_id
+    assert main(["eval", cell, "--attacks", "pgd_sat"]) == 0
+    assert "PGD_SAT" in capsys.readouterr().out
+    assert "test/pgd_sat_acc" in client.get_run(cell).data.metrics
 
 
 def test_interrupted_grid_resumes_the_missing_cells_only(workdir: Path) -> None:

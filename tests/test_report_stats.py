@@ -163,3 +163,17 @@ def test_aggregate_skips_nan_metrics() -> None:
              for s, v in ((0, 0.5), (1, float("nan")), (2, 0.7))]
     (a,) = aggregate(cells, rows=["A"], baseline="A", seeds=[0, 1, 2], metrics=["acc"])
     assert a["seeds_finished"] == 3 and a["acc_mean"] == pytest.approx(60.0)
+
+
+def test_table_markdown_goes_metric_major_beyond_three_metrics() -> None:
+    cells = [dict(c, w=c["clean"], x=c["clean"]) for c in grid_cells()]
+    metrics = [*METRICS, "w", "x"]
+    table = aggregate(cells, rows=ROWS, baseline="A", seeds=SEEDS, metrics=metrics, paper=PAPER)
+    lines = table_markdown(table, metrics=metrics, baseline="A",
+                           labels={"clean": "Clean acc."}).splitlines()
+    assert lines[0] == "| metric | row | seeds | mean ± std | 95% CI | Δ vs baseline (p) | paper |"
+    body = lines[2:2 + len(metrics) * len(ROWS)]
+    assert [ln.split(" | ")[0:2] for ln in body[:3]] == [["| Clean acc.", r] for r in ROWS]
+    assert "91.00 ± 1.00" in body[0] and "baseline" in body[0] and "91.50" in body[0]
+    assert "| robust | B | 2/3 (1 missing) |" in body[4]
+    assert lines[2 + len(body)] == "" and "paired t-test" in lines[-1]

@@ -18,7 +18,14 @@ from ray import tune
 from ablate.config import ExperimentConfig
 from ablate.core.data import Dataset
 from ablate.core.train import Trainer
-from ablate.experiment import build_data, build_net, build_trainer, resolve_device
+from ablate.experiment import (
+    build_data,
+    build_net,
+    build_trainer,
+    resolve_device,
+    save_config,
+    test_best,
+)
 from ablate.spec import build_trial_config
 
 TeacherStates = dict[str, dict[str, torch.Tensor]]
@@ -61,10 +68,11 @@ def train_ciard(config: dict[str, Any], *, base: dict[str, Any],
         except FloatingPointError as exc:
             raise FloatingPointError(f"diverged in epoch {epoch + 1}: {exc}") from None
         if trainer.done and test_at_end:
-            test = trainer.test(step_size=cfg.eval.test_step_size, steps=cfg.eval.test_steps)
+            test = test_best(trainer, cfg)
             metrics.update({f"test/{k}": v for k, v in test.items()})
         with tempfile.TemporaryDirectory() as directory:
             trainer.save(directory)
+            save_config(cfg, directory)  # makes the checkpoint self-describing for `ablate eval`
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
@@ -78,5 +86,5 @@ def final_test(sampled: dict[str, Any], checkpoint: tune.Checkpoint, *, base: di
     with checkpoint.as_directory() as directory:
         if not trainer.restore(directory):
             raise FileNotFoundError(f"no trainer checkpoint in {checkpoint.path}")
-    test = trainer.test(step_size=cfg.eval.test_step_size, steps=cfg.eval.test_steps)
+    test = test_best(trainer, cfg)
     return test, trainer.history

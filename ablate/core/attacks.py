@@ -1,7 +1,8 @@
 """One L∞ PGD loop; methods differ only in the objective it maximises (SPEC §2.1, §4).
 
-An objective factory takes ``(student, clean_teacher, x, y)`` and returns a function of the
-perturbed input ``x_adv`` giving the scalar to maximise. Callers put the models in eval mode.
+An objective factory takes ``(student, clean_teacher, x, y, robust_teacher)`` and returns a
+function of the perturbed input ``x_adv`` giving the scalar to maximise. Callers put the models in
+eval mode.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
-ObjectiveFactory = Callable[[nn.Module, nn.Module | None, torch.Tensor, torch.Tensor], Objective]
+ObjectiveFactory = Callable[..., Objective]  # (student, clean_teacher, x, y, robust_teacher)
 Start = Literal["normal", "uniform", "none"]
 
 OBJECTIVES: dict[str, ObjectiveFactory] = {}
@@ -32,7 +33,8 @@ def register_objective(name: str) -> Callable[[ObjectiveFactory], ObjectiveFacto
 
 @register_objective("ce")
 def ce_objective(
-    student: nn.Module, clean_teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor
+    student: nn.Module, clean_teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor,
+    robust_teacher: nn.Module | None = None,
 ) -> Objective:
     """CE(s(x+δ), y) on the student alone (released code, Eq. 5)."""
     return lambda x_adv: F.cross_entropy(student(x_adv), y)
@@ -40,7 +42,8 @@ def ce_objective(
 
 @register_objective("kl_clean_teacher")
 def kl_clean_teacher_objective(
-    student: nn.Module, clean_teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor
+    student: nn.Module, clean_teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor,
+    robust_teacher: nn.Module | None = None,
 ) -> Objective:
     """KL(s(x+δ) ‖ t(x+δ)), student and clean teacher both on the perturbed input (Eq. 6)."""
     if clean_teacher is None:
@@ -51,6 +54,49 @@ def kl_clean_teacher_objective(
         # together ("jointly considers both", §3.2), as in AdaAD's inner maximisation.
         log_ps = F.log_softmax(student(x_adv), dim=1)
         log_pt = F.log_softmax(clean_teacher(x_adv), dim=1)
+        return F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
+
+    return objective
+
+
+@register_objective("trades_kl")
+def trades_kl_objective(
+    student: nn.Module, clean_teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor,
+    robust_teacher: nn.Module | None = None,
+) -> Objective:
+    """KL(s(x+δ) ‖ s(x)) with s(x) a fixed target, computed once (TRADES, Zhang et al. 2019)."""
+    with torch.no_grad():
+        p_nat = F.softmax(student(x), dim=1)
+    return lambda x_adv: F.kl_div(F.log_softmax(student(x_adv), dim=1), p_nat,
+                                  reduction="batchmean")
+
+
+@register_objective("kl_robust_teacher_nat")
+def kl_robust_teacher_nat_objective(
+    student: nn.Module, clean_teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor,
+    robust_teacher: nn.Module | None = None,
+) -> Objective:
+    """KL(s(x+δ) ‖ t'(x)), robust teacher on the clean input as a fixed target (RSLAD)."""
+    if robust_teacher is None:
+        raise ValueError("attack objective 'kl_robust_teacher_nat' needs a robust teacher")
+    with torch.no_grad():
+        p_teacher = F.softmax(robust_teacher(x), dim=1)
+    return lambda x_adv: F.kl_div(F.log_softmax(student(x_adv), dim=1), p_teacher,
+                                  reduction="batchmean")
+
+
+@register_objective("kl_robust_teacher")
+def kl_robust_teacher_objective(
+    student: nn.Module, clean_teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor,
+    robust_teacher: nn.Module | None = None,
+) -> Objective:
+    """KL(s(x+δ) ‖ t'(x+δ)), gradients through student and robust teacher (AdaAD Eq. 9)."""
+    if robust_teacher is None:
+        raise ValueError("attack objective 'kl_robust_teacher' needs a robust teacher")
+
+    def objective(x_adv: torch.Tensor) -> torch.Tensor:
+        log_ps = F.log_softmax(student(x_adv), dim=1)
+        log_pt = F.log_softmax(robust_teacher(x_adv), dim=1)
         return F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
 
     return objective
@@ -105,9 +151,12 @@ def attack(
     clean_teacher: nn.Module | None,
     x: torch.Tensor,
     y: torch.Tensor,
+    *,
+    robust_teacher: nn.Module | None = None,
     **pgd_kwargs: float | int | str,
 ) -> torch.Tensor:
     """Run PGD with a registered objective by name."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown attack objective {objective!r}; known: {sorted(OBJECTIVES)}")
-    return pgd(OBJECTIVES[objective](student, clean_teacher, x, y), x, **pgd_kwargs)
+    factory = OBJECTIVES[objective]
+    return pgd(factory(student, clean_teacher, x, y, robust_teacher), x, **pgd_kwargs)

@@ -32,6 +32,9 @@ class Method:
     objective: str
     loss: LossFn
     init_state: Callable[[], dict[str, Any]] = field(default=dict)
+    summary: str = ""  # one line for ``ablate methods``: the paper and its outer loss
+    teachers: tuple[str, ...] = ()  # which teachers the loss reads: "clean", "robust"
+    itt: bool = False  # whether the loss returns "teacher_loss" (Iterative Teacher Training)
 
 
 METHODS: dict[str, Method] = {}
@@ -133,5 +136,9 @@ def ciard_loss(
 
 CIARD = register_method(
     Method(name="ciard", params=CiardParams, objective="kl_clean_teacher", loss=ciard_loss,
-           init_state=_ciard_state)
+           init_state=_ciard_state, teachers=("clean", "robust"), itt=True,
+           summary="CIARD (ICCV 2025): α·KL(s(x)‖t(x)) + β·KL(s(x*)‖t'(x*)) − λ·Push; ITT")
 )
+
+# The comparison methods of SPEC §4 register themselves on import.
+from ablate.core import baselines  # noqa: E402, F401

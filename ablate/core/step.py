@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from ablate.core.attacks import attack
+from ablate.core.baselines import igdm_term
 from ablate.core.methods import METHODS
 
 
@@ -75,6 +76,12 @@ class Passes:
         """Clean teacher logits on x*, t(x*), no grad."""
         return self._memo("t_adv", lambda: self._no_grad(self._teacher(), self.x_adv))
 
+    def rt_nat(self) -> torch.Tensor:
+        """Robust teacher logits on clean inputs, t'(x), no grad (ARD, RSLAD, AdaAD's T(x))."""
+        if self.robust_teacher is None:
+            raise ValueError("this method needs a robust teacher")
+        return self._memo("rt_nat", lambda: self._no_grad(self.robust_teacher, self.x))
+
     def rt_adv(self) -> torch.Tensor:
         """Robust teacher logits on x*, t'(x*); with grad only while ITT updates it."""
         if self.robust_teacher is None:
@@ -113,21 +120,24 @@ def train_step(
     step_size: float,
     steps: int,
     start: str = "normal",
+    igdm: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Run one step of ``method`` on the batch (x, y); returns the loss terms as floats.
 
     ``state`` is the method's mutable per-run state (e.g. adaptive temperatures), updated in place.
+    ``igdm`` (weight, beta, gamma, distance) adds the IGDM term to any method's loss (IGDM Eq. 9).
     The robust teacher is touched only when ``update_teacher`` is true: before the ITT epoch it
     stays in eval mode and receives neither gradients nor BatchNorm statistics.
     """
     spec = METHODS[method]
+    update_teacher = update_teacher and spec.itt  # only ITT methods ever train the teacher
     student.eval()
     if clean_teacher is not None:
         clean_teacher.eval()
     if robust_teacher is not None:
         robust_teacher.eval()
     x_adv = attack(
-        objective or spec.objective, student, clean_teacher, x, y,
+        objective or spec.objective, student, clean_teacher, x, y, robust_teacher=robust_teacher,
         eps=eps, step_size=step_size, steps=steps, start=start,
     )
     student.train()
@@ -138,6 +148,11 @@ def train_step(
         x=x, x_adv=x_adv, update_teacher=update_teacher,
     )
     out = spec.loss(passes, y, params, state)
+    if igdm is not None and igdm["weight"] > 0:
+        term = igdm_term(passes, beta=igdm["beta"], gamma=igdm["gamma"],
+                         distance=igdm["distance"])
+        out["igdm"] = term.detach()
+        out["loss"] = out["loss"] + igdm["weight"] * term
     total = out["loss"]
     if not torch.isfinite(total):
         raise FloatingPointError(f"{method} loss is not finite ({total.item()})")

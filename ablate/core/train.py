@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import torch.nn as nn
 from ablate.core.data import Dataset, augment_crop_flip, iterate_batches
 from ablate.core.evaluate import evaluate
 from ablate.core.methods import METHODS
+from ablate.core.robustness import run_suite, suite_metrics
 from ablate.core.step import train_step
 
 CHECKPOINT_NAME = "trainer.pt"
@@ -72,6 +73,7 @@ class Trainer:
         teacher_lr_schedule: str = "constant", teacher_bn: str = "train",
         eval_eps: float | None = None, eval_step_size: float | None = None, eval_steps: int = 10,
         val_subset: int | None = None, w: float = 0.5, seed: int = 0,
+        igdm: dict[str, Any] | None = None, surrogate: nn.Module | None = None,
     ) -> None:
         spec = METHODS[method]
         self.method, self.params = method, spec.params(**(method_params or {})).model_dump()
@@ -86,6 +88,8 @@ class Trainer:
         self.eval_kw = dict(eps=eval_eps if eval_eps is not None else eps,
                             step_size=eval_step_size or step_size, steps=eval_steps, w=w)
         self.val = data.val.subset(val_subset)
+        self.igdm = igdm  # alpha, beta, gamma, distance; None = off
+        self.surrogate = surrogate  # source model of the transfer attacks (the robust teacher)
         self.optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=momentum,
                                          weight_decay=weight_decay)
         self.teacher_optimizer = None
@@ -95,6 +99,7 @@ class Trainer:
                 weight_decay=teacher_weight_decay)
         # The run owns its random streams (data order, attack starts), so runs in one process
         # neither disturb each other nor depend on what ran before: same seed, same result.
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.device = next(student.parameters()).device
         self.rng = self._seeded_rng(seed)
@@ -147,6 +152,9 @@ class Trainer:
             t_lr = teacher_lr(self.teacher_lr_schedule, e, self.epochs, self.teacher_lr_base,
                               self.freeze_epochs)
             _set_lr(self.teacher_optimizer, t_lr)
+        igdm = None
+        if self.igdm is not None:  # IGDM's increasing T(α): linear up to alpha at the end
+            igdm = dict(self.igdm, weight=self.igdm["alpha"] * (e + 1) / self.epochs)
         sums: dict[str, float] = {}
         n = 0
         for x, y in iterate_batches(self.data.train, self.batch_size, shuffle=True,
@@ -158,12 +166,14 @@ class Trainer:
                 student=self.student, clean_teacher=self.clean_teacher,
                 robust_teacher=self.robust_teacher, x=x, y=y, optimizer=self.optimizer,
                 teacher_optimizer=self.teacher_optimizer, update_teacher=update_teacher,
-                teacher_bn=self.teacher_bn, **self.attack_kw)
+                teacher_bn=self.teacher_bn, igdm=igdm, **self.attack_kw)
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + v
             n += 1
         metrics = {k: v / max(n, 1) for k, v in sums.items()}
         metrics.update(lr=lr, teacher_lr=t_lr, **{k: float(v) for k, v in self.state.items()})
+        if igdm is not None:
+            metrics["igdm_weight"] = igdm["weight"]
         return metrics
 
     def validate(self) -> dict[str, float]:
@@ -188,12 +198,19 @@ class Trainer:
         self.epoch += 1
         return metrics
 
-    def test(self, *, eps: float | None = None, step_size: float | None = None,
-             steps: int = 20) -> dict[str, float]:
-        """Evaluate the best student (by validation W-acc) once on the test split."""
+    def best_student(self) -> nn.Module:
+        """A copy of the student at its best validation W-acc epoch (the current one if none)."""
         model = copy.deepcopy(self.student)
         if self.best["student"] is not None:
             model.load_state_dict(self.best["student"])
+        return model.eval()
+
+    def test(self, *, eps: float | None = None, step_size: float | None = None,
+             steps: int = 20, attacks: Sequence[str] = (),
+             autoattack_subset: int | None = None) -> dict[str, float]:
+        """Evaluate the best student (by validation W-acc) once on the test split: PGD-``steps``
+        as in training, plus the final protocol's ``attacks`` (``<attack>_acc``, ``_wr``)."""
+        model = self.best_student()
         kw = dict(self.eval_kw, steps=steps)
         if eps is not None:
             kw["eps"] = eps
@@ -202,6 +219,11 @@ class Trainer:
         with self._own_rng():
             out = evaluate(model, self.data.test, clean_teacher=self.clean_teacher,
                            robust_teacher=self.robust_teacher, **kw)
+            if attacks:
+                results = run_suite(model, self.data.test.x, self.data.test.y, attacks=attacks,
+                                    eps=kw["eps"], w=kw["w"], surrogate=self.surrogate,
+                                    autoattack_subset=autoattack_subset, seed=self.seed)
+                out.update(suite_metrics(results))
         out["best_epoch"] = float(self.best["epoch"])
         return out
 

@@ -166,3 +166,31 @@ def test_schedules() -> None:
     assert cosine_exp_lr(10, 0, 10, 1.0) == pytest.approx(0.0, abs=1e-12)
     assert teacher_lr("constant", 7, 10, 1e-5, 2) == 1e-5
     assert teacher_lr("code", 2, 10, 1e-4, 2) == pytest.approx(1e-4)
+
+
+def test_igdm_weight_rises_linearly_and_adds_its_term(small_digits, make_net) -> None:
+    igdm = {"alpha": 2.0, "beta": 1.0, "gamma": 1.0, "distance": "kl"}
+    trainer = make_trainer(small_digits, make_net, epochs=2, igdm=igdm)
+    history = [trainer.run_epoch() for _ in range(2)]
+    assert [h["train/igdm_weight"] for h in history] == [1.0, 2.0]
+    assert all(h["train/igdm"] > 0 for h in history)
+    plain = make_trainer(small_digits, make_net, epochs=2).run_epoch()
+    assert "train/igdm" not in plain and "train/igdm_weight" not in plain
+
+
+def test_final_protocol_attacks_transfer_from_the_untouched_surrogate(small_digits,
+                                                                      make_net) -> None:
+    robust = make_net(2, 8)
+    surrogate = make_net(2, 8)  # what build_trainer passes: the teacher before ITT
+    before = {k: v.clone() for k, v in surrogate.state_dict().items()}
+    trainer = make_trainer(small_digits, make_net, epochs=2, robust_teacher=robust,
+                           surrogate=surrogate)
+    trainer.fit()
+    assert not state_equal(before, robust.state_dict())  # ITT trained the robust teacher
+    out = trainer.test(steps=2, attacks=["fgsm", "transfer_pgd_trades"])
+    for a in ("fgsm", "transfer_pgd_trades"):
+        assert 0 <= out[f"{a}_acc"] <= out["clean_acc"]
+        assert out[f"{a}_wr"] == pytest.approx((out["clean_acc"] + out[f"{a}_acc"]) / 2)
+    assert state_equal(before, surrogate.state_dict())  # the transfer source stayed as given
+    with pytest.raises(ValueError, match="surrogate"):
+        make_trainer(small_digits, make_net, epochs=1).test(attacks=["transfer_cw_inf"])

@@ -1,0 +1,165 @@
+"""``ablate eval``: the final evaluation protocol (SPEC §3) on a trained student.
+
+A target is a checkpoint (a run or trial directory holding ``trainer.pt`` and ``config.yaml``, a
+``trainer.pt`` file, or a student state dict with ``--config``) or an MLflow run id (an
+``ablate train`` run or a search/grid trial, found through its ``checkpoint`` tag or, failing
+that, its logged ``config.yaml`` and ``checkpoints/best_student.pt`` artifacts). The table has
+the layout of the paper's Tables 3-6 and goes to MLflow as ``test/<attack>_acc`` metrics plus a
+Markdown and a table artifact, on the target run or on a new ``eval`` run for a plain file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ablate.config import ConfigError, ExperimentConfig, check_inputs, load_config
+from ablate.core.models import load_checkpoint
+from ablate.core.robustness import ATTACKS, run_suite, suite_metrics, suite_table
+from ablate.core.train import CHECKPOINT_NAME
+from ablate.experiment import (
+    CONFIG_NAME,
+    build_data,
+    build_net,
+    prepare_teacher,
+    resolve_device,
+)
+from ablate.tracking import Tracker
+
+Log = Callable[[str], None]
+STUDENT_ARTIFACT = "checkpoints/best_student.pt"
+
+
+@dataclass
+class Target:
+    """What to evaluate: the config it was trained with and where its weights are."""
+
+    cfg: ExperimentConfig
+    weights: Path  # trainer.pt (best epoch is taken) or a student state dict
+    run_id: str | None  # the MLflow run to log into; None = a new eval run
+    label: str
+
+
+def _from_path(path: Path, config: str | None, run_id: str | None = None) -> Target:
+    weights = path / CHECKPOINT_NAME if path.is_dir() else path
+    if not weights.is_file():
+        raise ConfigError(f"{path}: no {CHECKPOINT_NAME} in this directory")
+    cfg_path = Path(config) if config else weights.parent / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise ConfigError(f"{cfg_path}: file not found (pass --config with the experiment YAML "
+                          "the checkpoint was trained with)")
+    return Target(load_config(cfg_path), weights, run_id, str(path))
+
+
+def _run_of(path: Path, tracker: Tracker) -> str | None:
+    """The MLflow run an ``ablate train`` run directory logged to, if it is in this store."""
+    id_file = path / "mlflow_run_id"
+    if not (id_file.is_file() and tracker.exists()):
+        return None
+    run_id = id_file.read_text().strip()
+    try:
+        tracker.run_info(run_id)
+    except Exception:  # logged to another store
+        return None
+    return run_id
+
+
+def resolve_target(target: str, tracker: Tracker, config: str | None, tmp: Path) -> Target:
+    """A path on disk, else an MLflow run id in the tracker's store."""
+    if Path(target).exists():
+        return _from_path(Path(target), config, run_id=_run_of(Path(target), tracker))
+    missing = f"{target!r}: neither a checkpoint path nor a run id in {tracker.uri}"
+    if not tracker.exists():
+        raise ConfigError(missing + " (no such store)")
+    try:
+        info = tracker.run_info(target)
+    except Exception:  # MLflow raises its own exception types for unknown ids
+        raise ConfigError(missing) from None
+    checkpoint = info["tags"].get("checkpoint")
+    if checkpoint and (Path(checkpoint) / CHECKPOINT_NAME).is_file():
+        return _from_path(Path(checkpoint), config, run_id=target)
+    try:
+        weights = tracker.download(target, STUDENT_ARTIFACT, tmp)
+        cfg_file = config or tracker.download(target, CONFIG_NAME, tmp)
+    except Exception:
+        raise ConfigError(f"run {target}: no checkpoint found (tag 'checkpoint' is "
+                          f"{checkpoint or 'missing'}, no {STUDENT_ARTIFACT} artifact)") from None
+    return Target(load_config(cfg_file), Path(weights), target, f"run {target}")
+
+
+def load_student(target: Target, cfg: ExperimentConfig, data: Any,
+                 device: torch.device) -> torch.nn.Module:
+    """The student network with the target's weights (the best epoch of a trainer.pt)."""
+    net = build_net(cfg.student, data)
+    obj = torch.load(target.weights, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and "best" in obj and "student" in obj:  # a Trainer checkpoint
+        net.load_state_dict(obj["best"]["student"] or obj["student"])
+    else:
+        load_checkpoint(net, target.weights)
+    return net.to(device).eval()
+
+
+def run_eval(target: str, *, tracker: Tracker, attacks: Sequence[str] | None = None,
+             config: str | None = None, autoattack_subset: int | None = -1,
+             batch_size: int = 256, log: Log = print) -> dict[str, dict[str, float]]:
+    """Evaluate, print the table, log metrics and the table to MLflow; returns the results.
+
+    ``attacks`` None = every attack; ``autoattack_subset`` -1 = the config's value.
+    """
+    chosen = list(ATTACKS if attacks is None else attacks)
+    unknown = [a for a in chosen if a not in ATTACKS]
+    if unknown:
+        raise ConfigError(f"--attacks: unknown attack {unknown[0]!r}; known: {list(ATTACKS)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        t = resolve_target(target, tracker, config, Path(tmp))
+        cfg = t.cfg
+        check_inputs(cfg)
+        subset = cfg.eval.autoattack_subset if autoattack_subset == -1 else autoattack_subset
+        device = resolve_device(cfg.device)
+        data = build_data(cfg)
+        student = load_student(t, cfg, data, device)
+        surrogate = None
+        if any(a.startswith("transfer_") for a in chosen):
+            surrogate = prepare_teacher("robust", cfg.teachers.robust, cfg, data, device, log)
+        eps = cfg.eval.eps if cfg.eval.eps is not None else cfg.attack.eps
+        test = data.test.to(device)
+        log(f"evaluating {t.label} ({cfg.student.arch}, method {cfg.method.name}) on "
+            f"{len(test)} {cfg.data.name} test images at eps={eps:.4g}")
+        start = time.perf_counter()
+        results = run_suite(student, test.x, test.y, attacks=chosen, eps=eps, w=cfg.eval.w,
+                            surrogate=surrogate, autoattack_subset=subset, seed=cfg.seed,
+                            batch_size=batch_size, log=log)
+        table = suite_table(results, title=f"{cfg.name} ({cfg.method.name}), {cfg.data.name} "
+                            f"test, eps={eps:.4g}")
+        log(table)
+        log(f"total {time.perf_counter() - start:.1f}s")
+        _log(tracker, t, cfg, results, table, Path(tmp), log)
+    return results
+
+
+def _log(tracker: Tracker, t: Target, cfg: ExperimentConfig,
+         results: dict[str, dict[str, float]], table: str, tmp: Path, log: Log) -> None:
+    run_id = t.run_id
+    if run_id is None:
+        run_id = tracker.start(cfg.name, f"eval-{cfg.digest()}", params=cfg.model_dump(
+            mode="json"), tags={"kind": "eval", "method": cfg.method.name,
+                                "checkpoint": os.fspath(t.weights.resolve())})
+    metrics = {f"test/{k}": v for k, v in suite_metrics(results).items()}
+    tracker.log_metrics(run_id, metrics, step=cfg.optim.epochs)
+    (tmp / "robustness.md").write_text(table + "\n")
+    tracker.log_artifact(run_id, tmp / "robustness.md", "eval")
+    rows = [(k, v) for k, v in results.items() if k != "clean"]
+    columns: dict[str, list[Any]] = {"attack": [k for k, _ in rows]}
+    for key in ("clean", "robust", "w_r", "n"):
+        columns[key] = [v.get(key) for _, v in rows]
+    tracker.log_table(run_id, columns, "eval/robustness.json")
+    if t.run_id is None:
+        tracker.end(run_id)
+    log(f"logged to MLflow run {run_id} in {tracker.uri}")

@@ -1,0 +1,114 @@
+"""`ablate eval` and `ablate methods`: a real digits CIARD run evaluated under the attack suite
+from its run directory, its MLflow run id and a bare state dict, logged to a real SQLite store;
+bad targets and attack names exit 2 with one line."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from ablate.cli import main
+from ablate.config import IgdmConfig
+from ablate.core.methods import METHODS
+from tests.test_cli import TINY, run_bad, write
+
+
+@pytest.fixture
+def trained(workdir: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, str, str]:
+    """A finished tiny `ablate train` run: (run directory, run id, tracking URI)."""
+    uri = f"sqlite:///{workdir / 'store.db'}"
+    cfg = copy.deepcopy(TINY)
+    cfg["eval"]["autoattack_subset"] = 12
+    assert main(["train", str(write(workdir / "c.yaml", cfg)), "--tracking-uri", uri]) == 0
+    run_dir = next((workdir / "runs").iterdir())
+    capsys.readouterr()
+    return run_dir, (run_dir / "mlflow_run_id").read_text().strip(), uri
+
+
+def _metrics(uri: str, run_id: str) -> dict[str, float]:
+    return MlflowClient(tracking_uri=uri).get_run(run_id).data.metrics
+
+
+def test_eval_of_a_run_directory_prints_the_table_and_logs_it(trained, capsys) -> None:
+    run_dir, run_id, uri = trained
+    attacks = ["fgsm", "pgd_sat", "pgd_trades", "cw_inf", "transfer_pgd_trades"]
+    assert main(["eval", str(run_dir), "--attacks", *attacks, "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    for label in ("| Attack", "FGSM", "PGD_SAT", "PGD_TRADES", "CW∞", "Transfer PGD_TRADES"):
+        assert label in out, label
+    m = _metrics(uri, run_id)  # the run that trained the checkpoint gets the numbers
+    for a in attacks:
+        acc, wr = m[f"test/{a}_acc"], m[f"test/{a}_wr"]
+        assert 0.0 <= acc <= m["test/clean_acc"] + 1e-9
+        assert wr == pytest.approx((m["test/clean_acc"] + acc) / 2)
+    assert m["test/pgd_trades_acc"] <= m["test/fgsm_acc"] + 0.02
+    client = MlflowClient(tracking_uri=uri)
+    arts = {a.path for a in client.list_artifacts(run_id, "eval")}
+    assert {"eval/robustness.md", "eval/robustness.json"} <= arts
+
+
+def test_eval_by_run_id_runs_autoattack_on_the_configured_subset(trained, capsys) -> None:
+    _, run_id, uri = trained
+    assert main(["eval", run_id, "--attacks", "pgd_sat", "autoattack",
+                 "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert "AutoAttack" in out and "first 12 of" in out
+    m = _metrics(uri, run_id)
+    assert m["test/autoattack_n"] == 12
+    assert 0.0 <= m["test/autoattack_acc"] <= 1.0
+
+
+def test_eval_of_a_state_dict_needs_its_config_and_makes_an_eval_run(trained, workdir,
+                                                                      capsys) -> None:
+    run_dir, _, uri = trained
+    state = torch.load(run_dir / "trainer.pt", weights_only=True)["best"]["student"]
+    weights = workdir / "student.pt"
+    torch.save(state, weights)
+    err = run_bad_eval(capsys, ["eval", str(weights), "--tracking-uri", uri])
+    assert "config.yaml: file not found" in err and "--config" in err
+    assert main(["eval", str(weights), "--config", str(workdir / "c.yaml"), "--attacks",
+                 "fgsm", "--tracking-uri", uri]) == 0
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("tiny")
+    evals = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'eval'")
+    assert len(evals) == 1 and "test/fgsm_acc" in evals[0].data.metrics
+
+
+def run_bad_eval(capsys: pytest.CaptureFixture[str], args: list[str]) -> str:
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_bad_eval_targets_exit_2_before_anything_starts(workdir, capsys) -> None:
+    assert "neither a checkpoint path nor a run id" in run_bad(
+        workdir, capsys, ["eval", "0123abcd", "--tracking-uri",
+                          f"sqlite:///{workdir / 'mlflow.db'}"])
+    write(workdir / "config.yaml", TINY)
+    (workdir / "trainer.pt").write_bytes(b"")
+    assert "unknown attack 'pgd'" in run_bad(workdir, capsys,
+                                             ["eval", str(workdir), "--attacks", "pgd"])
+
+
+def test_unknown_final_attack_in_a_config_is_a_field_error(workdir, capsys) -> None:
+    cfg = write(workdir / "c.yaml", TINY)
+    err = run_bad(workdir, capsys, ["validate", str(cfg), "eval.attacks=[fgsm,apgd]"])
+    assert "eval.attacks" in err and "'apgd'" in err
+
+
+def test_methods_lists_every_method_with_its_parameters(capsys) -> None:
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name, m in METHODS.items():
+        assert f"{name}: " in out
+        for field in m.params.model_fields:
+            if field != "name":
+                assert f"    {field} = " in out, (name, field)
+    assert "igdm" in out and all(f"    {f} = " in out for f in IgdmConfig.model_fields
+                                 if f != "enabled")
+    assert {"pgd_at", "trades", "ard", "rslad", "mtard", "adaad", "ciard"} <= set(METHODS)
