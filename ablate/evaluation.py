@@ -2,10 +2,11 @@
 
 A target is a checkpoint (a run or trial directory holding ``trainer.pt`` and ``config.yaml``, a
 ``trainer.pt`` file, or a student state dict with ``--config``) or an MLflow run id (an
-``ablate train`` run or a search/grid trial, found through its ``checkpoint`` tag or, failing
-that, its logged ``config.yaml`` and ``checkpoints/best_student.pt`` artifacts). The table has
-the layout of the paper's Tables 3-6 and goes to MLflow as ``test/<attack>_acc`` metrics plus a
-Markdown and a table artifact, on the target run or on a new ``eval`` run for a plain file.
+``ablate train`` run, a search/grid trial, or a search's parent run for its best trial; found
+through the ``checkpoint`` tag or, failing that, the logged ``config.yaml`` and
+``checkpoints/best_student.pt`` artifacts). The table has the layout of the paper's Tables 3-6
+and goes to MLflow as ``test/<attack>_acc`` metrics plus a Markdown and a table artifact, on the
+target run (a search's best trial run) or on a new ``eval`` run for a plain file.
 """
 
 from __future__ import annotations
@@ -82,6 +83,12 @@ def resolve_target(target: str, tracker: Tracker, config: str | None, tmp: Path)
         info = tracker.run_info(target)
     except Exception:  # MLflow raises its own exception types for unknown ids
         raise ConfigError(missing) from None
+    best = info["tags"].get("best_trial")
+    if best:  # a search's parent run: its best trial
+        child = tracker.find_run(info["experiment"], {"trial_id": best,
+                                                      "mlflow.parentRunId": target})
+        if child is not None:
+            return resolve_target(child, tracker, config, tmp)
     checkpoint = info["tags"].get("checkpoint")
     if checkpoint and (Path(checkpoint) / CHECKPOINT_NAME).is_file():
         return _from_path(Path(checkpoint), config, run_id=target)

@@ -64,7 +64,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     train = load_digits(seed=0).train.to(args.device)
-    batches = [(train.x[i:i + 64], train.y[i:i + 64]) for i in range(0, 64 * args.batches, 64)]
+    starts = range(0, min(64 * args.batches, len(train) - 63), 64)  # full batches only
+    batches = [(train.x[i:i + 64], train.y[i:i + 64]) for i in starts]
     rows = [(m, False) for m in METHODS] + [("rslad", True), ("ciard", True)]
     base = run("pgd_at", False, batches, args.device)
     print(f"{'method':<14} {'img/s':>8} {'vs PGD-AT':>10}")

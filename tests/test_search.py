@@ -148,6 +148,12 @@ def test_search_logs_parent_and_children_and_reports_a_diverging_trial(workdir: 
         parent.info.run_id, "best_config.yaml")).read_text())
     assert best_cfg["method"]["alpha"] == pytest.approx(best["param/method.alpha"])
 
+    # `ablate eval PARENT` evaluates the best trial's checkpoint and logs into that trial's run.
+    assert main(["eval", parent.info.run_id, "--attacks", "fgsm"]) == 0
+    assert "FGSM" in capsys.readouterr().out
+    (best_run,) = [c for c in children if c.data.tags["trial_id"] == best["trial_id"]]
+    assert "test/fgsm_acc" in client.get_run(best_run.info.run_id).data.metrics
+
 
 def test_multi_objective_search_reports_the_pareto_front(workdir: Path, capsys) -> None:
     spec = copy.deepcopy(SPEC) | {"num_samples": 3, "max_concurrent": 2,
