@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from ablate.core.data import Dataset
+from ablate.core.data import Dataset, synthetic_cifar
 from ablate.core.evaluate import correct
 from ablate.core.models import build_model
 from ablate.core.robustness import (
@@ -234,3 +234,22 @@ def test_w_generalises_and_no_footnote_without_subset(models, test_xy) -> None:
     r = res["fgsm"]
     assert r["w_r"] == pytest.approx(0.3 * r["clean"] + 0.7 * r["robust"])
     assert "AutoAttack on the first" not in suite_table(res)
+
+
+def test_every_attack_runs_on_cifar_shaped_inputs_with_a_normalised_model() -> None:
+    # The CIFAR path: 3x32x32 inputs at eps = 8/255 and a model whose first layer normalises
+    # (how a torchvision-style checkpoint is wrapped), for every attack, AutoAttack included.
+    data = synthetic_cifar(n_train=0, n_val=0, n_test=12, seed=0)
+    torch.manual_seed(0)
+    model = build_model("small_cnn", num_classes=10, in_channels=3, width=4,
+                        normalize=([0.49, 0.48, 0.45], [0.25, 0.24, 0.26]))
+    surrogate = build_model("small_cnn", num_classes=10, in_channels=3, width=4)
+    x, y, eps = data.test.x, data.test.y, 8 / 255
+    results = run_suite(model, x, y, eps=eps, surrogate=surrogate, autoattack_subset=6)
+    assert set(results) == {"clean", *ATTACKS} and results["autoattack"]["n"] == 6
+    for name in ATTACKS:
+        x_adv = adversarial_examples(name, model, x, y, eps=eps, surrogate=surrogate)
+        assert x_adv.shape == x.shape and torch.isfinite(x_adv).all()
+        assert (x_adv - x).abs().max() <= eps + 1e-6, name
+        assert x_adv.min() >= 0 and x_adv.max() <= 1, name
+        assert 0 <= results[name]["robust"] <= 1 and results[name]["n"] in (6, 12), name
