@@ -22,10 +22,10 @@ from ablate.experiment import (
     build_data,
     build_trainer,
     cache_dir,
+    evaluate_best,
     prepare_teachers,
     resolve_device,
     save_config,
-    test_best,
 )
 
 EXIT_USAGE = 2
@@ -112,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             tracker.log_metrics(run_id, m, step=int(m["epoch"]))
             print(progress_line(m, cfg.optim.epochs, time.perf_counter() - tick), flush=True)
             tick = time.perf_counter()
-        test = test_best(trainer, cfg)
+        test = evaluate_best(trainer, cfg)
         test_metrics = {f"test/{k}": v for k, v in test.items()}
         tracker.log_metrics(run_id, test_metrics, step=cfg.optim.epochs)
         with tempfile.TemporaryDirectory() as tmp:

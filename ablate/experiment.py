@@ -120,7 +120,7 @@ def save_config(cfg: ExperimentConfig, directory: str | os.PathLike) -> Path:
     return path
 
 
-def test_best(trainer: Trainer, cfg: ExperimentConfig) -> dict[str, float]:
+def evaluate_best(trainer: Trainer, cfg: ExperimentConfig) -> dict[str, float]:
     """The config's final test protocol on the trainer's best checkpoint (keys without prefix)."""
     e = cfg.eval
     return trainer.test(step_size=e.test_step_size, steps=e.test_steps, attacks=e.attacks,

@@ -22,9 +22,9 @@ from ablate.experiment import (
     build_data,
     build_net,
     build_trainer,
+    evaluate_best,
     resolve_device,
     save_config,
-    test_best,
 )
 from ablate.spec import build_trial_config
 
@@ -68,7 +68,7 @@ def train_ciard(config: dict[str, Any], *, base: dict[str, Any],
         except FloatingPointError as exc:
             raise FloatingPointError(f"diverged in epoch {epoch + 1}: {exc}") from None
         if trainer.done and test_at_end:
-            test = test_best(trainer, cfg)
+            test = evaluate_best(trainer, cfg)
             metrics.update({f"test/{k}": v for k, v in test.items()})
         with tempfile.TemporaryDirectory() as directory:
             trainer.save(directory)
@@ -86,5 +86,5 @@ def final_test(sampled: dict[str, Any], checkpoint: tune.Checkpoint, *, base: di
     with checkpoint.as_directory() as directory:
         if not trainer.restore(directory):
             raise FileNotFoundError(f"no trainer checkpoint in {checkpoint.path}")
-    test = test_best(trainer, cfg)
+    test = evaluate_best(trainer, cfg)
     return test, trainer.history
