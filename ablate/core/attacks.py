@@ -40,23 +40,42 @@ def ce_objective(
     return lambda x_adv: F.cross_entropy(student(x_adv), y)
 
 
+def _needs(model: nn.Module | None, objective: str, role: str) -> nn.Module:
+    if model is None:
+        raise ValueError(f"attack objective {objective!r} needs a {role}")
+    return model
+
+
+def _joint_kl(student: nn.Module, teacher: nn.Module) -> Objective:
+    """KL(s(x+δ) ‖ t(x+δ)) with gradients through both models."""
+
+    def objective(x_adv: torch.Tensor) -> torch.Tensor:
+        log_ps = F.log_softmax(student(x_adv), dim=1)
+        log_pt = F.log_softmax(teacher(x_adv), dim=1)
+        return F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
+
+    return objective
+
+
+def _fixed_target_kl(student: nn.Module, target: nn.Module, x: torch.Tensor) -> Objective:
+    """KL(s(x+δ) ‖ target(x)), the target computed once on the clean input, without grad."""
+    with torch.no_grad():
+        p_target = F.softmax(target(x), dim=1)
+    return lambda x_adv: F.kl_div(F.log_softmax(student(x_adv), dim=1), p_target,
+                                  reduction="batchmean")
+
+
 @register_objective("kl_clean_teacher")
 def kl_clean_teacher_objective(
     student: nn.Module, clean_teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor,
     robust_teacher: nn.Module | None = None,
 ) -> Objective:
-    """KL(s(x+δ) ‖ t(x+δ)), student and clean teacher both on the perturbed input (Eq. 6)."""
-    if clean_teacher is None:
-        raise ValueError("attack objective 'kl_clean_teacher' needs a clean teacher")
+    """KL(s(x+δ) ‖ t(x+δ)), student and clean teacher both on the perturbed input (Eq. 6).
 
-    def objective(x_adv: torch.Tensor) -> torch.Tensor:
-        # Gradients flow through both models: x* should fool the student and the clean teacher
-        # together ("jointly considers both", §3.2), as in AdaAD's inner maximisation.
-        log_ps = F.log_softmax(student(x_adv), dim=1)
-        log_pt = F.log_softmax(clean_teacher(x_adv), dim=1)
-        return F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
-
-    return objective
+    Gradients flow through both models: x* should fool the student and the clean teacher
+    together ("jointly considers both", §3.2), as in AdaAD's inner maximisation.
+    """
+    return _joint_kl(student, _needs(clean_teacher, "kl_clean_teacher", "clean teacher"))
 
 
 @register_objective("trades_kl")
@@ -65,10 +84,7 @@ def trades_kl_objective(
     robust_teacher: nn.Module | None = None,
 ) -> Objective:
     """KL(s(x+δ) ‖ s(x)) with s(x) a fixed target, computed once (TRADES, Zhang et al. 2019)."""
-    with torch.no_grad():
-        p_nat = F.softmax(student(x), dim=1)
-    return lambda x_adv: F.kl_div(F.log_softmax(student(x_adv), dim=1), p_nat,
-                                  reduction="batchmean")
+    return _fixed_target_kl(student, student, x)
 
 
 @register_objective("kl_robust_teacher_nat")
@@ -77,12 +93,8 @@ def kl_robust_teacher_nat_objective(
     robust_teacher: nn.Module | None = None,
 ) -> Objective:
     """KL(s(x+δ) ‖ t'(x)), robust teacher on the clean input as a fixed target (RSLAD)."""
-    if robust_teacher is None:
-        raise ValueError("attack objective 'kl_robust_teacher_nat' needs a robust teacher")
-    with torch.no_grad():
-        p_teacher = F.softmax(robust_teacher(x), dim=1)
-    return lambda x_adv: F.kl_div(F.log_softmax(student(x_adv), dim=1), p_teacher,
-                                  reduction="batchmean")
+    teacher = _needs(robust_teacher, "kl_robust_teacher_nat", "robust teacher")
+    return _fixed_target_kl(student, teacher, x)
 
 
 @register_objective("kl_robust_teacher")
@@ -91,15 +103,7 @@ def kl_robust_teacher_objective(
     robust_teacher: nn.Module | None = None,
 ) -> Objective:
     """KL(s(x+δ) ‖ t'(x+δ)), gradients through student and robust teacher (AdaAD Eq. 9)."""
-    if robust_teacher is None:
-        raise ValueError("attack objective 'kl_robust_teacher' needs a robust teacher")
-
-    def objective(x_adv: torch.Tensor) -> torch.Tensor:
-        log_ps = F.log_softmax(student(x_adv), dim=1)
-        log_pt = F.log_softmax(robust_teacher(x_adv), dim=1)
-        return F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
-
-    return objective
+    return _joint_kl(student, _needs(robust_teacher, "kl_robust_teacher", "robust teacher"))
 
 
 def random_start(x: torch.Tensor, eps: float, start: Start, sigma: float = 1e-3) -> torch.Tensor:
