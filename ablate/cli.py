@@ -14,7 +14,14 @@ from typing import Any
 import torch
 import yaml
 
-from ablate.config import ConfigError, ExperimentConfig, check_inputs, load_config, read_yaml
+from ablate.config import (
+    ConfigError,
+    ExperimentConfig,
+    check_inputs,
+    config_warnings,
+    load_config,
+    read_yaml,
+)
 from ablate.core.data import DatasetMissingError
 from ablate.core.evaluate import evaluate
 from ablate.core.models import CheckpointError
@@ -35,7 +42,13 @@ SEARCH_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 def _load(args: argparse.Namespace) -> ExperimentConfig:
     cfg = load_config(args.config, args.overrides)
     check_inputs(cfg)
+    warn(config_warnings(cfg))
     return cfg
+
+
+def warn(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(f"ablate: warning: {line}", file=sys.stderr)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -45,6 +58,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
         grid = load_grid(args.config, args.overrides)
         check_inputs(grid.base)
+        warn(grid.warnings())
         print(f"{args.config}: OK (grid hash {grid.digest()}, {len(grid.rows)} rows x "
               f"{len(grid.seeds)} seeds on {grid.base.data.name})")
         return 0
@@ -53,6 +67,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
         spec = load_search_spec(args.config, args.overrides)
         check_inputs(spec.base)
+        warn(spec.warnings())
         print(f"{args.config}: OK (search spec hash {spec.digest()}, {spec.num_samples} trials "
               f"over {len(spec.space)} values, {spec.base.optim.epochs} epochs on "
               f"{spec.base.data.name})")
@@ -73,11 +88,14 @@ def progress_line(m: dict[str, float], epochs: int, seconds: float) -> str:
                  f"{pct['val/robust_teacher_robust_acc']:.1f}%  "
                  f"t {pct['val/clean_teacher_clean_acc']:.1f}/"
                  f"{pct['val/clean_teacher_robust_acc']:.1f}%")
+    if "train/push_active_frac" in m:  # how much the push term acted this epoch
+        line += (f"  | push J {100 * m['train/push_active_frac']:.0f}%, empty "
+                 f"{100 * m['train/push_empty_frac']:.0f}%")
     return line + f"  {seconds:.1f}s"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ablate.report import attack_line, plot_curves
+    from ablate.report import attack_line, plot_curves, test_line
     from ablate.tracking import Tracker
 
     cfg = _load(args)
@@ -126,9 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         tracker.end(run_id, "FAILED")
         raise
     tracker.end(run_id, "FINISHED")
-    print(f"test (best epoch {int(test['best_epoch']) + 1}): clean {100 * test['clean_acc']:.1f}%"
-          f"  PGD-{cfg.eval.test_steps} {100 * test['robust_acc']:.1f}%  "
-          f"W {100 * test['w_acc']:.1f}%")
+    print(f"test (best epoch {int(test['best_epoch']) + 1}): {test_line(test)}")
     if cfg.eval.attacks:
         print(attack_line(test, cfg.eval.attacks))
     uri = f" --tracking-uri {args.tracking_uri}" if args.tracking_uri else ""
@@ -150,7 +166,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     spec = load_search_spec(args.spec, args.overrides)
     if args.dry_run:
-        return _dry_run(spec, plan(spec, machine_resources()), spec.base)
+        return _dry_run(spec, plan(spec, machine_resources()), spec.base, spec.warnings())
     return run_search(spec, _options(args, ["ablate search", args.spec]))
 
 
@@ -160,14 +176,16 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
     grid = load_grid(resolve(args.grid, SEARCH_SPACES), args.overrides)
     if args.dry_run:
-        return _dry_run(grid, plan(grid, machine_resources()), grid.base)
+        return _dry_run(grid, plan(grid, machine_resources()), grid.base, grid.warnings())
     return run_grid(grid, _options(args, ["ablate grid", args.grid]))
 
 
-def _dry_run(spec: Any, plan: str, base: ExperimentConfig) -> int:
-    """``--dry-run``: the resolved spec, the plan, and whether the inputs are present."""
+def _dry_run(spec: Any, plan: str, base: ExperimentConfig, warnings: list[str]) -> int:
+    """``--dry-run``: the resolved spec, the plan, warnings, and whether the inputs are
+    present."""
     print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).rstrip())
     print(plan)
+    warn(warnings)
     try:
         check_inputs(base)
         print("inputs: dataset and teacher checkpoints found")
@@ -232,12 +250,12 @@ def cmd_teachers_train(args: argparse.Namespace) -> int:
     clean, robust = prepare_teachers(cfg, data, device)
     a = cfg.attack
     val = data.val.to(device)
+    eps = cfg.eval.eps if cfg.eval.eps is not None else a.eps
     for name, model in (("clean", clean), ("robust", robust)):
-        r = evaluate(model, val, eps=a.eps, step_size=cfg.eval.step_size or a.step_size,
-                     steps=cfg.eval.test_steps)
+        r = evaluate(model, val, eps=eps, step_size=eps / 4, steps=20)
         print(f"{name} teacher ({getattr(cfg.teachers, name).arch}): val clean "
-              f"{100 * r['clean_acc']:.1f}%  PGD-{cfg.eval.test_steps} {100 * r['robust_acc']:.1f}%"
-              f" at eps={a.eps:.4g}")
+              f"{100 * r['clean_acc']:.1f}%  PGD_SAT (20 x eps/4) {100 * r['robust_acc']:.1f}%"
+              f" at eps={eps:.4g}")
     return 0
 
 

@@ -95,13 +95,27 @@ class TeachersConfig(Strict):
 class AttackConfig(Strict):
     """Training-time inner maximisation (SPEC §2.1)."""
 
-    objective: str | None = Field(None, description="PGD objective; None = the method's "
-                                  "(ciard: kl_clean_teacher, paper Eq. 6; released code: ce)")
+    objective: str | None = Field(
+        None, description="PGD objective; None = the method's own. For CIARD it decides "
+        "whether the push set J (clean teacher wrong on x*) is populated. Measured on digits "
+        "(ε 0.2, 10×0.05, 12 epochs, 3 seeds), samples in J / batches with J = ∅ over the run: "
+        "kl_clean_teacher (paper Eq. 6, gradient through student and clean teacher: x* goes "
+        "where both agree) 15% / 20-27%, with J = ∅ in every batch of the first 2 epochs; "
+        "kl_clean_teacher_detached (the teacher a stop-gradient target) 29% / 0%; "
+        "ce (released code: CE on the student) 67% / 0%")
     eps: float = Field(8 / 255, ge=0, le=1, description="L∞ radius, [0,1] pixel units")
     step_size: float = Field(2 / 255, gt=0, description="PGD step, pixel units")
     steps: int = Field(10, ge=0, description="PGD steps K")
     start: Literal["normal", "uniform", "none"] = Field(
-        "normal", description="x + 0.001·N(0,I) (released code), uniform in the ε-ball, or x")
+        "normal", description="x + 0.001·N(0,I) (released code; the first gradient is taken "
+        "there, unclamped), uniform in the ε-ball, or x")
+    student_mode: Literal["eval", "train"] = Field(
+        "eval", description="student mode while x* is crafted (ARD's and Madry's code: train, "
+        "which also moves its BatchNorm running statistics)")
+    clean_pass_first: bool = Field(
+        False, description="run the student's clean pass s(x) (train mode) before crafting x*, "
+        "as the released CIARD code does: the eval-mode attack then sees BatchNorm statistics "
+        "that include the current batch")
 
     @model_validator(mode="after")
     def _known_objective(self) -> AttackConfig:
@@ -117,8 +131,12 @@ class OptimConfig(Strict):
     lr_min: float = Field(1e-5, ge=0, description="final LR of the cosine schedule")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(2e-4, ge=0)
-    schedule: Literal["cosine", "code"] = Field(
-        "cosine", description="paper cosine, or released code: constant then cosine×exp")
+    schedule: Literal["cosine", "code", "step"] = Field(
+        "cosine", description="paper cosine; released CIARD code: constant for the first half, "
+        "then cosine×exp to 0; step: ×gamma at each of `milestones` (the baselines' recipes)")
+    milestones: list[int] = Field(default_factory=list, description="step schedule: epochs "
+                                  "(counted from 0) from which the LR is multiplied by gamma")
+    gamma: float = Field(0.1, gt=0, le=1, description="step schedule: LR factor per milestone")
 
 
 class IttConfig(Strict):
@@ -136,6 +154,10 @@ class IttConfig(Strict):
         "constant", description="paper constant LR, or released code's cosine×exp decay")
     bn: Literal["train", "eval"] = Field("train", description="teacher BatchNorm mode while "
                                          "updated (released code: train)")
+    frozen_bn: Literal["eval", "train"] = Field(
+        "eval", description="teacher BatchNorm mode while not updated (before freeze_epochs, or "
+        "always w/o ITT). Released code: train from epoch 1 (batch statistics in t'(x*), "
+        "running statistics move; the weights stay frozen)")
 
 
 class EvalConfig(Strict):
@@ -144,14 +166,22 @@ class EvalConfig(Strict):
     step_size: float | None = Field(None, gt=0, description="PGD step; None = attack.step_size")
     val_steps: int = Field(10, ge=1, description="PGD steps for per-epoch validation")
     val_subset: int | None = Field(None, ge=1, description="fixed validation subset size")
-    test_steps: int = Field(20, ge=1, description="PGD steps for the final test evaluation")
-    test_step_size: float | None = Field(None, gt=0, description="None = eval step size")
     attacks: list[str] = Field(default_factory=list, description="final evaluation protocol "
                                "(SPEC §3) run on the selected checkpoint at test time, besides "
-                               "PGD: fgsm, pgd_sat, pgd_trades, cw_inf, square, autoattack, "
-                               "transfer_pgd_trades, transfer_cw_inf; step sizes scale with eps")
+                               "clean and pgd_sat (always run): fgsm, pgd_trades, cw_inf, "
+                               "square, autoattack, transfer_pgd_trades, transfer_cw_inf; step "
+                               "sizes scale with eps")
     autoattack_subset: int | None = Field(500, ge=1, description="AutoAttack on the first N "
                                           "test images (None = all); printed with the table")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_fields(cls, raw: Any) -> Any:
+        for key in ("test_steps", "test_step_size"):
+            if isinstance(raw, dict) and key in raw:
+                raise ValueError(f"`{key}` was removed: the final test always runs PGD_SAT "
+                                 "(20 steps of eps/4, seeded); delete the key")
+        return raw
 
     @field_validator("attacks")
     @classmethod
@@ -310,3 +340,47 @@ def check_inputs(cfg: ExperimentConfig) -> None:
         teacher = getattr(cfg.teachers, role)
         if teacher.checkpoint is not None and not Path(teacher.checkpoint).is_file():
             raise ConfigError(f"teachers.{role}.checkpoint: file not found: {teacher.checkpoint}")
+
+
+def itt_never_starts(cfg: ExperimentConfig) -> bool:
+    """ITT is asked for but its freeze epoch is at or past the last epoch."""
+    return (cfg.itt.enabled and METHODS[cfg.method.name].itt
+            and cfg.itt.freeze_epochs >= cfg.optim.epochs)
+
+
+def config_warnings(cfg: ExperimentConfig, where: str = "") -> list[str]:
+    """Settings that silently make a term inert, one line each, naming the field."""
+    out = []
+    if itt_never_starts(cfg):
+        out.append(f"{where}itt.freeze_epochs={cfg.itt.freeze_epochs} >= optim.epochs="
+                   f"{cfg.optim.epochs}: ITT never starts (the run is 'w/o ITT')")
+    return out
+
+
+def effective_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The config with inert settings canonicalised, so two configs that train the same way
+    compare equal: ITT that never starts is ITT off, knobs of a disabled term are dropped, a
+    null attack objective is the method's own."""
+    d = cfg.model_dump(mode="json", exclude={"name"})
+    method = d["method"]
+    spec = METHODS[method["name"]]
+    if not spec.itt:
+        d.pop("itt")
+    elif not cfg.itt.enabled or itt_never_starts(cfg):
+        d["itt"] = {"enabled": False, "frozen_bn": cfg.itt.frozen_bn}
+    if method["name"] == "ciard":
+        if not method["push"] or method["lam"] == 0:
+            for key in ("lam", "push_student_temp", "push_teacher_temp"):
+                method.pop(key)
+            method["push"] = False
+        if not method["adaptive_temps"]:
+            for key in ("temp_lr", "temp_min", "temp_max", "adaptive_temps_freeze_epoch"):
+                method.pop(key)
+    if d["attack"]["objective"] is None:
+        d["attack"]["objective"] = spec.objective
+    if not cfg.igdm.enabled:
+        d["igdm"] = {"enabled": False}
+    if cfg.optim.schedule != "step":
+        d["optim"].pop("milestones")
+        d["optim"].pop("gamma")
+    return d

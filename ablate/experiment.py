@@ -102,10 +102,13 @@ def build_trainer(
         method_params=cfg.method.model_dump(exclude={"name"}),
         epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, lr_min=o.lr_min,
         momentum=o.momentum, weight_decay=o.weight_decay, lr_schedule=o.schedule,
+        lr_milestones=o.milestones, lr_gamma=o.gamma,
         objective=a.objective, eps=a.eps, step_size=a.step_size, steps=a.steps, start=a.start,
+        student_mode=a.student_mode, clean_pass_first=a.clean_pass_first,
         freeze_epochs=i.freeze_epochs if i.enabled else o.epochs, teacher_lr=i.teacher_lr,
         teacher_momentum=i.momentum,
         teacher_weight_decay=i.weight_decay, teacher_lr_schedule=i.schedule, teacher_bn=i.bn,
+        frozen_teacher_bn=i.frozen_bn,
         eval_eps=e.eps, eval_step_size=e.step_size, eval_steps=e.val_steps,
         val_subset=e.val_subset, w=e.w, seed=cfg.seed,
         igdm=cfg.igdm.model_dump(exclude={"enabled"}) if cfg.igdm.enabled else None,
@@ -122,6 +125,4 @@ def save_config(cfg: ExperimentConfig, directory: str | os.PathLike) -> Path:
 
 def evaluate_best(trainer: Trainer, cfg: ExperimentConfig) -> dict[str, float]:
     """The config's final test protocol on the trainer's best checkpoint (keys without prefix)."""
-    e = cfg.eval
-    return trainer.test(step_size=e.test_step_size, steps=e.test_steps, attacks=e.attacks,
-                        autoattack_subset=e.autoattack_subset)
+    return trainer.test(attacks=cfg.eval.attacks, autoattack_subset=cfg.eval.autoattack_subset)

@@ -23,27 +23,38 @@ from ablate.config import (
     Strict,
     apply_overrides,
     config_hash,
+    config_warnings,
+    effective_config,
     format_validation_error,
     validate_model,
 )
 from ablate.core.robustness import ATTACKS
 from ablate.core.robustness import LABELS as ATTACK_LABELS
-from ablate.report import aggregate, plot_grid, table_markdown, write_table
+from ablate.report import (
+    PUSH_KEYS,
+    aggregate,
+    plot_grid,
+    push_inactive,
+    push_note,
+    table_markdown,
+    write_table,
+)
 from ablate.runner import Job, Log, Options, run_job, trial_dirname
 from ablate.spec import Resources, concurrency, read_spec_dict
 from ablate.tracking import Tracker
 
-LABELS = {"robust_acc": "PGD (test)", "clean_acc": "Clean (test)", "w_acc": "W-acc (test)",
+LABELS = {"clean_acc": "Clean (test)",
           **{f"{a}_acc": ATTACK_LABELS[a] for a in ATTACKS},
           **{f"{a}_wr": f"{ATTACK_LABELS[a]} W-R" for a in ATTACKS}}
 METRICS = tuple(LABELS)  # test/<metric> of a cell; <attack>_* need the attack in eval.attacks
+ALWAYS_TESTED = ("pgd_sat",)  # the test-time PGD every cell runs
 SHARED = ("data", "teachers", "seed")  # rows cannot change what all cells share
 
 
 def _known_metric(name: str) -> str:
     if name not in METRICS:
-        raise ValueError(f"unknown metric {name!r}; known: robust_acc, clean_acc, w_acc, "
-                         "<attack>_acc, <attack>_wr")
+        raise ValueError(f"unknown metric {name!r}; known: clean_acc, <attack>_acc, "
+                         "<attack>_wr (pgd_sat is always tested)")
     return name
 
 
@@ -68,9 +79,11 @@ class GridSpec(Strict):
     rows: list[Row] = Field(min_length=1)
     baseline: str = Field(description="row every other row is compared with")
     seeds: list[int] = Field(min_length=1, description="training seeds (init, data order)")
-    metrics: list[str] = Field(default_factory=lambda: ["robust_acc", "clean_acc", "w_acc"],
-                               description="test metrics in the table: robust_acc (PGD), "
-                               "clean_acc, w_acc, <attack>_acc, <attack>_wr")
+    metrics: list[str] = Field(default_factory=lambda: ["pgd_sat_acc", "clean_acc",
+                                                        "pgd_sat_wr"],
+                               description="test metrics in the table: clean_acc, "
+                               "<attack>_acc, <attack>_wr (pgd_sat always; other attacks need "
+                               "eval.attacks)")
     paper_note: str = Field("", description="where the paper's numbers come from")
     resources: Resources = Field(default_factory=Resources)
     max_concurrent: int | None = Field(None, ge=1)
@@ -88,7 +101,8 @@ class GridSpec(Strict):
             raise ValueError("seeds must be distinct")
         for name in self.metrics:
             attack = name.rsplit("_", 1)[0]
-            if attack in ATTACKS and attack not in self.base.eval.attacks:
+            if (attack in ATTACKS and attack not in self.base.eval.attacks
+                    and attack not in ALWAYS_TESTED):
                 raise ValueError(f"metric {name!r} needs {attack!r} in the base's eval.attacks")
         return self
 
@@ -99,6 +113,12 @@ class GridSpec(Strict):
 
     def digest(self) -> str:
         return config_hash(self.model_dump(mode="json"))
+
+    def warnings(self) -> list[str]:
+        """Rows in which a term is inert (ITT that never starts), one line each."""
+        return [line for r in self.rows
+                for line in config_warnings(self.cell_config(r.name, self.seeds[0]),
+                                            f"row {r.name!r}: ")]
 
     def row_overrides(self) -> dict[str, dict[str, Any]]:
         return {r.name: dict(r.overrides) for r in self.rows}
@@ -132,7 +152,22 @@ def load_grid(path: str | Path, overrides: list[str] | None = None) -> GridSpec:
         except ValidationError as exc:
             where = f"{source}: row {row.name!r} (rows.{i}.overrides)"
             raise ConfigError(format_validation_error(exc, where)) from None
+    _refuse_duplicate_rows(grid, source)
     return grid
+
+
+def _refuse_duplicate_rows(grid: GridSpec, source: str) -> None:
+    """Two rows that train the same effective config would make the table compare a row with a
+    copy of itself (e.g. 'w/ ITT' in a grid too short for ITT to start)."""
+    seen: dict[str, str] = {}
+    for i, row in enumerate(grid.rows):
+        cfg = grid.cell_config(row.name, grid.seeds[0])
+        key = config_hash(effective_config(cfg))
+        if key in seen:
+            why = "; ".join(config_warnings(cfg)) or "the settings they differ in have no effect"
+            raise ConfigError(f"{source}: field `rows.{i}`: row {row.name!r} trains the same "
+                              f"effective config as row {seen[key]!r} ({why})")
+        seen[key] = row.name
 
 
 def plan(grid: GridSpec, available: dict[str, float]) -> str:
@@ -166,7 +201,8 @@ def run_grid(grid: GridSpec, opts: Options, log: Log = print) -> int:
                             "row": c["row"], "seed": str(c["seed"])},
         trainable_kwargs={"base": base, "targets": {"seed": ["seed"]},
                           "rows": grid.row_overrides(), "test_at_end": True},
-        parent_tags={"grid": json.dumps(grid.model_dump(mode="json", exclude={"base"}))})
+        parent_tags={"grid": json.dumps(grid.model_dump(mode="json", exclude={"base"}))},
+        warnings=grid.warnings())
     return run_job(job, opts, log)
 
 
@@ -180,7 +216,8 @@ def cells_from_runs(children: list[dict[str, Any]], metrics: list[str]) -> list[
         done = run["status"] == "FINISHED" and all(f"test/{k}" in m for k in metrics)
         cells.append({"row": tags["row"], "seed": int(tags["seed"]),
                       "status": "finished" if done else run["status"].lower(),
-                      **{k: m.get(f"test/{k}") for k in metrics}})
+                      **{k: m.get(f"test/{k}") for k in metrics},
+                      **{k: m.get(f"train/run_{k}_frac") for k in PUSH_KEYS}})
     return cells
 
 
@@ -200,17 +237,34 @@ def summarize_cells(grid: dict[str, Any], tracker: Tracker, parent: str, log: Lo
     markdown = table_markdown(table, metrics=metrics, baseline=grid["baseline"], labels=LABELS)
     if grid.get("paper_note"):
         markdown += f"\nPaper values: {grid['paper_note']}\n"
+    warnings = grid_warnings(table, len(grid["seeds"]))
+    markdown += "".join(f"\n**Warning:** {w}\n" for w in warnings)
     with tempfile.TemporaryDirectory() as tmp:
         for path in write_table(table, markdown, tmp, stem="grid_table"):
             tracker.log_artifact(parent, path)
         plot_grid(table, metrics, Path(tmp) / "grid.png", labels=LABELS,
-                  title=f"{grid['name']}: mean and 95% interval over {len(grid['seeds'])} seeds")
+                  title=f"{grid['name']}: {len(grid['seeds'])} seeds (dots), mean and 95% "
+                  "interval")
         tracker.log_artifact(parent, Path(tmp) / "grid.png", "plots")
     finished = sum(c["status"] == "finished" for c in cells)
     tracker.log_metrics(parent, {"cells/finished": finished,
                                  "cells/failed": len(cells) - finished}, step=0)
     log(markdown)
+    for w in warnings:
+        log(f"warning: {w}")
     return markdown
+
+
+def grid_warnings(table: list[dict[str, Any]], seeds: int) -> list[str]:
+    """What makes the table read differently from what its rows claim: an inert push term,
+    too few seeds for the intervals to mean anything."""
+    out = [f"row {t['row']!r}: {push_note(t['push_active'], t['push_empty'])} (the push term "
+           "hardly acted; see attack.objective)" for t in table if push_inactive(t["push_empty"])]
+    if seeds < 3:
+        out.append(f"{seeds} seed(s): the 95% intervals and paired p-values are uninformative "
+                   "with fewer than 3 seeds (with 2, the interval is ±12.7 standard errors "
+                   "wide); run more seeds before reading differences")
+    return out
 
 
 def report(target: str, tracker: Tracker, log: Log = print) -> str:

@@ -147,12 +147,17 @@ def paired_test(row: Sequence[float], baseline: Sequence[float]) -> dict[str, fl
     return out
 
 
+PUSH_KEYS = ("push_active", "push_empty")  # per cell: mean |J|/B, share of batches with J = ∅
+
+
 def aggregate(cells: Sequence[Mapping[str, Any]], *, rows: Sequence[str], baseline: str,
               seeds: Sequence[int], metrics: Sequence[str],
               paper: Mapping[str, Mapping[str, float]] | None = None) -> list[dict[str, Any]]:
-    """One dict per row (in `rows` order): seeds_finished, seeds_asked and, per metric m (a
-    fraction in the cells, a percentage here), m_mean/_std/_ci_low/_ci_high, m_diff/_p (paired
-    against the baseline over the seeds both finished) and m_paper (paper[row][m] or None)."""
+    """One dict per row (in `rows` order): seeds_finished, seeds_asked, push_active and
+    push_empty (means over the finished seeds that logged them, fractions; None without a push
+    term) and, per metric m (a fraction in the cells, a percentage here), m_values (per seed),
+    m_mean/_std/_ci_low/_ci_high, m_diff/_p (paired against the baseline over the seeds both
+    finished) and m_paper (paper[row][m] or None)."""
     finished: dict[str, dict[int, Mapping[str, Any]]] = {r: {} for r in rows}
     for c in cells:
         if c.get("status") == "finished" and c["row"] in finished and c["seed"] in seeds:
@@ -167,12 +172,16 @@ def aggregate(cells: Sequence[Mapping[str, Any]], *, rows: Sequence[str], baseli
     for r in rows:
         out: dict[str, Any] = {"row": r, "seeds_finished": len(finished[r]),
                                "seeds_asked": len(seeds)}
+        for key in PUSH_KEYS:
+            logged = [c[key] for c in finished[r].values() if c.get(key) is not None]
+            out[key] = math.fsum(logged) / len(logged) if logged else None
         for m in metrics:
             vals, base = percent(r, m), percent(baseline, m)
             s = seed_stats(list(vals.values()))
             common = [k for k in seeds if k in vals and k in base]
             test = paired_test([vals[k] for k in common], [base[k] for k in common])
-            out.update({f"{m}_mean": s["mean"], f"{m}_std": s["std"], f"{m}_ci_low": s["ci_low"],
+            out.update({f"{m}_values": [vals[k] for k in sorted(vals)],
+                        f"{m}_mean": s["mean"], f"{m}_std": s["std"], f"{m}_ci_low": s["ci_low"],
                         f"{m}_ci_high": s["ci_high"],
                         f"{m}_diff": 0.0 if r == baseline else test["diff"],
                         f"{m}_p": NAN if r == baseline else test["p"],
@@ -192,21 +201,32 @@ def table_markdown(table: Sequence[Mapping[str, Any]], *, metrics: Sequence[str]
     (one line per row); more go one block per metric (the paper's attack-major Tables 3-6)."""
     label = {m: (labels or {}).get(m, m) for m in metrics}
     stats = ["(mean ± std)", "95% CI", "Δ vs baseline (p)", "paper"]
+    push = any(t.get("push_empty") is not None for t in table)
     if len(metrics) <= 3:
-        header = ["row", "seeds", *(f"{label[m]} {s}" if s.startswith("(") else s
-                                    for m in metrics for s in stats)]
-        body = [[_row_name(t), _seeds(t), *(c for m in metrics for c in _cells(t, m, baseline))]
-                for t in table]
+        header = ["row", "seeds", *(["push"] if push else []),
+                  *(f"{label[m]} {s}" if s.startswith("(") else s
+                    for m in metrics for s in stats)]
+        body = [[_row_name(t), _seeds(t), *([_push(t)] if push else []),
+                 *(c for m in metrics for c in _cells(t, m, baseline))] for t in table]
     else:
-        header = ["metric", "row", "seeds", "mean ± std", *stats[1:]]
-        body = [[label[m], _row_name(t), _seeds(t), *_cells(t, m, baseline)]
-                for m in metrics for t in table]
+        header = ["metric", "row", "seeds", *(["push"] if push else []), "mean ± std",
+                  *stats[1:]]
+        body = [[label[m], _row_name(t), _seeds(t), *([_push(t)] if push else []),
+                 *_cells(t, m, baseline)] for m in metrics for t in table]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     note = ("Mean ± sample std over seeds (percent); 95% CI: t-interval of the mean; Δ: paired "
             f"difference to the baseline row ({baseline}) over the seeds both finished, p from a "
             "two-sided paired t-test over seeds; – = not available.")
+    if push:
+        note += (" push: mean share of each batch in the push set J (clean teacher wrong on "
+                 "x*) over training, and the share of batches with J = ∅, in which the push "
+                 "term is exactly 0 (– = no push term).")
     return "\n".join([*lines, "", note]) + "\n"
+
+
+def _push(t: Mapping[str, Any]) -> str:
+    return push_note(t.get("push_active"), t.get("push_empty")) or "–"
 
 
 def _row_name(t: Mapping[str, Any]) -> str:
@@ -244,30 +264,42 @@ def write_table(table: Sequence[Mapping[str, Any]], markdown: str, directory: st
         writer = csv.writer(f)
         writer.writerow(keys)
         for t in table:
-            writer.writerow(["" if v is None or (isinstance(v, float) and math.isnan(v)) else v
-                             for v in (t.get(k) for k in keys)])
+            writer.writerow([_csv_value(t.get(k)) for k in keys])
     pq.write_table(pa.Table.from_pylist([dict(t) for t in table]), parquet)
     return [md, csv_path, parquet]
+
+
+def _csv_value(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, list):  # per-seed values
+        return ";".join(f"{x:g}" for x in v)
+    return v
 
 
 def plot_grid(table: Sequence[Mapping[str, Any]], metrics: Sequence[str],
               path: str | os.PathLike, *, labels: Mapping[str, str] | None = None,
               title: str = "") -> Path:
-    """One panel per metric: per-row mean with its 95% interval, the paper's value as a cross."""
+    """One panel per metric: each seed as a dot, the per-row mean as a bar with its 95% interval
+    (clipped to [0, 100]: an accuracy interval beyond them is the t-interval's, not the data's),
+    the paper's value as a cross."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), squeeze=False)
     names = [str(r["row"]) for r in table]
     for ax, m in zip(axes[0], metrics, strict=True):
         means = [r[f"{m}_mean"] for r in table]
-        errs = [[max(0.0, mean - r[f"{m}_ci_low"]) if not math.isnan(r[f"{m}_ci_low"]) else 0.0
-                 for mean, r in zip(means, table, strict=True)],
-                [max(0.0, r[f"{m}_ci_high"] - mean) if not math.isnan(r[f"{m}_ci_high"]) else 0.0
-                 for mean, r in zip(means, table, strict=True)]]
-        ax.bar(range(len(names)), means, yerr=errs, capsize=4, color="C0", alpha=0.8)
+        ax.bar(range(len(names)), means, color="C0", alpha=0.5, label="mean")
+        for i, r in enumerate(table):
+            lo, hi = r[f"{m}_ci_low"], r[f"{m}_ci_high"]
+            if not math.isnan(lo):
+                ax.plot([i, i], [max(lo, 0.0), min(hi, 100.0)], color="k", lw=1.2)
+            values = r.get(f"{m}_values") or []
+            ax.scatter([i] * len(values), values, s=14, color="C1", zorder=3,
+                       label="seed" if i == 0 and values else None)
         paper = [(i, r[f"{m}_paper"]) for i, r in enumerate(table) if r[f"{m}_paper"] is not None]
         if paper:
             ax.scatter([p[0] for p in paper], [p[1] for p in paper], marker="x", color="C3",
-                       zorder=3, label="paper")
-            ax.legend(fontsize=8)
+                       zorder=4, label="paper")
+        ax.legend(fontsize=8)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(f"{(labels or {}).get(m, m)} (%)")
         ax.grid(axis="y", alpha=0.3)
@@ -281,3 +313,28 @@ def attack_line(test: Mapping[str, float], attacks: Sequence[str]) -> str:
     parts = [f"{LABELS[a]} {100 * test[f'{a}_acc']:.1f}%" for a in attacks
              if f"{a}_acc" in test]
     return ("test under attack: " + "  ".join(parts)) if parts else ""
+
+
+def test_line(test: Mapping[str, float]) -> str:
+    """Clean, PGD_SAT and its W-R of a final test, for a console line."""
+    return (f"clean {100 * test['clean_acc']:.1f}%  PGD_SAT {100 * test['pgd_sat_acc']:.1f}%  "
+            f"W-R {100 * test['pgd_sat_wr']:.1f}%")
+
+
+# A push term that acted in fewer than 10% of the batches is reported as inactive.
+PUSH_INACTIVE_EMPTY_FRAC = 0.9
+
+
+def push_inactive(empty_frac: float | None) -> bool:
+    return empty_frac is not None and empty_frac > PUSH_INACTIVE_EMPTY_FRAC
+
+
+def push_note(active_frac: float | None, empty_frac: float | None) -> str:
+    """'J 31.2% of samples, empty in 0% of batches' (fractions in, percentages out; no '|', it
+    sits in Markdown tables); '' if unknown."""
+    if active_frac is None or empty_frac is None:
+        return ""
+    if push_inactive(empty_frac):
+        return (f"push inactive: J empty in {100 * empty_frac:.0f}% of batches "
+                f"({100 * active_frac:.1f}% of samples)")
+    return f"J {100 * active_frac:.1f}% of samples, empty in {100 * empty_frac:.0f}% of batches"

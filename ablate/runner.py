@@ -215,6 +215,7 @@ class Job:
     plan: Callable[[dict[str, float]], str]
     trainable_kwargs: dict[str, Any] = field(default_factory=dict)
     parent_tags: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # inert terms, printed before the run
 
 
 def teacher_states(cfg: ExperimentConfig, log: Log) -> dict[str, dict[str, Any]]:
@@ -240,6 +241,8 @@ def run_job(job: Job, opts: Options, log: Log = print) -> int:
     tracker = Tracker(opts.tracking_uri)
     parent = _parent_run(job, tracker, path, opts.resume)
     log(job.plan({"CPU": available.get("CPU", 0), "GPU": available.get("GPU", 0)}))
+    for line in job.warnings:
+        log(f"warning: {line}")
     log(f"MLflow parent run {parent} in {tracker.uri}; Ray experiment {path}")
     trainable = tune.with_resources(tune.with_parameters(train_ciard, **params),
                                     {"cpu": job.resources.cpu, "gpu": job.resources.gpu})

@@ -26,6 +26,9 @@ from ablate.report import (
     plot_importances,
     plot_objective,
     plot_pareto,
+    push_inactive,
+    push_note,
+    test_line,
 )
 from ablate.runner import Job, Log, Options, run_job, trial_dirname
 from ablate.spec import SearchSpec, concurrency
@@ -120,7 +123,8 @@ def run_search(spec: SearchSpec, opts: Options, log: Log = print) -> int:
         run_params=lambda c: spec.trial_config(c).model_dump(mode="json"),
         run_tags=lambda c: {"spec_hash": spec.digest(), "method": spec.base.method.name,
                             "seed": str(spec.base.seed), "sampled": yaml.safe_dump(c).strip()},
-        trainable_kwargs={"base": base, "targets": spec.target_map()})
+        trainable_kwargs={"base": base, "targets": spec.target_map()},
+        warnings=spec.warnings())
     return run_job(job, opts, log)
 
 
@@ -139,6 +143,9 @@ def trials_table(spec: SearchSpec, results: tune.ResultGrid) -> list[dict[str, A
         row.update({f"param/{k}": cfg.get(k) for k in spec.space})
         for key in (OBJECTIVE, *PARETO, "val/w_acc", "val/clean_acc", "val/robust_acc"):
             row[key] = float(m[key]) if key in m else None
+        for key in ("push_active", "push_empty"):  # over the epochs the trial trained
+            value = m.get(f"train/run_{key}_frac")
+            row[key] = float(value) if value is not None else None
         row["error"] = str(result.error).strip().splitlines()[-1][:300] if result.error else ""
         rows.append(row)
     rows.sort(key=lambda r: (r["trial"], r["trial_id"]))
@@ -175,6 +182,10 @@ def summarize(spec: SearchSpec, results: tune.ResultGrid, tracker: Tracker, pare
     tracker.log_metrics(parent, counts, step=0)
     log(f"{len(rows)} trials: {counts['trials/finished']} finished, {counts['trials/stopped']} "
         f"stopped early by ASHA, {counts['trials/failed']} failed")
+    inactive = [r for r in rows if push_inactive(r["push_empty"])]
+    if inactive:
+        log(f"warning: push inactive in {len(inactive)} of {len(rows)} trials (J empty in more "
+            "than 90% of their batches): trials " + ", ".join(str(r["trial"]) for r in inactive))
     log("Pareto front (val clean / PGD at the best epoch): " + ", ".join(
         f"trial {r['trial']} {100 * r[PARETO[0]]:.1f}/{100 * r[PARETO[1]]:.1f}%"
         for r in sorted((r for r in rows if r["pareto"]), key=lambda r: -r[PARETO[0]])))
@@ -227,8 +238,10 @@ def _final_test(spec: SearchSpec, best: dict[str, Any], results: tune.ResultGrid
         tracker.set_tags(child, {"best": "true"})
     tracker.set_tags(parent, {"best_trial": best["trial_id"]})
     log(f"best trial {best['trial_id']}: val W {100 * best[OBJECTIVE]:.1f}%  {describe(sampled)}")
-    log(f"test (best epoch {int(test['best_epoch']) + 1}, PGD-{cfg.eval.test_steps}): clean "
-        f"{100 * test['clean_acc']:.1f}%  PGD {100 * test['robust_acc']:.1f}%  "
-        f"W {100 * test['w_acc']:.1f}%   best config: best_config.yaml in the parent run")
+    note = push_note(best["push_active"], best["push_empty"])
+    if note:
+        log(f"best trial push term: {note}")
+    log(f"test (best epoch {int(test['best_epoch']) + 1}): {test_line(test)}   best config: "
+        "best_config.yaml in the parent run")
     if cfg.eval.attacks:
         log(attack_line(test, cfg.eval.attacks))

@@ -20,6 +20,7 @@ from ablate.config import (
     Strict,
     apply_overrides,
     config_hash,
+    config_warnings,
     format_validation_error,
     read_yaml,
     validate_model,
@@ -134,6 +135,19 @@ class SearchSpec(Strict):
 
     def target_map(self) -> dict[str, list[str]]:
         return {k: self.targets(k) for k in self.space}
+
+    def warnings(self) -> list[str]:
+        """Trials in which a term is inert (ITT that never starts), one line each."""
+        searched = [k for k in self.space if "itt.freeze_epochs" in self.targets(k)]
+        if not searched:
+            return config_warnings(self.base, "base: ")
+        key = searched[0]
+        high = max(self.space[key].corners())
+        out = config_warnings(self.trial_config({key: high}), f"space `{key}` at {high}: ")
+        for i, point in enumerate(self.searcher.points_to_evaluate):
+            out += config_warnings(self.trial_config(point),
+                                   f"searcher.points_to_evaluate.{i}: ")
+        return out
 
 
 def build_trial_config(base: dict[str, Any], targets: dict[str, list[str]],

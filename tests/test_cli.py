@@ -37,7 +37,7 @@ TINY: dict[str, Any] = {
     "attack": {"eps": 0.2, "step_size": 0.05, "steps": 2},
     "optim": {"epochs": 2, "lr": 0.1},
     "itt": {"freeze_epochs": 1, "teacher_lr": 0.001},
-    "eval": {"val_steps": 2, "test_steps": 2, "val_subset": 100},
+    "eval": {"val_steps": 2, "val_subset": 100},
 }
 
 
@@ -141,7 +141,7 @@ def test_train_logs_run_curves_and_checkpoint_to_mlflow(workdir, capsys) -> None
     uri = f"sqlite:///{workdir / 'store.db'}"
     assert main(["train", str(cfg), "--tracking-uri", uri]) == 0
     out = capsys.readouterr().out
-    assert "epoch   2/2" in out and "test (best epoch" in out
+    assert "epoch   2/2" in out and "test (best epoch" in out and "| push J " in out
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("tiny")
@@ -154,7 +154,7 @@ def test_train_logs_run_curves_and_checkpoint_to_mlflow(workdir, capsys) -> None
     history = client.get_metric_history(run.info.run_id, "val/w_acc")
     assert [m.step for m in history] == [0, 1]
     for key in ("val/clean_acc", "val/robust_acc", "val/robust_teacher_robust_acc",
-                "test/clean_acc", "test/robust_acc", "test/w_acc", "train/loss"):
+                "test/clean_acc", "test/pgd_sat_acc", "test/pgd_sat_wr", "train/loss"):
         assert key in run.data.metrics, key
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     arts |= {a.path for d in ("plots", "checkpoints")
@@ -168,3 +168,34 @@ def test_train_logs_run_curves_and_checkpoint_to_mlflow(workdir, capsys) -> None
     # The teachers were cached: a second run trains none.
     assert main(["train", str(cfg), "--tracking-uri", uri, "seed=1"]) == 0
     assert "training clean teacher" not in capsys.readouterr().out
+
+
+def test_itt_that_can_never_start_is_a_warning_naming_the_field(workdir, capsys) -> None:
+    cfg = write(workdir / "c.yaml", TINY)
+    assert main(["validate", str(cfg), "itt.freeze_epochs=2"]) == 0  # optim.epochs = 2
+    err = capsys.readouterr().err
+    assert "warning: itt.freeze_epochs=2 >= optim.epochs=2: ITT never starts" in err
+    assert main(["validate", str(cfg)]) == 0 and "warning" not in capsys.readouterr().err
+    assert main(["validate", str(cfg), "itt.freeze_epochs=2", "itt.enabled=false"]) == 0
+    assert "warning" not in capsys.readouterr().err  # w/o ITT asked for: nothing is hidden
+
+    grid = write(workdir / "g.yaml", {"name": "g", "base": TINY, "baseline": "late ITT",
+                                      "seeds": [0], "rows": [
+                                          {"name": "late ITT",
+                                           "overrides": {"itt.freeze_epochs": 5}}]})
+    assert main(["grid", str(grid), "--dry-run"]) == 0
+    assert "warning: row 'late ITT': itt.freeze_epochs=5 >= optim.epochs=2" in (
+        capsys.readouterr().err)
+
+    from tests.test_search import SPEC
+    spec = {**SPEC, "space": {**SPEC["space"],
+                              "itt.freeze_epochs": {"type": "int", "low": 0, "high": 4}}}
+    assert main(["search", str(write(workdir / "s.yaml", spec)), "--dry-run"]) == 0
+    assert "warning: space `itt.freeze_epochs` at 4: itt.freeze_epochs=4 >= optim.epochs=4" in (
+        capsys.readouterr().err)
+
+
+def test_removed_test_steps_says_what_replaced_it(workdir, capsys) -> None:
+    cfg = write(workdir / "c.yaml", TINY)
+    err = run_bad(workdir, capsys, ["train", str(cfg), "eval.test_steps=20"])
+    assert "field `eval`" in err and "`test_steps` was removed" in err and "PGD_SAT" in err

@@ -64,6 +64,16 @@ def edited(**changes: Any) -> dict[str, Any]:
     (edited(rows=[{"name": "p", "paper": {"pgd": 50.0}}], baseline="p"), "rows.0.paper"),
     (edited(metrics=["clean_acc", "pgd_acc"]), "field `metrics`: Value error, unknown metric"),
     (edited(metrics=["autoattack_acc"]), "needs 'autoattack' in the base's eval.attacks"),
+    # a row that is a copy of another in effect: ITT can never start in 2 epochs
+    (edited(rows=[{"name": "w/o ITT", "overrides": {"itt.enabled": False}},
+                  {"name": "w/ ITT", "overrides": {"itt.freeze_epochs": 2}}], baseline="w/o ITT"),
+     "field `rows.1`: row 'w/ ITT' trains the same effective config as row 'w/o ITT' "
+     "(itt.freeze_epochs=2 >= optim.epochs=2: ITT never starts"),
+    # push temperatures of a row without push change nothing
+    (edited(rows=[{"name": "a", "overrides": {"method.push": False}},
+                  {"name": "b", "overrides": {"method.push": False,
+                                              "method.push_student_temp": 2.0}}], baseline="a"),
+     "row 'b' trains the same effective config as row 'a' (the settings they differ in have"),
 ])
 def test_bad_grid_is_one_line_naming_the_problem(tmp_path: Path, raw: dict, needle: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -112,7 +122,7 @@ def grid_runs(workdir: Path) -> tuple[MlflowClient, Any, list[Any]]:
 
 def test_grid_logs_cells_and_the_table_and_report_rebuilds_it(workdir: Path, capsys) -> None:
     grid = edited(overrides={"eval.attacks": ["fgsm", "transfer_cw_inf"]},
-                  metrics=["robust_acc", "clean_acc", "w_acc", "fgsm_acc"])
+                  metrics=["pgd_sat_acc", "clean_acc", "pgd_sat_wr", "fgsm_acc"])
     assert main(["grid", str(write(workdir / "g.yaml", grid))]) == 0
     out = capsys.readouterr().out
     client, parent, children = grid_runs(workdir)
@@ -121,8 +131,11 @@ def test_grid_logs_cells_and_the_table_and_report_rebuilds_it(workdir: Path, cap
     assert cells == {(r, s) for r in ("no push", "push") for s in (0, 1)}
     for c in children:
         assert c.info.status == "FINISHED" and c.data.params["seed"] == c.data.tags["seed"]
-        assert 0 <= c.data.metrics["test/robust_acc"] <= 1
+        assert 0 <= c.data.metrics["test/pgd_sat_acc"] <= 1
+        assert "test/robust_acc" not in c.data.metrics  # one name for one attack
         assert c.data.params["method.push"] == str(c.data.tags["row"] == "push")
+        # push diagnostics exist exactly for the cells with a push term
+        assert ("train/run_push_active_frac" in c.data.metrics) == (c.data.tags["row"] == "push")
         m = c.data.metrics  # the final protocol ran on every cell
         assert 0 <= m["test/fgsm_acc"] <= m["test/clean_acc"]
         assert m["test/transfer_cw_inf_wr"] == pytest.approx(
@@ -138,6 +151,13 @@ def test_grid_logs_cells_and_the_table_and_report_rebuilds_it(workdir: Path, cap
     assert table[1]["clean_acc_mean"] == pytest.approx(100 * sum(push) / 2)
     assert table[0]["clean_acc_paper"] == 90.0 and table[0]["seeds_finished"] == 2
     assert "| no push |" in out and "baseline" in out
+    # the push column: the mean over seeds of each cell's run-level |J|/B, "–" without push
+    active = [c.data.metrics["train/run_push_active_frac"] for c in children
+              if c.data.tags["row"] == "push"]
+    assert table[1]["push_active"] == pytest.approx(sum(active) / 2)
+    assert table[0]["push_active"] is None and "| push |" in out.replace("| push | 2 |", "")
+    assert f"J {100 * table[1]['push_active']:.1f}% of samples" in out
+    assert "uninformative with fewer than 3 seeds" in out  # 2 seeds
 
     assert main(["report", "tiny-grid"]) == 0  # from MLflow alone, no training
     rebuilt = capsys.readouterr().out

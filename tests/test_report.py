@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
+
 from ablate.report import (
     aggregate,
     pareto_front,
@@ -51,3 +53,21 @@ def grid_table() -> list[dict]:
              for r in ("a", "b") for s in (0, 1)]
     return aggregate(cells, rows=["a", "b"], baseline="a", seeds=[0, 1, 2],
                      metrics=["clean_acc"], paper={"b": {"clean_acc": 55.0}})
+
+
+def test_grid_plot_shows_every_seed_and_clips_intervals_to_0_100(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at it
+    cells = [{"row": "a", "seed": s, "status": "finished", "clean_acc": v}
+             for s, v in enumerate((1.0, 0.02, 0.99))]  # CI beyond [0, 100] with 3 seeds
+    table = aggregate(cells, rows=["a"], baseline="a", seeds=[0, 1, 2], metrics=["clean_acc"])
+    assert table[0]["clean_acc_ci_high"] > 100 and table[0]["clean_acc_ci_low"] < 0
+    plot_grid(table, ["clean_acc"], tmp_path / "g.png")
+    ax = figures[0].axes[0]
+    dots = sorted(y for c in ax.collections for _, y in c.get_offsets())
+    assert dots == pytest.approx([2.0, 99.0, 100.0])
+    (interval,) = ax.lines
+    assert list(interval.get_ydata()) == [0.0, 100.0]

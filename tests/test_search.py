@@ -135,9 +135,14 @@ def test_search_logs_parent_and_children_and_reports_a_diverging_trial(workdir: 
     assert [r["trial"] for r in rows] == [1, 2, 3, 4, 5]
     assert any(r["pareto"] for r in rows) and not rows[0]["pareto"]
     assert rows[0]["status"] == "failed" and rows[0]["param/optim.lr"] == 1e30
+    for r in rows:  # the run-level push diagnostics of every trial that trained
+        if r["status"] != "failed":
+            assert 0 <= r["push_active"] <= 1 and 0 <= r["push_empty"] <= 1
     best = max((r for r in rows if r["status"] != "failed"), key=lambda r: r["val/best_w_acc"])
     assert parent.data.tags["best_trial"] == best["trial_id"]
     assert 0 <= parent.data.metrics["test/clean_acc"] <= 1
+    assert "test/pgd_sat_acc" in parent.data.metrics and "test/robust_acc" not in (
+        parent.data.metrics)
     assert parent.data.metrics["best/val/best_w_acc"] == pytest.approx(best["val/best_w_acc"])
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"best_config.yaml", "trials.parquet", "trials.json", "importances.json"} <= names

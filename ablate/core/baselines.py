@@ -131,7 +131,15 @@ class MtardParams(BaseModel):
     name: Literal["mtard"] = "mtard"
     weight_lr: float = Field(0.025, gt=0, le=1, description="step η of the weights toward the "
                              "normalised relative losses (paper/released code value 0.025)")
+    weight_lr_milestones: list[int] = Field(
+        [215, 260, 285], description="epochs (counted from 0) from which η is multiplied by "
+        "0.1, as the released code does with the student LR at 215/260/285 of 300 epochs")
     kl_reduction: KlReduction = Field("batchmean", description=_RED_DOC)
+
+
+def _mtard_at_epoch(params: dict[str, Any], epoch: int) -> dict[str, Any]:
+    decays = sum(epoch >= m for m in params["weight_lr_milestones"])
+    return {**params, "weight_lr": params["weight_lr"] * 0.1 ** decays}
 
 
 def _mtard_state() -> dict[str, Any]:
@@ -238,7 +246,7 @@ for _method in (
            teachers=("robust",),
            summary="RSLAD (Zi et al., ICCV 2021): 5/6·KL(s(x*)‖t'(x)) + 1/6·KL(s(x)‖t'(x))"),
     Method(name="mtard", params=MtardParams, objective="ce", loss=mtard_loss,
-           init_state=_mtard_state, teachers=("clean", "robust"),
+           init_state=_mtard_state, teachers=("clean", "robust"), at_epoch=_mtard_at_epoch,
            summary="MTARD (Zhao et al., ECCV 2022): w_nat·KL(s(x)‖t(x)) + w_adv·KL(s(x*)‖t'(x*)), "
                    "adaptive weights"),
     Method(name="adaad", params=AdaadParams, objective="kl_robust_teacher", loss=adaad_loss,

@@ -23,12 +23,15 @@ def kl(
     *,
     student_temp: float = 1.0,
     reduction: Reduction = "batchmean",
+    log_eps: float = 0.0,
 ) -> torch.Tensor:
     """KL(s ‖ t) with the teacher as target; gradients flow into the student only.
 
     ``batchmean`` sums over classes and averages over samples (the textbook KL);
     ``mean`` averages over samples *and* classes, as the released code's ``torch.mean(kl_loss)``
-    does, which makes every KL term 1/C as large.
+    does, which makes every KL term 1/C as large. ``log_eps`` > 0 computes the teacher's
+    entropy part as p·log(p + eps), as the released code's ``kl_loss`` does (1e-5): the value
+    shifts by about eps per class, the student gradient does not change.
     """
     if student_logits.shape[0] == 0:
         # An empty selection is a zero loss, never a NaN from 0/0.
@@ -36,7 +39,8 @@ def kl(
     log_ps = F.log_softmax(student_logits / student_temp, dim=1)
     pt = teacher_probs.detach()
     # xlogy gives 0·log 0 = 0, so one-hot teacher targets stay finite.
-    elementwise = torch.special.xlogy(pt, pt) - pt * log_ps
+    self_term = pt * torch.log(pt + log_eps) if log_eps > 0 else torch.special.xlogy(pt, pt)
+    elementwise = self_term - pt * log_ps
     if reduction == "batchmean":
         return elementwise.sum(dim=1).mean()
     return elementwise.mean()
@@ -55,6 +59,7 @@ def push_loss(
     student_temp: float = 4.0,
     teacher_temp: float = 4.0,
     reduction: Reduction = "batchmean",
+    log_eps: float = 0.0,
 ) -> torch.Tensor:
     """Contrastive push loss (Alg. 1): KL on the samples the clean teacher gets wrong.
 
@@ -62,18 +67,25 @@ def push_loss(
     (averaged over J). Paper: T_s = T_t = 4; released code: T_s = 5, T_t = 1.
     Empty J gives exactly 0. The caller subtracts it (λ·Push enters Eq. 7 with a minus sign).
     """
-    wrong = teacher_logits.argmax(dim=1) != y
+    wrong = push_set(teacher_logits, y)
     return kl(
         student_logits[wrong],
         soft_targets(teacher_logits[wrong], teacher_temp),
         student_temp=student_temp,
         reduction=reduction,
+        log_eps=log_eps,
     )
 
 
+def push_set(teacher_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """J of Alg. 1 as a mask: the samples whose clean-teacher prediction is wrong."""
+    return teacher_logits.argmax(dim=1) != y
+
+
 def _magnitude(value: float) -> int:
-    # The released code nudges exact zeros to 1e-7 before taking the order of magnitude.
-    if math.isclose(value, 0.0, abs_tol=1e-12):
+    # The released code nudges exact zeros (math.isclose with rel_tol only) to 1e-7 before
+    # taking the order of magnitude.
+    if value == 0:
         value = 1e-7
     return math.floor(math.log10(abs(value)))
 

@@ -19,9 +19,11 @@ from ablate.core.methods import METHODS
 class Passes:
     """Memoised forward passes of the three models on x and x*.
 
-    Student passes run in train mode with grad; clean-teacher passes without grad (eval mode, so
-    t(x) and t(x*) can share one concatenated batch); the robust teacher on x* carries grad only
-    while it is being updated (ITT).
+    Student passes run in train mode with grad; clean-teacher passes without grad; the robust
+    teacher on x* carries grad only while it is being updated (ITT). Each pass runs on its own
+    batch: t(x) and t(x*) in one concatenated batch would differ from separate passes by ~1e-6
+    (other conv kernels), so switching the push term on would change t(x) even where the push
+    set is empty, and a row whose push term never acted would not equal its "w/o push" row.
     """
 
     def __init__(
@@ -31,7 +33,7 @@ class Passes:
         clean_teacher: nn.Module | None,
         robust_teacher: nn.Module | None,
         x: torch.Tensor,
-        x_adv: torch.Tensor,
+        x_adv: torch.Tensor | None = None,
         update_teacher: bool,
     ) -> None:
         self.student, self.clean_teacher = student, clean_teacher
@@ -42,7 +44,7 @@ class Passes:
 
     @property
     def computed(self) -> list[str]:
-        """Names of the passes run so far (t_nat and t_adv may come from one batch)."""
+        """Names of the passes run so far."""
         return sorted(self._cache)
 
     def _memo(self, key: str, fn: Any) -> torch.Tensor:
@@ -58,15 +60,6 @@ class Passes:
     def s_adv(self) -> torch.Tensor:
         """Student logits on adversarial inputs, s(x*)."""
         return self._memo("s_adv", lambda: self.student(self.x_adv))
-
-    def t_both(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Clean teacher on x and x* as one batch (identical to two passes in eval mode)."""
-        if "t_nat" not in self._cache and "t_adv" not in self._cache:
-            self.count += 1
-            with torch.no_grad():
-                out = self._teacher()(torch.cat([self.x, self.x_adv]))
-            self._cache["t_nat"], self._cache["t_adv"] = out.split(self.x.shape[0])
-        return self.t_nat(), self.t_adv()
 
     def t_nat(self) -> torch.Tensor:
         """Clean teacher logits on x, t(x), no grad."""
@@ -115,38 +108,45 @@ def train_step(
     teacher_optimizer: torch.optim.Optimizer | None = None,
     update_teacher: bool = False,
     teacher_bn: str = "train",
+    frozen_teacher_bn: str = "eval",
     objective: str | None = None,
     eps: float,
     step_size: float,
     steps: int,
     start: str = "normal",
+    student_mode: str = "eval",
+    clean_pass_first: bool = False,
     igdm: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Run one step of ``method`` on the batch (x, y); returns the loss terms as floats.
 
     ``state`` is the method's mutable per-run state (e.g. adaptive temperatures), updated in place.
     ``igdm`` (weight, beta, gamma, distance) adds the IGDM term to any method's loss (IGDM Eq. 9).
-    The robust teacher is touched only when ``update_teacher`` is true: before the ITT epoch it
-    stays in eval mode and receives neither gradients nor BatchNorm statistics.
+    The robust teacher receives gradients only when ``update_teacher`` is true; its BatchNorm
+    mode is ``teacher_bn`` while it is updated and ``frozen_teacher_bn`` before (``train`` as in
+    the released code: batch statistics, running statistics updated, weights untouched).
+    ``student_mode`` is the student's mode while x* is crafted (ARD and Madry's code: train);
+    ``clean_pass_first`` runs s(x) before the attack, as the released CIARD code does, so the
+    eval-mode attack sees BatchNorm statistics that include the current batch.
     """
     spec = METHODS[method]
     update_teacher = update_teacher and spec.itt  # only ITT methods ever train the teacher
-    student.eval()
-    if clean_teacher is not None:
-        clean_teacher.eval()
-    if robust_teacher is not None:
-        robust_teacher.eval()
-    x_adv = attack(
+    for model in (clean_teacher, robust_teacher):
+        if model is not None:
+            model.eval()
+    passes = Passes(student=student, clean_teacher=clean_teacher, robust_teacher=robust_teacher,
+                    x=x, update_teacher=update_teacher)
+    if clean_pass_first:
+        student.train()
+        passes.s_nat()
+    student.train(student_mode == "train")
+    passes.x_adv = attack(
         objective or spec.objective, student, clean_teacher, x, y, robust_teacher=robust_teacher,
         eps=eps, step_size=step_size, steps=steps, start=start,
     )
     student.train()
-    if update_teacher and robust_teacher is not None:
-        robust_teacher.train(teacher_bn == "train")
-    passes = Passes(
-        student=student, clean_teacher=clean_teacher, robust_teacher=robust_teacher,
-        x=x, x_adv=x_adv, update_teacher=update_teacher,
-    )
+    if spec.itt and robust_teacher is not None:
+        robust_teacher.train((teacher_bn if update_teacher else frozen_teacher_bn) == "train")
     out = spec.loss(passes, y, params, state)
     if igdm is not None and igdm["weight"] > 0:
         term = igdm_term(passes, beta=igdm["beta"], gamma=igdm["gamma"],

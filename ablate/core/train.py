@@ -19,12 +19,15 @@ import torch
 import torch.nn as nn
 
 from ablate.core.data import Dataset, augment_crop_flip, iterate_batches
-from ablate.core.evaluate import evaluate
+from ablate.core.evaluate import correct, eval_mode, evaluate
 from ablate.core.methods import METHODS
 from ablate.core.robustness import run_suite, suite_metrics
 from ablate.core.step import train_step
 
 CHECKPOINT_NAME = "trainer.pt"
+# Per-batch push diagnostics of the methods with a push term (CIARD): mean |J|/B, and the
+# fraction of batches whose push set J was empty.
+PUSH_DIAGNOSTICS = ("push_active_frac", "push_empty_frac")
 
 
 def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
@@ -33,17 +36,29 @@ def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
 
 
 def cosine_exp_lr(epoch: int, start: int, end: int, lr: float) -> float:
-    """Released code's decay: lr·(½ + ½cos(π p))·exp(−0.01 p²), p = (epoch−start)/(end−start)."""
-    p = (epoch - start) / max(end - start, 1)
+    """Released code's decay lr·(½ + ½cos(π p))·exp(−0.01 p²) with p = (e + 1 − start)/(end −
+    start): the code counts epochs from 1, so 0-based epoch e is its epoch e + 1. Before
+    ``start`` (p ≤ 0) the LR is ``lr``; the last epoch (p = 1) has LR 0."""
+    p = (epoch + 1 - start) / max(end - start, 1)
+    if p <= 0:
+        return lr
     return lr * (0.5 + 0.5 * math.cos(math.pi * p)) * math.exp(-0.01 * p * p)
 
 
-def student_lr(schedule: str, epoch: int, epochs: int, lr: float, lr_min: float) -> float:
-    """``cosine`` (paper) or ``code`` (constant for the first half, then cosine×exp)."""
+def step_lr(epoch: int, lr: float, milestones: Sequence[int], gamma: float) -> float:
+    """Step decay: ×gamma from each milestone epoch (0-based) on, as torch's MultiStepLR."""
+    return lr * gamma ** sum(epoch >= m for m in milestones)
+
+
+def student_lr(schedule: str, epoch: int, epochs: int, lr: float, lr_min: float,
+               milestones: Sequence[int] = (), gamma: float = 0.1) -> float:
+    """``cosine`` (paper), ``code`` (released CIARD code: constant for the first half, then
+    cosine×exp down to 0) or ``step`` (the baselines' released recipes)."""
     if schedule == "cosine":
         return cosine_lr(epoch, epochs, lr, lr_min)
-    half = epochs // 2
-    return lr if epoch < half else cosine_exp_lr(epoch, half, epochs, lr)
+    if schedule == "step":
+        return step_lr(epoch, lr, milestones, gamma)
+    return cosine_exp_lr(epoch, epochs // 2, epochs, lr)
 
 
 def teacher_lr(schedule: str, epoch: int, epochs: int, lr: float, freeze_epochs: int) -> float:
@@ -67,10 +82,13 @@ class Trainer:
         method_params: dict[str, Any] | None = None, epochs: int, batch_size: int = 64,
         lr: float = 0.1, lr_min: float = 1e-5, momentum: float = 0.9,
         weight_decay: float = 2e-4, lr_schedule: str = "cosine",
+        lr_milestones: Sequence[int] = (), lr_gamma: float = 0.1,
         objective: str | None = None, eps: float, step_size: float, steps: int = 10,
-        start: str = "normal", freeze_epochs: int = 50, teacher_lr: float = 1e-5,
+        start: str = "normal", student_mode: str = "eval", clean_pass_first: bool = False,
+        freeze_epochs: int = 50, teacher_lr: float = 1e-5,
         teacher_momentum: float = 0.1, teacher_weight_decay: float = 2e-4,
         teacher_lr_schedule: str = "constant", teacher_bn: str = "train",
+        frozen_teacher_bn: str = "eval",
         eval_eps: float | None = None, eval_step_size: float | None = None, eval_steps: int = 10,
         val_subset: int | None = None, w: float = 0.5, seed: int = 0,
         igdm: dict[str, Any] | None = None, surrogate: nn.Module | None = None,
@@ -81,10 +99,13 @@ class Trainer:
         self.robust_teacher = robust_teacher
         self.data, self.epochs, self.batch_size = data, epochs, batch_size
         self.lr, self.lr_min, self.lr_schedule = lr, lr_min, lr_schedule
-        self.attack_kw = dict(objective=objective, eps=eps, step_size=step_size, steps=steps,
-                              start=start)
+        self.lr_milestones, self.lr_gamma = tuple(lr_milestones), lr_gamma
+        self.step_kw = dict(objective=objective, eps=eps, step_size=step_size, steps=steps,
+                            start=start, student_mode=student_mode,
+                            clean_pass_first=clean_pass_first, teacher_bn=teacher_bn,
+                            frozen_teacher_bn=frozen_teacher_bn)
         self.freeze_epochs, self.teacher_lr_base = freeze_epochs, teacher_lr
-        self.teacher_lr_schedule, self.teacher_bn = teacher_lr_schedule, teacher_bn
+        self.teacher_lr_schedule = teacher_lr_schedule
         self.eval_kw = dict(eps=eval_eps if eval_eps is not None else eps,
                             step_size=eval_step_size or step_size, steps=eval_steps, w=w)
         self.val = data.val.subset(val_subset)
@@ -105,8 +126,12 @@ class Trainer:
         self.rng = self._seeded_rng(seed)
         self.state: dict[str, Any] = spec.init_state()
         self.epoch = 0
+        # Whether the robust teacher drifts from its checkpoint: ITT updates, or BatchNorm
+        # statistics of a frozen teacher run in train mode; then the best epoch keeps its copy.
+        self.teacher_drifts = robust_teacher is not None and spec.itt and (
+            self.teacher_optimizer is not None or frozen_teacher_bn == "train")
         self.best: dict[str, Any] = {"w_acc": -1.0, "clean_acc": 0.0, "robust_acc": 0.0,
-                                     "epoch": -1, "student": None}
+                                     "epoch": -1, "student": None, "robust_teacher": None}
         self.history: list[dict[str, float]] = []
 
     @property
@@ -144,7 +169,8 @@ class Trainer:
 
     def _train_epoch(self) -> dict[str, float]:
         e = self.epoch
-        lr = student_lr(self.lr_schedule, e, self.epochs, self.lr, self.lr_min)
+        lr = student_lr(self.lr_schedule, e, self.epochs, self.lr, self.lr_min,
+                        self.lr_milestones, self.lr_gamma)
         _set_lr(self.optimizer, lr)
         update_teacher = self.teacher_optimizer is not None and e >= self.freeze_epochs
         t_lr = 0.0
@@ -155,22 +181,25 @@ class Trainer:
         igdm = None
         if self.igdm is not None:  # IGDM's increasing T(α): linear up to alpha at the end
             igdm = dict(self.igdm, weight=self.igdm["alpha"] * (e + 1) / self.epochs)
+        params = METHODS[self.method].epoch_params(self.params, e)
+        # A term a batch did not report (the push loss of a batch with J = ∅) is averaged over
+        # the batches that did report it.
         sums: dict[str, float] = {}
-        n = 0
+        counts: dict[str, int] = {}
         for x, y in iterate_batches(self.data.train, self.batch_size, shuffle=True,
                                     generator=self.generator):
             if self.data.augment:
                 x = augment_crop_flip(x, generator=self.generator)
             out = train_step(
-                method=self.method, params=self.params, state=self.state,
+                method=self.method, params=params, state=self.state,
                 student=self.student, clean_teacher=self.clean_teacher,
                 robust_teacher=self.robust_teacher, x=x, y=y, optimizer=self.optimizer,
                 teacher_optimizer=self.teacher_optimizer, update_teacher=update_teacher,
-                teacher_bn=self.teacher_bn, igdm=igdm, **self.attack_kw)
+                igdm=igdm, **self.step_kw)
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + v
-            n += 1
-        metrics = {k: v / max(n, 1) for k, v in sums.items()}
+                counts[k] = counts.get(k, 0) + 1
+        metrics = {k: v / counts[k] for k, v in sums.items()}
         metrics.update(lr=lr, teacher_lr=t_lr, **{k: float(v) for k, v in self.state.items()})
         if igdm is not None:
             metrics["igdm_weight"] = igdm["weight"]
@@ -186,17 +215,32 @@ class Trainer:
         train = self.train_epoch()
         val = self.validate()
         if val["w_acc"] > self.best["w_acc"]:
+            teacher = (copy.deepcopy(self.robust_teacher.state_dict())
+                       if self.teacher_drifts else None)
             self.best = {"w_acc": val["w_acc"], "clean_acc": val["clean_acc"],
                          "robust_acc": val["robust_acc"], "epoch": self.epoch,
-                         "student": copy.deepcopy(self.student.state_dict())}
+                         "student": copy.deepcopy(self.student.state_dict()),
+                         "robust_teacher": teacher}
         metrics = {"epoch": float(self.epoch)}
         metrics.update({f"train/{k}": v for k, v in train.items()})
+        metrics.update(self._run_means(metrics))
         metrics.update({f"val/{k}": v for k, v in val.items()})
         for k in ("w_acc", "clean_acc", "robust_acc"):  # at the best epoch so far
             metrics[f"val/best_{k}"] = self.best[k]
         self.history.append(metrics)
         self.epoch += 1
         return metrics
+
+    def _run_means(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Push diagnostics over the run so far (every epoch has the same batches), so the last
+        report of a trial or grid cell says how often the push term acted in the whole run."""
+        out = {}
+        for key in PUSH_DIAGNOSTICS:
+            now = metrics.get(f"train/{key}")
+            if now is not None:
+                values = [h[f"train/{key}"] for h in self.history if f"train/{key}" in h]
+                out[f"train/run_{key}"] = (sum(values) + now) / (len(values) + 1)
+        return out
 
     def best_student(self) -> nn.Module:
         """A copy of the student at its best validation W-acc epoch (the current one if none)."""
@@ -205,25 +249,40 @@ class Trainer:
             model.load_state_dict(self.best["student"])
         return model.eval()
 
-    def test(self, *, eps: float | None = None, step_size: float | None = None,
-             steps: int = 20, attacks: Sequence[str] = (),
+    def best_robust_teacher(self) -> nn.Module | None:
+        """The robust teacher as it was at the best epoch (ITT may have changed it since)."""
+        if self.robust_teacher is None or self.best.get("robust_teacher") is None:
+            return self.robust_teacher
+        model = copy.deepcopy(self.robust_teacher)
+        model.load_state_dict(self.best["robust_teacher"])
+        return model.eval()
+
+    def test(self, *, attacks: Sequence[str] = (),
              autoattack_subset: int | None = None) -> dict[str, float]:
-        """Evaluate the best student (by validation W-acc) once on the test split: PGD-``steps``
-        as in training, plus the final protocol's ``attacks`` (``<attack>_acc``, ``_wr``)."""
-        model = self.best_student()
-        kw = dict(self.eval_kw, steps=steps)
-        if eps is not None:
-            kw["eps"] = eps
-        if step_size is not None:
-            kw["step_size"] = step_size
-        with self._own_rng():
-            out = evaluate(model, self.data.test, clean_teacher=self.clean_teacher,
-                           robust_teacher=self.robust_teacher, **kw)
-            if attacks:
-                results = run_suite(model, self.data.test.x, self.data.test.y, attacks=attacks,
-                                    eps=kw["eps"], w=kw["w"], surrogate=self.surrogate,
-                                    autoattack_subset=autoattack_subset, seed=self.seed)
-                out.update(suite_metrics(results))
+        """Evaluate the best student (by validation W-acc) once on the test split with the final
+        protocol: clean, PGD_SAT (always: the test-time PGD, seeded) and ``attacks``
+        (``<attack>_acc``, ``_wr``), plus both teachers' accuracy on the clean and the PGD_SAT
+        examples, the robust teacher as it was at the best epoch."""
+        model, split = self.best_student(), self.data.test
+        teachers = {name: net for name, net in (("clean_teacher", self.clean_teacher),
+                                                ("robust_teacher", self.best_robust_teacher()))
+                    if net is not None}
+        out: dict[str, float] = {}
+
+        def teacher_accuracy(name: str, x_adv: torch.Tensor, y: torch.Tensor) -> None:
+            if name != "pgd_sat":
+                return
+            with eval_mode(*teachers.values()):
+                for label, net in teachers.items():
+                    out[f"{label}_clean_acc"] = correct(net, split.x, split.y) / max(len(y), 1)
+                    out[f"{label}_robust_acc"] = correct(net, x_adv, y) / max(len(y), 1)
+
+        suite = ["pgd_sat", *(a for a in attacks if a != "pgd_sat")]
+        results = run_suite(model, split.x, split.y, attacks=suite, eps=self.eval_kw["eps"],
+                            w=self.eval_kw["w"], surrogate=self.surrogate,
+                            autoattack_subset=autoattack_subset, seed=self.seed,
+                            on_adv=teacher_accuracy)
+        out.update(suite_metrics(results))
         out["best_epoch"] = float(self.best["epoch"])
         return out
 
@@ -251,7 +310,7 @@ class Trainer:
         if self.teacher_optimizer is not None and sd["teacher_optimizer"] is not None:
             self.teacher_optimizer.load_state_dict(sd["teacher_optimizer"])
         self.state = dict(sd["state"])
-        self.best, self.history = sd["best"], list(sd["history"])
+        self.best, self.history = {"robust_teacher": None, **sd["best"]}, list(sd["history"])
         rng = dict(sd["rng"])
         self.generator.set_state(rng.pop("generator"))
         self.rng = {k: v for k, v in rng.items() if k == "cpu" or self.device.type == "cuda"}

@@ -79,3 +79,43 @@ def test_unknown_objective_is_an_error(batch) -> None:
     x, y = batch
     with pytest.raises(ValueError, match="unknown attack objective"):
         attack("nope", tiny_net(1), None, x, y, eps=0.1, step_size=0.01, steps=1)
+
+
+def test_detached_clean_teacher_objective_follows_the_student_only(batch) -> None:
+    x, y = batch
+    student, teacher = tiny_net(1), tiny_net(2)
+    x0 = x.clone().requires_grad_(True)
+
+    def kl_to(target_logits: torch.Tensor) -> torch.Tensor:
+        # KL(s(x0) ‖ t(x0)) = sum_c p_t (log p_t − log p_s), averaged over the batch
+        log_ps, log_pt = F.log_softmax(student(x0), 1), F.log_softmax(target_logits, 1)
+        return (log_pt.exp() * (log_pt - log_ps)).sum(1).mean()
+
+    (g_detached,) = torch.autograd.grad(kl_to(teacher(x0).detach()), [x0])
+    (g_joint,) = torch.autograd.grad(kl_to(teacher(x0)), [x0])
+    for name, expected in (("kl_clean_teacher_detached", g_detached),
+                           ("kl_clean_teacher", g_joint)):
+        z = x.clone().requires_grad_(True)
+        fn = OBJECTIVES[name](student, teacher, x, y, None)
+        (got,) = torch.autograd.grad(fn(z), [z])
+        assert torch.allclose(got, expected, atol=1e-6), name
+    assert not torch.allclose(g_detached, g_joint, atol=1e-4)  # the teacher's gradient matters
+
+
+def test_normal_start_takes_its_first_gradient_unclamped(batch) -> None:
+    # Released codes (CIARD, RSLAD, MTARD, TRADES) step from x + 0.001·N(0, I) without clamping.
+    x, _ = batch
+    seen: list[torch.Tensor] = []
+
+    def objective(z: torch.Tensor) -> torch.Tensor:
+        seen.append(z.detach().clone())
+        return (z * torch.arange(z.numel()).reshape(z.shape).sin()).sum()
+
+    torch.manual_seed(0)
+    out = pgd(objective, x, eps=0.1, step_size=0.01, steps=2, start="normal")
+    torch.manual_seed(0)
+    assert torch.equal(seen[0], x + 1e-3 * torch.randn_like(x))
+    assert seen[0].min() < 0 and seen[0].max() > 1  # x has pixels at 0 and 1
+    assert out.min() >= 0 and out.max() <= 1 and (out - x).abs().max() <= 0.1 + 1e-6
+    zero_steps = pgd(objective, x, eps=0.1, step_size=0.01, steps=0, start="normal")
+    assert zero_steps.min() >= 0 and zero_steps.max() <= 1  # projected even without a step

@@ -94,3 +94,23 @@ def test_adaptive_temperatures_move_towards_equal_entropy_and_clip() -> None:
     assert tau_adv == pytest.approx(1.9) and tau_nat == pytest.approx(2.1)
     lo, hi = update_temperatures(1.0, 10.0, flat, peaked, lr=0.5)
     assert (lo, hi) == (1.0, 10.0)
+
+
+def test_kl_with_log_eps_is_the_released_kl_loss_and_keeps_the_gradient() -> None:
+    zs = torch.tensor(ZS, requires_grad=True)
+    pt = F.softmax(torch.tensor(ZT), 1)
+    log_ps = F.log_softmax(zs, 1)
+    released = torch.mean(-log_ps * pt + torch.log(pt + 1e-5) * pt)  # CIARD.py's kl_loss
+    ours = kl(zs, pt, reduction="mean", log_eps=1e-5)
+    assert ours.item() == pytest.approx(released.item(), abs=1e-7)
+    plain = kl(zs, pt, reduction="mean")
+    assert abs(ours.item() - plain.item()) > 1e-7  # the eps shifts the value ...
+    (g_eps,) = torch.autograd.grad(ours, [zs])
+    (g_plain,) = torch.autograd.grad(plain, [zs])
+    assert torch.allclose(g_eps, g_plain, atol=1e-9)  # ... not the gradient
+
+
+def test_auto_lambda_nudges_only_exact_zeros() -> None:
+    # CIARD.py: math.isclose(a, 0, rel_tol=1e-9) is true only for a == 0.
+    assert auto_lambda(0.5, 0.05, 0.0) == pytest.approx(10.0 ** (-2 + 7))
+    assert auto_lambda(0.5, 0.05, 3e-13) == pytest.approx(10.0 ** (-2 + 13))

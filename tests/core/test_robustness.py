@@ -253,3 +253,24 @@ def test_every_attack_runs_on_cifar_shaped_inputs_with_a_normalised_model() -> N
         assert (x_adv - x).abs().max() <= eps + 1e-6, name
         assert x_adv.min() >= 0 and x_adv.max() <= 1, name
         assert 0 <= results[name]["robust"] <= 1 and results[name]["n"] in (6, 12), name
+
+
+def test_square_uses_the_rescaled_schedule_of_the_released_evaluation(models, test_xy) -> None:
+    # torchattacks' Square(n_queries=100), used by the released evaluation, rescales the
+    # square-size schedule to the query budget (resc_schedule=True); a fixed schedule keeps the
+    # squares large and overstates robust accuracy.
+    from pyautoattack.square import SquareAttack
+
+    x, y = test_xy
+    model = models["at"].eval()
+    ours = run_suite(model, x, y, attacks=["square"], eps=EPS, seed=3)["square"]["robust"]
+
+    def square(rescale: bool) -> float:
+        torch.manual_seed(3)
+        sq = SquareAttack(model, p_init=0.8, n_queries=100, eps=EPS, norm="Linf", n_restarts=1,
+                          seed=3, verbose=False, device=x.device, resc_schedule=rescale)
+        with torch.no_grad():
+            return correct(model, sq.perturb(x, y), y) / len(y)
+
+    assert ours == pytest.approx(square(True), abs=1.5 / len(y))
+    assert square(False) > square(True)  # the fixed schedule is the weaker attack here

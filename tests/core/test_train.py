@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from ablate.core.methods import METHODS, CiardParams
 from ablate.core.step import Passes, train_step
 from ablate.core.teachers import train_teacher
-from ablate.core.train import Trainer, cosine_exp_lr, student_lr, teacher_lr
+from ablate.core.train import Trainer, student_lr, teacher_lr
 
 ATTACK = dict(eps=0.2, step_size=0.05, steps=2)
 
@@ -55,12 +56,11 @@ def test_step_with_itt_updates_robust_teacher(small_digits, make_net) -> None:
 @pytest.mark.parametrize(
     ("params", "itt", "computed", "calls"),
     [
-        # t(x) and t(x*) share one batch: 4 model calls for 5 passes
-        ({}, False, ["rt_adv", "s_adv", "s_nat", "t_adv", "t_nat"], 4),
+        ({}, False, ["rt_adv", "s_adv", "s_nat", "t_adv", "t_nat"], 5),
         ({"push": False}, False, ["rt_adv", "s_adv", "s_nat", "t_nat"], 4),
         ({"lam": 0.0}, False, ["rt_adv", "s_adv", "s_nat", "t_nat"], 4),
         ({"alpha": 0.0, "push": False}, False, ["rt_adv", "s_adv"], 2),
-        ({"beta": 0.0}, False, ["s_adv", "s_nat", "t_adv", "t_nat"], 3),
+        ({"beta": 0.0}, False, ["s_adv", "s_nat", "t_adv", "t_nat"], 4),
         # ITT needs t'(x*) for its own CE loss even when beta = 0
         ({"beta": 0.0, "push": False}, True, ["rt_adv", "s_nat", "t_nat"], 3),
     ],
@@ -75,20 +75,10 @@ def test_ciard_runs_only_the_passes_its_loss_needs(
     assert torch.isfinite(out["loss"])
 
 
-def test_concatenated_teacher_batch_equals_separate_passes(small_digits, make_net) -> None:
-    x = small_digits.train.x[:16]
-    teacher = make_net(1).eval()
-    kw = dict(student=make_net(0), robust_teacher=None, x=x, x_adv=x.flip(0),
-              update_teacher=False)
-    joint = Passes(clean_teacher=teacher, **kw).t_both()
-    apart = Passes(clean_teacher=teacher, **kw)
-    assert torch.allclose(joint[0], apart.t_nat(), atol=1e-6)
-    assert torch.allclose(joint[1], apart.t_adv(), atol=1e-6)
-
-
 def test_step_loss_terms_are_consistent(small_digits, make_net) -> None:
     out, _, _ = step_once(small_digits, make_net, update_teacher=False, lam=0.3)
-    expected = 0.5 * out["kl_clean"] + 0.5 * out["kl_robust"] - 0.3 * out["push"]
+    assert out["push_empty_frac"] == 0.0  # an untrained clean teacher is often wrong
+    expected = 0.5 * out["kl_clean"] + 0.5 * out["kl_robust"] - 0.3 * out["push_loss"]
     assert out["loss"] == pytest.approx(expected, rel=1e-5)
     assert out["lam"] == pytest.approx(0.3)
 
@@ -154,18 +144,48 @@ def test_training_learns_on_digits(digits, make_net) -> None:
                       method_params={"lam": 0.01})
     history = tr.fit()
     assert history[-1]["val/clean_acc"] > 0.5  # chance is 0.1
-    test = tr.test(steps=2)
+    test = tr.test()
     assert test["best_epoch"] == max(range(3), key=lambda e: history[e]["val/w_acc"])
 
 
-def test_schedules() -> None:
+def released_student_lr(epoch: int) -> float:
+    """CIARD.py's student LR for its 1-based epoch (300 epochs)."""
+    if epoch < 150:
+        return 0.1
+    return 0.1 * (0.5 + 0.5 * math.cos(math.pi * (epoch - 150) / 150)) * math.exp(
+        -0.01 * (epoch - 150) ** 2 / 150 ** 2)
+
+
+def released_teacher_lr(epoch: int) -> float:
+    """CIARD.py's robust-teacher LR for its 1-based epoch; it steps only when epoch > 50."""
+    return 1e-4 * (0.5 + 0.5 * math.cos(math.pi * (epoch - 50) / 250)) * math.exp(
+        -0.01 * (epoch - 50) ** 2 / 250 ** 2)
+
+
+def test_code_schedules_match_the_released_code_epoch_for_epoch() -> None:
+    # 0-based epoch e is the released code's epoch e + 1: no one-epoch shift.
+    for e in range(300):
+        assert student_lr("code", e, 300, 0.1, 0.0) == pytest.approx(
+            released_student_lr(e + 1), rel=1e-12, abs=1e-15)
+    assert student_lr("code", 149, 300, 0.1, 0.0) == 0.1  # 150 constant epochs
+    assert student_lr("code", 299, 300, 0.1, 0.0) == pytest.approx(0.0, abs=1e-15)
+    for e in range(50, 300):  # the teacher is updated in 0-based epochs >= freeze_epochs = 50
+        assert teacher_lr("code", e, 300, 1e-4, 50) == pytest.approx(
+            released_teacher_lr(e + 1), rel=1e-12, abs=1e-18)
+
+
+def test_other_schedules() -> None:
     assert student_lr("cosine", 0, 10, 0.1, 1e-5) == pytest.approx(0.1)
     assert student_lr("cosine", 5, 10, 0.1, 1e-5) == pytest.approx((0.1 + 1e-5) / 2)
-    assert student_lr("code", 4, 10, 0.1, 0.0) == 0.1  # constant for the first half
-    assert student_lr("code", 5, 10, 0.1, 0.0) == pytest.approx(0.1)
-    assert cosine_exp_lr(10, 0, 10, 1.0) == pytest.approx(0.0, abs=1e-12)
     assert teacher_lr("constant", 7, 10, 1e-5, 2) == 1e-5
-    assert teacher_lr("code", 2, 10, 1e-4, 2) == pytest.approx(1e-4)
+    # step: as torch's MultiStepLR stepped once per epoch
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[215, 260, 285], gamma=0.1)
+    for e in range(300):
+        assert student_lr("step", e, 300, 0.1, 0.0, [215, 260, 285], 0.1) == pytest.approx(
+            opt.param_groups[0]["lr"], rel=1e-12)
+        opt.step()
+        sched.step()
 
 
 def test_igdm_weight_rises_linearly_and_adds_its_term(small_digits, make_net) -> None:
@@ -187,10 +207,139 @@ def test_final_protocol_attacks_transfer_from_the_untouched_surrogate(small_digi
                            surrogate=surrogate)
     trainer.fit()
     assert not state_equal(before, robust.state_dict())  # ITT trained the robust teacher
-    out = trainer.test(steps=2, attacks=["fgsm", "transfer_pgd_trades"])
+    out = trainer.test(attacks=["fgsm", "transfer_pgd_trades"])
     for a in ("fgsm", "transfer_pgd_trades"):
         assert 0 <= out[f"{a}_acc"] <= out["clean_acc"]
         assert out[f"{a}_wr"] == pytest.approx((out["clean_acc"] + out[f"{a}_acc"]) / 2)
     assert state_equal(before, surrogate.state_dict())  # the transfer source stayed as given
     with pytest.raises(ValueError, match="surrogate"):
         make_trainer(small_digits, make_net, epochs=1).test(attacks=["transfer_cw_inf"])
+
+
+def ciard_on_labels(small_digits, make_net, wrong: int, **params):
+    """The CIARD loss on 16 images whose labels the clean teacher gets right on x*, except the
+    first ``wrong``: |J| = wrong by construction."""
+    x = small_digits.train.x[:16]
+    x_adv = x.flip(0)
+    clean = make_net(1).eval()
+    with torch.no_grad():
+        y = clean(x_adv).argmax(1)
+    y[:wrong] = (y[:wrong] + 1) % 10
+    passes = Passes(student=make_net(0), clean_teacher=clean, robust_teacher=make_net(2),
+                    x=x, x_adv=x_adv, update_teacher=False)
+    return METHODS["ciard"].loss(passes, y, CiardParams(**params).model_dump(), {})
+
+
+@pytest.mark.parametrize("lam", [0.3, "auto"])
+def test_empty_push_set_gives_exactly_zero_and_no_lambda(small_digits, make_net, lam) -> None:
+    out = ciard_on_labels(small_digits, make_net, wrong=0, lam=lam)
+    assert out["push_active_frac"] == 0.0 and out["push_empty_frac"] == 1.0
+    assert "push_loss" not in out and "lam" not in out  # not averaged into the epoch's λ
+    # exactly the two KL terms (same float32 arithmetic), not NaN, not approximately
+    assert torch.equal(out["loss"].detach(), 0.5 * out["kl_clean"] + 0.5 * out["kl_robust"])
+
+
+def test_push_diagnostics_count_the_push_set(small_digits, make_net) -> None:
+    out = ciard_on_labels(small_digits, make_net, wrong=5, lam=0.3)
+    assert out["push_active_frac"].item() == pytest.approx(5 / 16)
+    assert out["push_empty_frac"] == 0.0
+    assert out["loss"].item() == pytest.approx(0.5 * out["kl_clean"].item() + 0.5 * out[
+        "kl_robust"].item() - 0.3 * out["push_loss"].item(), rel=1e-6)
+
+
+def test_epoch_push_loss_and_lambda_average_only_batches_with_a_push_set(
+        small_digits, make_net, monkeypatch) -> None:
+    import ablate.core.train as train_module
+
+    batches: list[dict[str, float]] = []
+
+    def recording_step(**kw):
+        out = train_step(**kw)
+        batches.append(out)
+        return out
+
+    monkeypatch.setattr(train_module, "train_step", recording_step)
+    trainer = make_trainer(small_digits, make_net, epochs=2, batch_size=16,
+                           method_params={"lam": "auto"}, objective="kl_clean_teacher")
+    first = trainer.run_epoch()
+    with_j = [b for b in batches if b["push_empty_frac"] == 0.0]
+    assert 0 < len(with_j) <= len(batches) == 12
+    assert first["train/lam"] == pytest.approx(sum(b["lam"] for b in with_j) / len(with_j))
+    assert first["train/push_loss"] == pytest.approx(
+        sum(b["push_loss"] for b in with_j) / len(with_j))
+    assert first["train/push_empty_frac"] == pytest.approx(1 - len(with_j) / 12)
+    assert first["train/push_active_frac"] == pytest.approx(
+        sum(b["push_active_frac"] for b in batches) / 12)
+    second = trainer.run_epoch()  # the run-level means cover both epochs
+    assert second["train/run_push_empty_frac"] == pytest.approx(
+        (first["train/push_empty_frac"] + second["train/push_empty_frac"]) / 2)
+    no_push = make_trainer(small_digits, make_net, epochs=1, method_params={"push": False})
+    assert not any("push" in k for k in no_push.run_epoch())
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_student_mode_while_crafting(small_digits, make_net, mode: str) -> None:
+    student, seen = make_net(0), []
+    student.register_forward_pre_hook(lambda m, inp: seen.append(m.training))
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    x, y = small_digits.train.x[:32], small_digits.train.y[:32]
+    train_step(method="pgd_at", params={}, state={}, student=student, clean_teacher=None,
+               robust_teacher=None, x=x, y=y, optimizer=opt, student_mode=mode, **ATTACK)
+    # ATTACK has 2 PGD steps, then the loss's s(x*) pass in train mode
+    assert seen == [mode == "train"] * 2 + [True]
+
+
+def test_test_runs_seeded_pgd_sat_and_scores_the_best_epochs_teacher(
+        small_digits, make_net) -> None:
+    from ablate.core.evaluate import correct
+    from ablate.core.robustness import run_suite
+
+    trainer = make_trainer(small_digits, make_net, epochs=3, freeze_epochs=0, teacher_lr=0.5)
+    trainer.run_epoch()
+    trainer.best["w_acc"] = 2.0  # nothing beats epoch 0 now, while ITT goes on changing t'
+    trainer.fit()
+    assert trainer.best["epoch"] == 0
+    out = trainer.test()
+    assert "robust_acc" not in out and "w_acc" not in out  # one name for one attack
+    assert out == trainer.test()  # seeded: the same numbers twice
+    split = small_digits.test
+    alone = run_suite(trainer.best_student(), split.x, split.y, attacks=["pgd_sat"], eps=0.2,
+                      seed=0)
+    assert out["pgd_sat_acc"] == alone["pgd_sat"]["robust"]
+    # the robust teacher as stored at the best epoch, not the one ITT kept changing after it
+    best_teacher = make_net(2, 8)
+    best_teacher.load_state_dict(trainer.best["robust_teacher"])
+    assert out["robust_teacher_clean_acc"] == correct(best_teacher.eval(), split.x,
+                                                      split.y) / len(split.y)
+    assert not state_equal(trainer.best["robust_teacher"], trainer.robust_teacher.state_dict())
+
+
+def test_mtard_weight_lr_decays_at_its_released_milestones() -> None:
+    mtard = METHODS["mtard"]
+    params = mtard.params().model_dump()
+    for epoch, lr in ((0, 0.025), (214, 0.025), (215, 0.0025), (260, 0.00025),
+                      (299, 0.000025)):
+        assert mtard.epoch_params(params, epoch)["weight_lr"] == pytest.approx(lr, rel=1e-12)
+
+
+def test_a_push_term_that_never_acts_changes_nothing(small_digits, make_net) -> None:
+    # Labels = the clean teacher's own predictions and ε = 0 (x* = x): J is empty in every
+    # batch, so "w/ push" must train bit-identically to "w/o push" (no hidden side effect such
+    # as a differently batched t(x)).
+    from ablate.core.data import Dataset, Split
+
+    clean = make_net(1, 8).eval()
+    with torch.no_grad():
+        y = clean(small_digits.train.x).argmax(1)
+    data = Dataset("digits", Split(small_digits.train.x, y), small_digits.val, small_digits.test,
+                   10, augment=False)
+
+    def run(push: bool) -> Trainer:
+        tr = make_trainer(data, make_net, epochs=1, clean_teacher=clean, eps=0.0,
+                          method_params={"push": push, "lam": 0.3})
+        tr.run_epoch()
+        return tr
+
+    with_push, without = run(True), run(False)
+    assert with_push.history[0]["train/push_empty_frac"] == 1.0  # J = ∅ in every batch
+    assert state_equal(with_push.student.state_dict(), without.student.state_dict())
