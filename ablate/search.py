@@ -20,6 +20,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from ablate.report import (
+    PUSH_KEYS,
     attack_line,
     pareto_front,
     plot_curves,
@@ -143,7 +144,7 @@ def trials_table(spec: SearchSpec, results: tune.ResultGrid) -> list[dict[str, A
         row.update({f"param/{k}": cfg.get(k) for k in spec.space})
         for key in (OBJECTIVE, *PARETO, "val/w_acc", "val/clean_acc", "val/robust_acc"):
             row[key] = float(m[key]) if key in m else None
-        for key in ("push_active", "push_empty"):  # over the epochs the trial trained
+        for key in PUSH_KEYS:  # over the epochs the trial trained
             value = m.get(f"train/run_{key}_frac")
             row[key] = float(value) if value is not None else None
         row["error"] = str(result.error).strip().splitlines()[-1][:300] if result.error else ""

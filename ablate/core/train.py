@@ -267,15 +267,16 @@ class Trainer:
         teachers = {name: net for name, net in (("clean_teacher", self.clean_teacher),
                                                 ("robust_teacher", self.best_robust_teacher()))
                     if net is not None}
-        out: dict[str, float] = {}
+        n = max(len(split), 1)
+        with eval_mode(*teachers.values()):
+            out = {f"{label}_clean_acc": correct(net, split.x, split.y) / n
+                   for label, net in teachers.items()}
 
         def teacher_accuracy(name: str, x_adv: torch.Tensor, y: torch.Tensor) -> None:
-            if name != "pgd_sat":
-                return
-            with eval_mode(*teachers.values()):
-                for label, net in teachers.items():
-                    out[f"{label}_clean_acc"] = correct(net, split.x, split.y) / max(len(y), 1)
-                    out[f"{label}_robust_acc"] = correct(net, x_adv, y) / max(len(y), 1)
+            if name == "pgd_sat":
+                with eval_mode(*teachers.values()):
+                    for label, net in teachers.items():
+                        out[f"{label}_robust_acc"] = correct(net, x_adv, y) / n
 
         suite = ["pgd_sat", *(a for a in attacks if a != "pgd_sat")]
         results = run_suite(model, split.x, split.y, attacks=suite, eps=self.eval_kw["eps"],
