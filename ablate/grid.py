@@ -261,9 +261,10 @@ def grid_warnings(table: list[dict[str, Any]], seeds: int) -> list[str]:
     out = [f"row {t['row']!r}: {push_note(t['push_active'], t['push_empty'])} (the push term "
            "hardly acted; see attack.objective)" for t in table if push_inactive(t["push_empty"])]
     if seeds < 3:
+        why = ("no interval or p-value exists with one seed" if seeds == 1 else
+               "with 2, the interval is ±12.7 standard errors wide")
         out.append(f"{seeds} seed(s): the 95% intervals and paired p-values are uninformative "
-                   "with fewer than 3 seeds (with 2, the interval is ±12.7 standard errors "
-                   "wide); run more seeds before reading differences")
+                   f"with fewer than 3 seeds ({why}); run more seeds before reading differences")
     return out
 
 
