@@ -9,10 +9,9 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
-import yaml
 
 from ablate.config import (
     ConfigError,
@@ -22,8 +21,9 @@ from ablate.config import (
     load_config,
     read_yaml,
 )
-from ablate.core.data import DatasetMissingError
+from ablate.core.data import DatasetError
 from ablate.core.evaluate import evaluate
+from ablate.core.limits import MAX_BATCH, MAX_IMAGES
 from ablate.core.models import CheckpointError
 from ablate.experiment import (
     build_data,
@@ -34,9 +34,20 @@ from ablate.experiment import (
     resolve_device,
     save_config,
 )
+from ablate.inputs import RUN_ID_FILE, check_resume, check_tracking_uri
+from ablate.safe_yaml import dump_yaml
 
 EXIT_USAGE = 2
 SEARCH_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+BAD_INPUT = (ConfigError, DatasetError, CheckpointError)  # exit 2, one line
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one ``ablate: error:`` line, like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("ablate").strip()
+        raise ConfigError(f"{command + ': ' if command else ''}{message} (see {self.prog} --help)")
 
 
 def _load(args: argparse.Namespace) -> ExperimentConfig:
@@ -78,33 +89,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def progress_line(m: dict[str, float], epochs: int, seconds: float) -> str:
-    pct = {k: 100 * v for k, v in m.items() if k.startswith("val/")}
-    line = (f"epoch {int(m['epoch']) + 1:>3}/{epochs}  loss {m.get('train/loss', 0):+.4f}  "
-            f"val clean {pct['val/clean_acc']:5.1f}%  PGD {pct['val/robust_acc']:5.1f}%  "
-            f"W {pct['val/w_acc']:5.1f}%")
-    if "val/robust_teacher_clean_acc" in pct:
-        line += (f"  | t' {pct['val/robust_teacher_clean_acc']:.1f}/"
-                 f"{pct['val/robust_teacher_robust_acc']:.1f}%  "
-                 f"t {pct['val/clean_teacher_clean_acc']:.1f}/"
-                 f"{pct['val/clean_teacher_robust_acc']:.1f}%")
-    if "train/push_active_frac" in m:  # how much the push term acted this epoch
-        line += (f"  | push J {100 * m['train/push_active_frac']:.0f}%, empty "
-                 f"{100 * m['train/push_empty_frac']:.0f}%")
-    return line + f"  {seconds:.1f}s"
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from ablate.report import attack_line, plot_curves, test_line
+    from ablate.report import attack_line, plot_curves, progress_line, test_line
     from ablate.tracking import Tracker
 
     cfg = _load(args)
+    run_dir = Path(args.run_dir or f"runs/{cfg.name}-{cfg.digest()}")
+    if args.resume:  # before the teachers are trained: a refused resume writes nothing
+        check_resume(run_dir)
     device = resolve_device(cfg.device)
     data = build_data(cfg)
     clean, robust = prepare_teachers(cfg, data, device)
     trainer = build_trainer(cfg, data, clean, robust, device)
-    run_dir = Path(args.run_dir or f"runs/{cfg.name}-{cfg.digest()}")
-    id_file = run_dir / "mlflow_run_id"
+    id_file = run_dir / RUN_ID_FILE
     resumed = args.resume and trainer.restore(run_dir)
 
     tracker = Tracker(args.tracking_uri)
@@ -183,13 +180,13 @@ def cmd_grid(args: argparse.Namespace) -> int:
 def _dry_run(spec: Any, plan: str, base: ExperimentConfig, warnings: list[str]) -> int:
     """``--dry-run``: the resolved spec, the plan, warnings, and whether the inputs are
     present."""
-    print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).rstrip())
+    print(dump_yaml(spec.model_dump(mode="json")).rstrip())
     print(plan)
     warn(warnings)
     try:
         check_inputs(base)
         print("inputs: dataset and teacher checkpoints found")
-    except (ConfigError, DatasetMissingError) as exc:
+    except BAD_INPUT as exc:
         print(f"inputs: a real run stops here: {exc}")
     return 0
 
@@ -201,7 +198,7 @@ def _options(args: argparse.Namespace, head: list[str]) -> Any:
     flags = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
              if k in ("tracking_uri", "storage", "address") and v]
     return Options(tracking_uri=args.tracking_uri, storage=args.storage, address=args.address,
-                   resume=args.resume, fresh=args.fresh,
+                   resume=args.resume, fresh=args.fresh, connect_timeout=args.connect_timeout,
                    command=" ".join([*head, *args.overrides, *flags]))
 
 
@@ -209,7 +206,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ablate.grid import report
     from ablate.tracking import Tracker
 
-    report(args.target, Tracker(args.tracking_uri))
+    tracker = Tracker(args.tracking_uri)
+    if not tracker.exists():  # opening a missing SQLite store would create it
+        raise ConfigError(f"--tracking-uri: no MLflow store at {tracker.uri}, so no run "
+                          f"{args.target!r} to report")
+    report(args.target, tracker)
     return 0
 
 
@@ -285,6 +286,8 @@ def _job_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlflow.db)")
     p.add_argument("--storage", help="Ray experiment storage: directory or URI (default runs/ray)")
     p.add_argument("--address", help="join an existing Ray cluster (default: local Ray)")
+    p.add_argument("--connect-timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                   help="give up when --address does not answer within this time (default 30)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue an interrupted run")
     again.add_argument("--fresh", action="store_true", help="start again even if this spec "
@@ -294,7 +297,7 @@ def _job_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ablate", description=__doc__)
+    parser = _Parser(prog="ablate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one CIARD student and log it to MLflow")
@@ -332,9 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "transfer_pgd_trades transfer_cw_inf)")
     p.add_argument("--config", help="experiment YAML, when no config.yaml sits beside the "
                    "weights")
-    p.add_argument("--aa-subset", type=int, help="AutoAttack on the first N test images "
-                   "(0 = all; default: eval.autoattack_subset of the config)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--aa-subset", type=_int_in(0, MAX_IMAGES), help="AutoAttack on the first "
+                   "N test images (0 = all; default: eval.autoattack_subset of the config)")
+    p.add_argument("--batch-size", type=_int_in(1, MAX_BATCH), default=256)
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlflow.db)")
     p.set_defaults(func=cmd_eval)
 
@@ -356,12 +359,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="MLflow UI for the store (127.0.0.1 by default)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlflow.db)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=_int_in(1, 65535), default=5000)
     p.set_defaults(func=cmd_ui)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)  # argparse reports a ValueError as "invalid value"
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not in [{low}, {high}]")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _seconds(text: str) -> float:
+    value = float(text)  # argparse reports a ValueError as "invalid value"
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 86400] seconds")
+    return value
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = build_parser()
     # Overrides may also follow options (`train c.yaml --resume seed=1`), which plain
     # parse_args would reject.
@@ -370,9 +391,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
+    if getattr(args, "tracking_uri", None) is not None:  # before any store is opened
+        check_tracking_uri(args.tracking_uri, existing=args.command == "report")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     try:
+        args = _parse(argv)
         return args.func(args)
-    except (ConfigError, DatasetMissingError, CheckpointError) as exc:
+    except BAD_INPUT as exc:
         print(f"ablate: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

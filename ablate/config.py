@@ -11,10 +11,8 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -22,9 +20,21 @@ from pydantic import (
 )
 
 from ablate.core.attacks import OBJECTIVES
+from ablate.core.limits import (
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_IMAGES,
+    MAX_SEED,
+    MAX_STEPS,
+    STRICT,
+    Epoch,
+    ModelKwarg,
+    SafeName,
+)
 from ablate.core.methods import METHODS
 from ablate.core.models import MODELS
 from ablate.core.robustness import ATTACKS
+from ablate.safe_yaml import MAX_YAML_BYTES, YamlRefused, parse_yaml
 
 
 class ConfigError(ValueError):
@@ -32,7 +42,9 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Base of every config model: unknown keys and inf/nan are errors (see core.limits)."""
+
+    model_config = STRICT
 
 
 class DataConfig(Strict):
@@ -40,10 +52,11 @@ class DataConfig(Strict):
         "digits", description="dataset; digits is bundled with scikit-learn (offline)")
     root: str = Field("data", description="directory holding CIFAR (torchvision layout)")
     download: bool = Field(False, description="download CIFAR into root if missing")
-    val_size: float = Field(0.15, gt=0, description="validation hold-out: fraction (<1) "
-                            "or count (>=1) of the training data")
-    split_seed: int = Field(0, description="seed of the train/val/test split (fixed across "
-                            "trials so they are compared on the same validation data)")
+    val_size: float = Field(0.15, gt=0, le=MAX_IMAGES, description="validation hold-out: "
+                            "fraction (<1) or count (>=1) of the training data")
+    split_seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the train/val/test "
+                            "split (fixed across trials so they are compared on the same "
+                            "validation data)")
 
 
 class NormalizeConfig(Strict):
@@ -53,8 +66,8 @@ class NormalizeConfig(Strict):
 
 class ModelConfig(Strict):
     arch: str = Field(description="registered architecture name (ablate.core.models)")
-    kwargs: dict[str, int | float | str] = Field(default_factory=dict,
-                                                 description="extra builder arguments, e.g. width")
+    kwargs: dict[str, ModelKwarg] = Field(default_factory=dict,
+                                          description="extra builder arguments, e.g. width")
     normalize: NormalizeConfig | None = Field(None, description="input normalisation layer")
 
     @model_validator(mode="after")
@@ -66,14 +79,14 @@ class ModelConfig(Strict):
 
 class TeacherTrainConfig(Strict):
     method: Literal["ce", "pgd_at"] = Field(description="clean CE or PGD adversarial training")
-    epochs: int = Field(15, ge=1, description="epochs")
+    epochs: int = Field(15, ge=1, le=MAX_EPOCHS, description="epochs")
     lr: float = Field(0.05, gt=0, description="SGD learning rate (cosine to 0)")
-    batch_size: int = Field(64, ge=1, description="images per batch")
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="images per batch")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     eps: float = Field(0.2, ge=0, le=1, description="PGD-AT radius, L∞ in [0,1] pixel units")
     step_size: float = Field(0.05, gt=0, description="PGD-AT step, pixel units")
-    steps: int = Field(10, ge=1, description="PGD-AT steps")
+    steps: int = Field(10, ge=1, le=MAX_STEPS, description="PGD-AT steps")
 
 
 class TeacherConfig(ModelConfig):
@@ -105,7 +118,7 @@ class AttackConfig(Strict):
         "ce (released code: CE on the student) 67% / 0%")
     eps: float = Field(8 / 255, ge=0, le=1, description="L∞ radius, [0,1] pixel units")
     step_size: float = Field(2 / 255, gt=0, description="PGD step, pixel units")
-    steps: int = Field(10, ge=0, description="PGD steps K")
+    steps: int = Field(10, ge=0, le=MAX_STEPS, description="PGD steps K")
     start: Literal["normal", "uniform", "none"] = Field(
         "normal", description="x + 0.001·N(0,I) (released code; the first gradient is taken "
         "there, unclamped), uniform in the ε-ball, or x")
@@ -125,8 +138,8 @@ class AttackConfig(Strict):
 
 
 class OptimConfig(Strict):
-    epochs: int = Field(300, ge=1, description="student training epochs")
-    batch_size: int = Field(64, ge=1, description="images per batch")
+    epochs: int = Field(300, ge=1, le=MAX_EPOCHS, description="student training epochs")
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="images per batch")
     lr: float = Field(0.1, gt=0, description="initial student learning rate")
     lr_min: float = Field(1e-5, ge=0, description="final LR of the cosine schedule")
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -134,7 +147,7 @@ class OptimConfig(Strict):
     schedule: Literal["cosine", "code", "step"] = Field(
         "cosine", description="paper cosine; released CIARD code: constant for the first half, "
         "then cosine×exp to 0; step: ×gamma at each of `milestones` (the baselines' recipes)")
-    milestones: list[int] = Field(default_factory=list, description="step schedule: epochs "
+    milestones: list[Epoch] = Field(default_factory=list, description="step schedule: epochs "
                                   "(counted from 0) from which the LR is multiplied by gamma")
     gamma: float = Field(0.1, gt=0, le=1, description="step schedule: LR factor per milestone")
 
@@ -144,8 +157,8 @@ class IttConfig(Strict):
 
     enabled: bool = Field(True, description="false = 'w/o ITT' (Table 7): the robust teacher "
                           "is never updated")
-    freeze_epochs: int = Field(50, ge=0, description="epochs before the robust teacher is "
-                               "updated; >= optim.epochs also means 'w/o ITT'")
+    freeze_epochs: int = Field(50, ge=0, le=MAX_EPOCHS, description="epochs before the robust "
+                               "teacher is updated; >= optim.epochs also means 'w/o ITT'")
     teacher_lr: float = Field(1e-5, gt=0, description="robust teacher SGD LR (paper 1e-5, "
                               "released code 1e-4)")
     momentum: float = Field(0.1, ge=0, lt=1, description="teacher SGD momentum (released code)")
@@ -164,15 +177,17 @@ class EvalConfig(Strict):
     w: float = Field(0.5, ge=0, le=1, description="clean weight of W-acc = w·clean+(1−w)·robust")
     eps: float | None = Field(None, ge=0, le=1, description="None = attack.eps")
     step_size: float | None = Field(None, gt=0, description="PGD step; None = attack.step_size")
-    val_steps: int = Field(10, ge=1, description="PGD steps for per-epoch validation")
-    val_subset: int | None = Field(None, ge=1, description="fixed validation subset size")
+    val_steps: int = Field(10, ge=1, le=MAX_STEPS, description="PGD steps for per-epoch validation")
+    val_subset: int | None = Field(None, ge=1, le=MAX_IMAGES,
+                                   description="fixed validation subset size")
     attacks: list[str] = Field(default_factory=list, description="final evaluation protocol "
                                "(SPEC §3) run on the selected checkpoint at test time, besides "
                                "clean and pgd_sat (always run): fgsm, pgd_trades, cw_inf, "
                                "square, autoattack, transfer_pgd_trades, transfer_cw_inf; step "
                                "sizes scale with eps")
-    autoattack_subset: int | None = Field(500, ge=1, description="AutoAttack on the first N "
-                                          "test images (None = all); printed with the table")
+    autoattack_subset: int | None = Field(500, ge=1, le=MAX_IMAGES, description="AutoAttack on "
+                                          "the first N test images (None = all); printed with "
+                                          "the table")
 
     @model_validator(mode="before")
     @classmethod
@@ -214,8 +229,9 @@ def _method_union() -> Any:
 class ExperimentConfig(Strict):
     """One distillation run: data, student, teachers, method, attack, optimiser, ITT, eval."""
 
-    name: str = Field("ciard", description="MLflow experiment name")
-    seed: int = Field(0, description="training seed: init, data order, attack starts")
+    name: SafeName = Field("ciard", description="MLflow experiment name (a safe slug)")
+    seed: int = Field(0, ge=0, le=MAX_SEED,
+                      description="training seed: init, data order, attack starts")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda if present")
     data: DataConfig = Field(default_factory=DataConfig)
     student: ModelConfig
@@ -247,17 +263,20 @@ def config_hash(obj: Any) -> str:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """safe_load a YAML mapping; a missing or malformed file is a one-line ConfigError."""
+    """Read a YAML mapping (no aliases, plain data, at most 1 MiB); a missing, oversized or
+    malformed file is a one-line ConfigError naming it."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: file not found")
+    size = p.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise ConfigError(f"{p}: {size} bytes; a config file is at most {MAX_YAML_BYTES} bytes")
     try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{p}:{where} malformed YAML: {problem}") from None
+        raw = parse_yaml(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
+    except YamlRefused as exc:
+        raise ConfigError(f"{p}: {exc}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -275,18 +294,23 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"override {item!r}: expected key.sub=value")
+            raise ConfigError(f"override {_shown(item)}: expected key.sub=value")
         node, parts = out, _split_key(out, key.split("."))
         for part in parts[:-1]:
             nxt = node.setdefault(part, {})
             if not isinstance(nxt, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+                raise ConfigError(f"override {_shown(item)}: {part!r} is not a section")
             node = nxt
         try:
-            node[parts[-1]] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise ConfigError(f"override {item!r}: value is not valid YAML") from None
+            node[parts[-1]] = parse_yaml(value)
+        except YamlRefused as exc:
+            raise ConfigError(f"override {_shown(item)}: {exc}") from None
     return out
+
+
+def _shown(item: str, limit: int = 60) -> str:
+    """An override as quoted in an error, shortened: the line must stay readable."""
+    return repr(item if len(item) <= limit else item[:limit] + "...")
 
 
 def _split_key(tree: dict[str, Any], parts: list[str]) -> list[str]:
@@ -331,15 +355,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
 
 
 def check_inputs(cfg: ExperimentConfig) -> None:
-    """Filesystem checks done before anything starts: CIFAR data, then teacher checkpoints."""
-    if cfg.data.name.startswith("cifar") and not cfg.data.download:
-        from ablate.core.data import check_cifar
+    """Checks of the machine and the files a config names, done before anything starts
+    (:func:`ablate.inputs.check_experiment`)."""
+    # Imported here: ablate.inputs builds models and reads data, and imports this module.
+    from ablate.inputs import check_experiment
 
-        check_cifar(cfg.data.name, cfg.data.root)  # DatasetMissingError names the directory
-    for role in ("clean", "robust"):
-        teacher = getattr(cfg.teachers, role)
-        if teacher.checkpoint is not None and not Path(teacher.checkpoint).is_file():
-            raise ConfigError(f"teachers.{role}.checkpoint: file not found: {teacher.checkpoint}")
+    check_experiment(cfg)
 
 
 def itt_never_starts(cfg: ExperimentConfig) -> bool:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ablate.config import ConfigError, ExperimentConfig, check_inputs, load_config
-from ablate.core.models import load_checkpoint
+from ablate.core.models import CheckpointError, load_state, read_checkpoint
 from ablate.core.robustness import ATTACKS, run_suite, suite_metrics, suite_table
 from ablate.core.train import CHECKPOINT_NAME
 from ablate.experiment import (
@@ -49,6 +49,8 @@ class Target:
 
 
 def _from_path(path: Path, config: str | None, run_id: str | None = None) -> Target:
+    """A checkpoint on disk and its config; the weights are read (safely) here, so a damaged
+    or hostile file is refused before the tracking store is opened."""
     weights = path / CHECKPOINT_NAME if path.is_dir() else path
     if not weights.is_file():
         raise ConfigError(f"{path}: no {CHECKPOINT_NAME} in this directory")
@@ -56,7 +58,22 @@ def _from_path(path: Path, config: str | None, run_id: str | None = None) -> Tar
     if not cfg_path.is_file():
         raise ConfigError(f"{cfg_path}: file not found (pass --config with the experiment YAML "
                           "the checkpoint was trained with)")
-    return Target(load_config(cfg_path), weights, run_id, str(path))
+    cfg = load_config(cfg_path)
+    student_state(read_checkpoint(weights), weights)
+    return Target(cfg, weights, run_id, str(path))
+
+
+def student_state(obj: Any, weights: Path) -> Any:
+    """The student's weights in a checkpoint read from ``weights``: the best epoch's of a
+    trainer.pt (the last epoch's before any best), else the object itself (a state dict)."""
+    if isinstance(obj, dict) and "best" in obj and "student" in obj:  # a Trainer checkpoint
+        best = obj["best"]
+        state = best.get("student") if isinstance(best, dict) else None
+        state = state or obj["student"]
+        if not isinstance(state, dict):
+            raise CheckpointError(f"checkpoint {weights} holds no student state dict")
+        return state
+    return obj
 
 
 def _run_of(path: Path, tracker: Tracker) -> str | None:
@@ -75,7 +92,9 @@ def _run_of(path: Path, tracker: Tracker) -> str | None:
 def resolve_target(target: str, tracker: Tracker, config: str | None, tmp: Path) -> Target:
     """A path on disk, else an MLflow run id in the tracker's store."""
     if Path(target).exists():
-        return _from_path(Path(target), config, run_id=_run_of(Path(target), tracker))
+        found = _from_path(Path(target), config)
+        found.run_id = _run_of(Path(target), tracker)
+        return found
     missing = f"{target!r}: neither a checkpoint path nor a run id in {tracker.uri}"
     if not tracker.exists():
         raise ConfigError(missing + " (no such store)")
@@ -105,11 +124,8 @@ def load_student(target: Target, cfg: ExperimentConfig, data: Any,
                  device: torch.device) -> torch.nn.Module:
     """The student network with the target's weights (the best epoch of a trainer.pt)."""
     net = build_net(cfg.student, data)
-    obj = torch.load(target.weights, map_location="cpu", weights_only=True)
-    if isinstance(obj, dict) and "best" in obj and "student" in obj:  # a Trainer checkpoint
-        net.load_state_dict(obj["best"]["student"] or obj["student"])
-    else:
-        load_checkpoint(net, target.weights)
+    state = student_state(read_checkpoint(target.weights), target.weights)
+    load_state(net, state, str(target.weights))  # CheckpointError if the architecture differs
     return net.to(device).eval()
 
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import yaml
 
-from ablate.config import ExperimentConfig, ModelConfig, TeacherConfig, config_hash
+from ablate.config import ConfigError, ExperimentConfig, ModelConfig, TeacherConfig, config_hash
 from ablate.core.data import Dataset, load_dataset
 from ablate.core.models import build_model, load_checkpoint
 from ablate.core.teachers import train_teacher
 from ablate.core.train import Trainer
+from ablate.safe_yaml import dump_yaml
 
 Log = Callable[[str], None]
 CONFIG_NAME = "config.yaml"
@@ -29,7 +29,8 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but no CUDA device is available")
+        raise ConfigError("field `device`: cuda, but no CUDA device is available here "
+                          "(use device=auto or device=cpu)")
     return torch.device(name)
 
 
@@ -41,12 +42,19 @@ def build_data(cfg: ExperimentConfig) -> Dataset:
 
 
 def build_net(spec: ModelConfig, data: Dataset) -> nn.Module:
+    return build_spec(spec, num_classes=data.num_classes, in_channels=data.image_shape[0])
+
+
+def build_spec(spec: ModelConfig, *, num_classes: int, in_channels: int) -> nn.Module:
+    """The configured architecture (with its normalisation layer) for data of this shape."""
     norm = (spec.normalize.mean, spec.normalize.std) if spec.normalize else None
-    return build_model(spec.arch, num_classes=data.num_classes,
-                       in_channels=data.image_shape[0], normalize=norm, **spec.kwargs)
+    return build_model(spec.arch, num_classes=num_classes, in_channels=in_channels,
+                       normalize=norm, **spec.kwargs)
 
 
 def teacher_cache_path(role: str, spec: TeacherConfig, cfg: ExperimentConfig) -> Path:
+    """Cache file of a trained teacher. Every part of the name is safe as a path component:
+    the dataset name is a Literal, the arch a registered model name, the key a hex hash."""
     key = config_hash({"teacher": spec.model_dump(mode="json"),
                        "data": cfg.data.model_dump(mode="json", exclude={"root", "download"})})
     return cache_dir() / "teachers" / f"{cfg.data.name}-{role}-{spec.arch}-{key}.pt"
@@ -119,7 +127,7 @@ def build_trainer(
 def save_config(cfg: ExperimentConfig, directory: str | os.PathLike) -> Path:
     """Write the resolved config as ``config.yaml`` (what ``ablate eval`` reads beside weights)."""
     path = Path(directory) / CONFIG_NAME
-    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    path.write_text(dump_yaml(cfg.model_dump(mode="json")))
     return path
 
 

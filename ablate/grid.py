@@ -28,6 +28,7 @@ from ablate.config import (
     format_validation_error,
     validate_model,
 )
+from ablate.core.limits import MAX_TRIALS, SafeName, Seed
 from ablate.core.robustness import ATTACKS
 from ablate.core.robustness import LABELS as ATTACK_LABELS
 from ablate.report import (
@@ -72,13 +73,13 @@ class Row(Strict):
 
 
 class GridSpec(Strict):
-    name: str = Field(description="MLflow experiment and Ray experiment name")
+    name: SafeName = Field(description="MLflow experiment and Ray experiment name")
     base: ExperimentConfig = Field(description="the experiment every cell starts from")
     overrides: dict[str, Any] = Field(default_factory=dict, description="dotted config path "
                                       "-> value, applied to the base (already applied here)")
     rows: list[Row] = Field(min_length=1)
     baseline: str = Field(description="row every other row is compared with")
-    seeds: list[int] = Field(min_length=1, description="training seeds (init, data order)")
+    seeds: list[Seed] = Field(min_length=1, description="training seeds (init, data order)")
     metrics: list[str] = Field(default_factory=lambda: ["pgd_sat_acc", "clean_acc",
                                                         "pgd_sat_wr"],
                                description="test metrics in the table: clean_acc, "
@@ -86,8 +87,8 @@ class GridSpec(Strict):
                                "eval.attacks)")
     paper_note: str = Field("", description="where the paper's numbers come from")
     resources: Resources = Field(default_factory=Resources)
-    max_concurrent: int | None = Field(None, ge=1)
-    max_failures: int = Field(1, ge=0)
+    max_concurrent: int | None = Field(None, ge=1, le=MAX_TRIALS)
+    max_failures: int = Field(1, ge=0, le=MAX_TRIALS)
 
     @model_validator(mode="after")
     def _names(self) -> GridSpec:
@@ -247,7 +248,7 @@ def summarize_cells(grid: dict[str, Any], tracker: Tracker, parent: str, log: Lo
                   "interval")
         tracker.log_artifact(parent, Path(tmp) / "grid.png", "plots")
     finished = sum(c["status"] == "finished" for c in cells)
-    tracker.log_metrics(parent, {"cells/finished": finished,
+    tracker.log_summary(parent, {"cells/finished": finished,
                                  "cells/failed": len(cells) - finished}, step=0)
     log(markdown)
     for w in warnings:

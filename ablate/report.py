@@ -306,6 +306,23 @@ def plot_grid(table: Sequence[Mapping[str, Any]], metrics: Sequence[str],
     return _save(fig, path, title)
 
 
+def progress_line(m: Mapping[str, float], epochs: int, seconds: float) -> str:
+    """The console line of one ``ablate train`` epoch."""
+    pct = {k: 100 * v for k, v in m.items() if k.startswith("val/")}
+    line = (f"epoch {int(m['epoch']) + 1:>3}/{epochs}  loss {m.get('train/loss', 0):+.4f}  "
+            f"val clean {pct['val/clean_acc']:5.1f}%  PGD {pct['val/robust_acc']:5.1f}%  "
+            f"W {pct['val/w_acc']:5.1f}%")
+    if "val/robust_teacher_clean_acc" in pct:
+        line += (f"  | t' {pct['val/robust_teacher_clean_acc']:.1f}/"
+                 f"{pct['val/robust_teacher_robust_acc']:.1f}%  "
+                 f"t {pct['val/clean_teacher_clean_acc']:.1f}/"
+                 f"{pct['val/clean_teacher_robust_acc']:.1f}%")
+    if "train/push_active_frac" in m:  # how much the push term acted this epoch
+        line += (f"  | push J {100 * m['train/push_active_frac']:.0f}%, empty "
+                 f"{100 * m['train/push_empty_frac']:.0f}%")
+    return line + f"  {seconds:.1f}s"
+
+
 def attack_line(test: Mapping[str, float], attacks: Sequence[str]) -> str:
     """One console line of the final protocol's accuracies (``<attack>_acc`` keys), or ''."""
     from ablate.core.robustness import LABELS

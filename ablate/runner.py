@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,24 +23,20 @@ from ray import tune
 from ablate.config import ConfigError, ExperimentConfig, check_inputs
 from ablate.experiment import build_data, prepare_teachers, resolve_device
 from ablate.spec import Resources, check_resources, machine_resources
+from ablate.storage import experiment_dir, make_private
 from ablate.tracking import Tracker
 from trainables.ciard import train_ciard
 
 Log = Callable[[str], None]
 # Quiet Ray: our callback prints one line per trial; Ray's tables, TensorBoard hints and
-# snapshot-frequency warnings (every epoch checkpoints, on purpose) would drown it.
-for _key, _value in (("RAY_AIR_NEW_OUTPUT", "0"),
+# snapshot-frequency warnings (every epoch checkpoints, on purpose) would drown it. Nor may Ray
+# swap builtins.print for its progress-bar-safe print (it does on the first worker log line
+# from a cluster): the callbacks hold `print` and are pickled into the experiment state.
+for _key, _value in (("RAY_AIR_NEW_OUTPUT", "0"), ("RAY_TQDM_PATCH_PRINT", "0"),
                      ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")):
     os.environ.setdefault(_key, _value)
 EXIT_INTERRUPTED = 130
 _ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*?: .+")
-
-
-def storage_path(storage: str | None) -> str:
-    """Ray's experiment storage: a local directory (made absolute) or a URI (s3://, gs://)."""
-    if storage and "://" in storage:
-        return storage
-    return str(Path(storage or "runs/ray").resolve())
 
 
 def init_ray(address: str | None, resources: dict[str, float]) -> dict[str, float]:
@@ -91,6 +89,35 @@ class TrialLogger(tune.Callback):
         self.runs: dict[str, str] = {}
         self.open: set[str] = set()
         self.last_epoch: dict[str, int] = {}
+        self.known: set[str] = set()  # every trial Ray holds (restored ones included)
+        self.done: set[str] = set()  # trials seen to finish, stop early or fail for good
+        self.stepped = False
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if not self.stepped:  # a restored search: the trials that had ended before
+            self.done |= {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")}
+            self.stepped = True
+        self.known |= {t.trial_id for t in trials}
+
+    def unfinished(self, results: tune.ResultGrid, expected: int) -> int:
+        """How many of the ``expected`` trials did not end. Ray marks the trials it stops on
+        Ctrl-C as TERMINATED, so only what this callback saw end counts as ended."""
+        if not self.stepped:  # restored with every trial already ended: nothing ran
+            return expected - results.num_terminated - results.num_errors
+        return expected - len(self.done)
+
+    def discard_orphans(self) -> list[str]:
+        """Delete the child runs of trials that Ray no longer knows: a driver killed before
+        Ray saved its state loses the trials it had just started, and the restored searcher
+        samples new ones in their place. Returns the discarded trial ids."""
+        if not self.stepped:
+            return []
+        lost = [run for run in self.tracker.children(self.parent)
+                if run["tags"].get("trial_id") and run["tags"]["trial_id"] not in self.known]
+        for run in lost:
+            self.tracker.end(run["run_id"], "KILLED")
+            self.tracker.delete(run["run_id"])
+        return [run["tags"]["trial_id"] for run in lost]
 
     def run_id(self, trial: Any) -> str:
         tid = trial.trial_id
@@ -132,6 +159,7 @@ class TrialLogger(tune.Callback):
         self.tracker.set_tags(run, tags)
         self.tracker.end(run, "FINISHED")
         self.open.discard(trial.trial_id)
+        self.done.add(trial.trial_id)
         how = f"stopped early after {epochs}/{self.epochs}" if stopped else f"{epochs}"
         w = 100 * result.get("val/best_w_acc", float("nan"))
         self.log(f"trial {trial_number(trial)} ({trial.trial_id}): {how} epochs, best val W "
@@ -147,9 +175,12 @@ class TrialLogger(tune.Callback):
         reason = error_reason(local.read_text() if local and local.exists() else
                               trial.get_error())
         run = self.run_id(trial)
+        if "KeyboardInterrupt" in reason:  # Ctrl-C reached the worker: interrupted, not failed
+            return
         self.tracker.set_tags(run, {"error": reason})
         self.tracker.end(run, "FAILED")
         self.open.discard(trial.trial_id)
+        self.done.add(trial.trial_id)
         self.log(f"trial {trial_number(trial)} ({trial.trial_id}): FAILED: {reason}  "
                  f"{self.describe(trial.config)}")
 
@@ -160,25 +191,27 @@ class TrialLogger(tune.Callback):
         self.open.clear()
 
 
-def experiment_dir(storage: str | None, name: str, *, resume: bool, fresh: bool) -> str:
-    """Where the Ray experiment lives: ``STORAGE/NAME``, or ``NAME-2``, ``NAME-3``... for
-    ``--fresh`` runs. ``--resume`` takes the newest; a plain run never reuses an old one."""
-    root = storage_path(storage).rstrip("/")
-
-    def nth(i: int) -> str:
-        return f"{root}/{name}" + (f"-{i}" if i > 1 else "")
-
-    runs = 0
-    while tune.Tuner.can_restore(nth(runs + 1)):
-        runs += 1
-    if resume:
-        if not runs:
-            raise ConfigError(f"--resume: no search to resume at {nth(1)}")
-        return nth(runs)
-    if runs and not fresh:
-        raise ConfigError(f"{nth(runs)} holds an earlier run of this spec: pass --resume to "
-                          "continue it, or --fresh to start another")
-    return nth(runs + 1)
+def wait_for_cluster(address: str, timeout: float) -> None:
+    """Give up on a cluster address that nothing answers within ``timeout`` seconds (Ray
+    itself retries for minutes). ``auto`` and a local start need no probe."""
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rsplit("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address {address}: expected HOST:PORT, ray://HOST:PORT or auto")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+                return
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                raise ConfigError(f"--address {address}: no Ray cluster answers there after "
+                                  f"{timeout:g} s ({exc.strerror or exc}); is the head node "
+                                  "up (`ray start --head`)? --connect-timeout sets the wait"
+                                  ) from None
+            time.sleep(1)
 
 
 @dataclass
@@ -190,6 +223,7 @@ class Options:
     address: str | None = None
     resume: bool = False
     fresh: bool = False
+    connect_timeout: float = 30.0  # seconds to wait for --address to answer
     command: str = "ablate search SPEC"  # how the job was started, for the resume hint
 
 
@@ -228,11 +262,22 @@ def teacher_states(cfg: ExperimentConfig, log: Log) -> dict[str, dict[str, Any]]
 def run_job(job: Job, opts: Options, log: Log = print) -> int:
     """Validate inputs and resources, prepare teachers, run or resume the Tuner, summarise.
     Returns the exit code: 0, or 130 when interrupted (finished trials are kept)."""
+    umask = os.umask(0o077)  # what Ray writes (restored by unpickling) stays private
+    try:
+        return _run_job(job, opts, log)
+    finally:
+        os.umask(umask)
+
+
+def _run_job(job: Job, opts: Options, log: Log) -> int:
     check_inputs(job.base)
     path = experiment_dir(opts.storage, f"{job.name}-{job.digest}", resume=opts.resume,
                           fresh=opts.fresh)
-    if not opts.address:
+    if opts.address:
+        wait_for_cluster(opts.address, opts.connect_timeout)
+    else:
         check_resources(job.resources, machine_resources(), "this machine")
+    make_private(path)
     params = dict(job.trainable_kwargs, teachers=teacher_states(job.base, log),
                   threads=job.resources.cpu)
     available = init_ray(opts.address, machine_resources())
@@ -250,18 +295,27 @@ def run_job(job: Job, opts: Options, log: Log = print) -> int:
                          describe=job.describe, run_params=job.run_params, run_tags=job.run_tags)
     try:
         results = _tuner(job, trainable, path, opts.resume, [logger]).fit()
-        if results.num_terminated + results.num_errors < job.trials:
-            raise KeyboardInterrupt  # Ray caught the Ctrl-C, stopped and saved the state
+        for tid in logger.discard_orphans():
+            log(f"discarded the child run of trial {tid}: it was lost with the interrupted "
+                "driver before Ray saved it, and a new trial took its place")
+        left = logger.unfinished(results, job.trials)
+        if left:  # Ray caught the Ctrl-C, stopped the trials and saved their state
+            raise KeyboardInterrupt(f"{job.trials - left} of {job.trials} trials ended")
         job.summarize(results, tracker, parent, params)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         logger.close_open("KILLED")
+        tracker.set_tags(parent, {"interrupted": "true"})
         tracker.end(parent, "KILLED")
-        log(f"interrupted; finished trials are kept. Continue with: {opts.command} --resume")
+        done = f" ({exc}; no summary from partial work)" if str(exc) else ""
+        log(f"interrupted{done}. Finished trials are kept; continue with: {opts.command} "
+            "--resume")
         return EXIT_INTERRUPTED
     except BaseException:
         logger.close_open("FAILED")
         tracker.end(parent, "FAILED")
         raise
+    if opts.resume:
+        tracker.set_tags(parent, {"interrupted": "false"})
     tracker.end(parent, "FINISHED")
     uri = f" --tracking-uri {opts.tracking_uri}" if opts.tracking_uri else ""
     log(f"browse: ablate ui{uri}  (experiment '{job.name}', parent run {parent})")

@@ -32,6 +32,7 @@ from ablate.report import (
     test_line,
 )
 from ablate.runner import Job, Log, Options, run_job, trial_dirname
+from ablate.safe_yaml import dump_yaml
 from ablate.spec import SearchSpec, concurrency
 from ablate.tracking import Tracker
 from trainables.ciard import final_test
@@ -180,7 +181,7 @@ def summarize(spec: SearchSpec, results: tune.ResultGrid, tracker: Tracker, pare
         r["pareto"] = any(r is done[i] for i in front)
     counts = {f"trials/{s}": sum(r["status"] == s for r in rows)
               for s in ("finished", "stopped", "failed")}
-    tracker.log_metrics(parent, counts, step=0)
+    tracker.log_summary(parent, counts, step=0)
     log(f"{len(rows)} trials: {counts['trials/finished']} finished, {counts['trials/stopped']} "
         f"stopped early by ASHA, {counts['trials/failed']} failed")
     inactive = [r for r in rows if push_inactive(r["push_empty"])]
@@ -223,19 +224,19 @@ def _final_test(spec: SearchSpec, best: dict[str, Any], results: tune.ResultGrid
     result = next(r for r in results if (r.metrics or {}).get("trial_id") == best["trial_id"])
     sampled = {k: best[f"param/{k}"] for k in spec.space}
     cfg = spec.trial_config(sampled)
-    (tmp / "best_config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"),
-                                                         sort_keys=False))
+    # Readable by `ablate train` (whose YAML loader refuses aliases).
+    (tmp / "best_config.yaml").write_text(dump_yaml(cfg.model_dump(mode="json")))
     tracker.log_artifact(parent, tmp / "best_config.yaml")
     remote = ray.remote(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)(final_test)
     test, history = ray.get(remote.remote(sampled, result.checkpoint, **params))
     plot_curves(history, tmp / "best_curves.png", title=f"best trial {best['trial']}")
     tracker.log_artifact(parent, tmp / "best_curves.png", "plots")
     metrics = {f"test/{k}": v for k, v in test.items()}
-    tracker.log_metrics(parent, {**metrics, "best/" + OBJECTIVE: best[OBJECTIVE]}, step=0)
+    tracker.log_summary(parent, {**metrics, "best/" + OBJECTIVE: best[OBJECTIVE]}, step=0)
     child = tracker.find_run(spec.name, {"trial_id": best["trial_id"],
                                          "mlflow.parentRunId": parent})
     if child is not None:
-        tracker.log_metrics(child, metrics, step=cfg.optim.epochs)
+        tracker.log_summary(child, metrics, step=cfg.optim.epochs)
         tracker.set_tags(child, {"best": "true"})
     tracker.set_tags(parent, {"best_trial": best["trial_id"]})
     log(f"best trial {best['trial_id']}: val W {100 * best[OBJECTIVE]:.1f}%  {describe(sampled)}")

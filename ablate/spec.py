@@ -25,6 +25,7 @@ from ablate.config import (
     read_yaml,
     validate_model,
 )
+from ablate.core.limits import MAX_EPOCHS, MAX_SEED, MAX_TRIALS, SafeName
 
 
 class Param(Strict):
@@ -88,7 +89,7 @@ class Objective(Strict):
 
 class Searcher(Strict):
     name: Literal["optuna_tpe"] = "optuna_tpe"
-    seed: int = Field(0, description="sampler seed")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="sampler seed")
     points_to_evaluate: list[dict[str, Any]] = Field(
         default_factory=list, description="first trials, e.g. the paper's defaults; keys are "
         "space keys and count towards num_samples")
@@ -96,18 +97,21 @@ class Searcher(Strict):
 
 class Scheduler(Strict):
     name: Literal["asha", "none"] = "asha"
-    grace_period: int = Field(2, ge=1, description="epochs every trial runs before ASHA may "
-                              "stop it")
-    reduction_factor: float = Field(2.0, gt=1, description="ASHA keeps 1/rf of trials per rung")
+    grace_period: int = Field(2, ge=1, le=MAX_EPOCHS, description="epochs every trial runs "
+                              "before ASHA may stop it")
+    reduction_factor: float = Field(2.0, gt=1, le=1000,
+                                    description="ASHA keeps 1/rf of trials per rung")
 
 
 class Resources(Strict):
-    cpu: float = Field(1.0, gt=0, description="CPU cores per trial (= its torch threads)")
-    gpu: float = Field(0.0, ge=0, description="GPUs per trial; fractions share a GPU")
+    cpu: float = Field(1.0, gt=0, le=4096, description="CPU cores per trial (= its torch "
+                       "threads)")
+    gpu: float = Field(0.0, ge=0, le=1024, description="GPUs per trial; fractions share a GPU")
 
 
 class SearchSpec(Strict):
-    name: str = Field(description="MLflow experiment and Ray experiment name")
+    name: SafeName = Field(description="MLflow experiment and Ray experiment name (a safe "
+                           "slug: it becomes a directory)")
     base: ExperimentConfig = Field(description="the experiment every trial starts from")
     overrides: dict[str, Any] = Field(default_factory=dict, description="dotted config path "
                                       "-> value, applied to the base (already applied here)")
@@ -115,12 +119,12 @@ class SearchSpec(Strict):
     objective: Objective = Field(default_factory=Objective)
     searcher: Searcher = Field(default_factory=Searcher)
     scheduler: Scheduler = Field(default_factory=Scheduler)
-    num_samples: int = Field(16, ge=1, description="number of trials")
+    num_samples: int = Field(16, ge=1, le=MAX_TRIALS, description="number of trials")
     resources: Resources = Field(default_factory=Resources)
-    max_concurrent: int | None = Field(None, ge=1, description="trials at once (None: as "
-                                       "many as the resources allow)")
-    max_failures: int = Field(1, ge=0, description="retries of a failed trial from its last "
-                              "checkpoint")
+    max_concurrent: int | None = Field(None, ge=1, le=MAX_TRIALS, description="trials at once "
+                                       "(None: as many as the resources allow)")
+    max_failures: int = Field(1, ge=0, le=MAX_TRIALS, description="retries of a failed trial "
+                              "from its last checkpoint")
 
     def digest(self) -> str:
         return config_hash(self.model_dump(mode="json"))

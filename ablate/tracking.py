@@ -7,16 +7,20 @@ writer process can log many runs (parent + children) without mixing them up.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import math
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 DEFAULT_DB = "mlflow.db"
@@ -60,8 +64,24 @@ class Tracker:
         # Created on first use: opening a SQLite store creates the file, which a command that
         # stops on bad input must not leave behind.
         if self._client is None:
-            self._client = MlflowClient(tracking_uri=self.uri)
+            with self._store_lock():  # creating the client creates and migrates the schema
+                self._client = MlflowClient(tracking_uri=self.uri)
         return self._client
+
+    @contextlib.contextmanager
+    def _store_lock(self) -> Iterator[None]:
+        """Serialise creating a local SQLite store across processes: two commands creating
+        ``mlflow.db`` at once race in alembic's migration and one of them loses its run."""
+        if not self.uri.startswith("sqlite:///"):
+            yield
+            return
+        lock = Path(self.uri.removeprefix("sqlite:///") + ".lock")
+        with open(lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def exists(self) -> bool:
         """Whether the store is there (a SQLite file that was never written is not)."""
@@ -80,7 +100,14 @@ class Tracker:
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
-        return self.client.create_experiment(name, artifact_location=self._artifact_root(name))
+        try:
+            return self.client.create_experiment(name,
+                                                 artifact_location=self._artifact_root(name))
+        except MlflowException:  # another process created it first
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
     def start(self, experiment: str, run_name: str, *, params: Mapping[str, Any] | None = None,
               tags: Mapping[str, str] | None = None, parent_run_id: str | None = None) -> str:
@@ -101,6 +128,10 @@ class Tracker:
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 
+    def delete(self, run_id: str) -> None:
+        """Soft-delete a run (hidden from the UI and from searches; ``mlflow gc`` purges it)."""
+        self.client.delete_run(run_id)
+
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
         for i in range(0, len(flat), 100):
@@ -111,6 +142,15 @@ class Tracker:
         batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
         for i in range(0, len(batch), 500):
             self.client.log_batch(run_id, metrics=batch[i:i + 500])
+
+    def log_summary(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        """Log metrics that are new or changed only: a summary written again by a resumed
+        job (or a second ``ablate report``) adds no duplicate rows to the run."""
+        logged = self.client.get_run(run_id).data.metrics
+        fresh = {k: v for k, v in metrics.items()
+                 if k not in logged or not _same(logged[k], float(v))}
+        if fresh:
+            self.log_metrics(run_id, fresh, step)
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         for k, v in tags.items():
@@ -157,6 +197,10 @@ class Tracker:
 
     def log_artifact(self, run_id: str, path: str | os.PathLike, subdir: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path=subdir)
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
 
 
 def ui_command(uri: str, port: int = 5000, host: str = "127.0.0.1") -> list[str]:

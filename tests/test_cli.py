@@ -18,6 +18,7 @@ from ablate.cli import main
 from ablate.config import load_config, read_yaml
 from ablate.core.models import build_model
 from ablate.grid import load_grid
+from ablate.safe_yaml import dump_yaml
 from ablate.spec import load_search_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +43,9 @@ TINY: dict[str, Any] = {
 
 
 def write(path: Path, cfg: dict[str, Any] | str) -> Path:
-    path.write_text(cfg if isinstance(cfg, str) else yaml.safe_dump(cfg))
+    # dump_yaml: a dict used twice (GRID["rows"][0] in two rows) is written out twice rather
+    # than as a YAML alias, which config files may not contain.
+    path.write_text(cfg if isinstance(cfg, str) else dump_yaml(cfg, sort_keys=True))
     return path
 
 

@@ -22,7 +22,7 @@ from ablate.config import ConfigError, ExperimentConfig, apply_overrides
 from ablate.experiment import build_data, build_net, build_trainer
 from ablate.grid import load_grid, resolve
 from tests.test_cli import TINY, run_bad, write
-from tests.test_search import interrupt_after_first_trial, steps
+from tests.test_search import assert_interrupted, interrupt_after_first_trial, steps
 
 GRID: dict[str, Any] = {
     "name": "tiny-grid",
@@ -176,7 +176,8 @@ def test_interrupted_grid_resumes_the_missing_cells_only(workdir: Path) -> None:
     cmd = [sys.executable, "-m", "ablate.cli", "grid", str(path)]
     env = dict(os.environ, ABLATE_CACHE=str(workdir / "cache"))
     interrupt_after_first_trial(cmd, workdir, env)
-    client, _, children = grid_runs(workdir)
+    client, parent, children = grid_runs(workdir)
+    assert_interrupted(client, parent, children)
     before = {c.data.tags["trial_id"]: steps(client, c) for c in children
               if c.info.status == "FINISHED"}
     assert before and len(before) < 6

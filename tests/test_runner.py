@@ -1,22 +1,24 @@
-"""Ray plumbing that needs no Ray: error reasons, trial numbering, storage paths."""
+"""Ray plumbing: error reasons, trial numbering, storage paths, the trust check on resume,
+the cluster address timeout, and which trials count as ended."""
 
 from __future__ import annotations
 
+import os
+import pickle
+import stat
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from ablate.cli import main
 from ablate.config import ConfigError
-from ablate.runner import (
-    TrialLogger,
-    error_reason,
-    experiment_dir,
-    storage_path,
-    trial_dirname,
-    trial_number,
-)
+from ablate.runner import TrialLogger, error_reason, trial_dirname, trial_number
+from ablate.spec import load_search_spec
+from ablate.storage import experiment_dir, make_private, storage_path
 from ablate.tracking import Tracker
+from tests.test_cli import write
 
 TRACE = """Failure # 1 (occurred at 2026-11-22_04-03-58)
 ray::ImplicitFunc.train() (pid=1, ip=192.0.2.2, actor_id=ab)
@@ -89,3 +91,81 @@ def test_trial_logger_logs_each_epoch_once_across_a_resume(tmp_path: Path) -> No
     assert run is not None
     history = tracker.client.get_metric_history(run, "val/w_acc")
     assert [(m.step, m.value) for m in history] == [(0, 0.5), (1, 0.5), (2, 0.6)]
+
+
+class Payload:
+    """Unpickling this runs a shell command: what a planted ``tuner.pkl`` would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return os.system, (f"touch {self.marker}",)
+
+
+def planted_experiment(workdir: Path) -> tuple[Path, Path, Path]:
+    """A search spec and, in its Ray storage, an experiment whose ``tuner.pkl`` runs code."""
+    from tests.test_search import SPEC
+
+    spec = write(workdir / "s.yaml", SPEC)
+    storage = workdir / "storage"
+    exp = storage / f"tiny-search-{load_search_spec(spec).digest()}"
+    exp.mkdir(parents=True)
+    marker = workdir / "PWNED"
+    (exp / "tuner.pkl").write_bytes(pickle.dumps(Payload(marker)))
+    return spec, exp, marker
+
+
+@pytest.mark.parametrize("make_unsafe, needle", [
+    (lambda exp: exp.chmod(0o775), "is writable by other users (mode 775)"),
+    (lambda exp: (exp / "tuner.pkl").chmod(0o666), "tuner.pkl is writable by other users"),
+    (lambda exp: exp.parent.chmod(0o777), "storage is writable by other users"),
+    pytest.param(lambda exp: os.chown(exp / "tuner.pkl", 65534, 65534),
+                 "tuner.pkl is owned by another user",
+                 marks=pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")),
+], ids=["group-writable-dir", "world-writable-file", "writable-storage", "foreign-owner"])
+def test_resume_refuses_experiment_state_others_can_write(workdir: Path, capsys, make_unsafe,
+                                                          needle: str) -> None:
+    spec, exp, marker = planted_experiment(workdir)
+    make_unsafe(exp)
+    code = main(["search", str(spec), "--resume", "--storage", str(exp.parent)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and needle in err, err
+    assert "unpickles" in err and not marker.exists()
+    assert not (workdir / "mlflow.db").exists()
+
+
+def test_new_experiment_directories_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "storage" / "exp"
+    make_private(str(path))
+    for d in (path, path.parent):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    make_private("s3://bucket/exp")  # a URI is left to its store
+
+
+def test_an_address_nothing_answers_is_refused_within_the_timeout(workdir: Path,
+                                                                  capsys) -> None:
+    from tests.test_search import SPEC
+
+    spec = write(workdir / "s.yaml", SPEC)
+    start = time.monotonic()
+    code = main(["search", str(spec), "--address", "127.0.0.1:1", "--connect-timeout", "1"])
+    err = capsys.readouterr().err.strip()
+    assert time.monotonic() - start < 10
+    assert code == 2 and len(err.splitlines()) == 1 and "--address 127.0.0.1:1" in err, err
+    assert sorted(p.name for p in workdir.iterdir()) == ["s.yaml"]
+
+
+def test_trial_logger_counts_only_trials_it_saw_end() -> None:
+    """Ray marks the trials it stops on Ctrl-C TERMINATED; they must not count as ended."""
+    logger = TrialLogger.__new__(TrialLogger)
+    logger.known, logger.done, logger.stepped = set(), set(), False
+    restored = [SimpleNamespace(trial_id="a", status="TERMINATED"),
+                SimpleNamespace(trial_id="b", status="PAUSED")]
+    logger.on_step_begin(0, restored)
+    assert logger.done == {"a"} and logger.known == {"a", "b"}
+    stopped = SimpleNamespace(num_terminated=3, num_errors=0)  # b and c stopped by Ctrl-C
+    assert logger.unfinished(stopped, expected=3) == 2
+    fresh = TrialLogger.__new__(TrialLogger)
+    fresh.known, fresh.done, fresh.stepped = set(), set(), False
+    assert fresh.unfinished(stopped, expected=3) == 0  # nothing ran: all had ended before

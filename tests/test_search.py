@@ -55,21 +55,56 @@ def steps(client: MlflowClient, run: Any) -> list[int]:
     return [m.step for m in client.get_metric_history(run.info.run_id, "val/w_acc")]
 
 
-def interrupt_after_first_trial(cmd: list[str], cwd: Path, env: dict[str, str]) -> None:
-    """Run ``cmd``, press Ctrl-C once the first trial has finished; expect exit 130."""
+def interrupt_after_first_trial(cmd: list[str], cwd: Path, env: dict[str, str], *,
+                                group: bool = False, sig: int = signal.SIGINT) -> list[str]:
+    """Run ``cmd`` and send ``sig`` once the first trial has ended: to the driver only, or
+    (``group``) to its whole process group as a terminal's Ctrl-C does. SIGINT must give
+    exit 130 and the resume hint, and no summary claimed from the partial search."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=cwd, env=env)
+                            cwd=cwd, env=env, start_new_session=group)
     lines = []
     assert proc.stdout is not None
     for line in proc.stdout:
         lines.append(line)
         if line.startswith("trial ") and "epochs" in line:
-            proc.send_signal(signal.SIGINT)
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
             break
     lines += proc.stdout.readlines()
-    assert proc.wait(timeout=120) == 130, "".join(lines)
+    code = proc.wait(timeout=120)
+    if sig == signal.SIGKILL:
+        assert code == -signal.SIGKILL
+        return lines
+    out = "".join(lines)
+    assert code == 130, out
     # Ray may log after our last line (stderr is merged), so look for the hint anywhere.
-    assert any("Continue with:" in ln and ln.rstrip().endswith("--resume") for ln in lines)
+    assert any("continue with:" in ln and ln.rstrip().endswith("--resume") for ln in lines)
+    assert "no summary from partial work" in out
+    for claim in ("stopped early by ASHA,", "best trial", "test (best epoch", "| row"):
+        assert claim not in out, out  # nothing summarised from a partial search
+    return lines
+
+
+def assert_interrupted(client: MlflowClient, parent: Any, children: list[Any]) -> None:
+    """The store after Ctrl-C: the parent KILLED and tagged, no run left RUNNING, only trials
+    that really ended FINISHED."""
+    assert parent.info.status == "KILLED" and parent.data.tags["interrupted"] == "true"
+    assert children and all(c.info.status in ("FINISHED", "KILLED") for c in children)
+    for c in children:
+        if c.info.status == "FINISHED":
+            assert "epochs_trained" in c.data.tags
+    assert any(c.info.status == "FINISHED" for c in children)
+
+
+def duplicated_rows(client: MlflowClient, run: Any) -> list[tuple[str, int]]:
+    """(metric, step) pairs logged more than once in a run."""
+    out = []
+    for key in run.data.metrics:
+        seen = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+        out += [(key, step) for step in set(seen) if seen.count(step) > 1]
+    return out
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -187,6 +222,7 @@ def test_interrupted_search_resumes_without_retraining(workdir: Path) -> None:
     interrupt_after_first_trial(cmd, workdir, env)
 
     client, exp = store(workdir)
+    assert_interrupted(client, *runs_by_kind(client, exp))
     before = {c.data.tags["trial_id"]: steps(client, c)
               for c in client.search_runs([exp]) if c.info.status == "FINISHED"
               and c.data.tags.get("kind") == "trial"}
@@ -200,7 +236,9 @@ def test_interrupted_search_resumes_without_retraining(workdir: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     parent, children = runs_by_kind(client, exp)
     assert parent.info.status == "FINISHED" and len(children) == 4
+    assert parent.data.tags["interrupted"] == "false"
     assert all(c.info.status == "FINISHED" for c in children)
+    assert not any(duplicated_rows(client, r) for r in (parent, *children))
     for c in children:  # no epoch logged twice, by the interrupted trial either
         assert steps(client, c) == list(range(4))
     for tid, history in before.items():  # finished trials were not trained again

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from ablate.core.limits import STRICT, Epoch
 from ablate.core.losses import Reduction, kl, soft_targets
 from ablate.core.methods import Method, register_method
 
@@ -42,7 +43,7 @@ def _zero(y: torch.Tensor) -> torch.Tensor:
 class PgdAtParams(BaseModel):
     """PGD-AT has no loss knobs: min E[max CE(f(x+δ), y)]."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     name: Literal["pgd_at"] = "pgd_at"
 
 
@@ -58,7 +59,7 @@ def pgd_at_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: 
 class TradesParams(BaseModel):
     """TRADES (Zhang et al. 2019)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     name: Literal["trades"] = "trades"
     beta: float = Field(6.0, ge=0, description="weight β of KL(f(x*) ‖ f(x)) (paper value 6)")
 
@@ -79,7 +80,7 @@ def trades_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: 
 class ArdParams(BaseModel):
     """ARD (Goldblum et al. 2020); defaults are the paper's CIFAR-10 values."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     name: Literal["ard"] = "ard"
     alpha: float = Field(1.0, ge=0, le=1, description="weight α of the distillation term; "
                          "1 − α goes to CE(S(x), y) (paper value 1.0 on CIFAR-10)")
@@ -105,7 +106,7 @@ def ard_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: dic
 class RsladParams(BaseModel):
     """RSLAD (Zi et al. 2021): robust soft labels T(x) in both terms and the inner max."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     name: Literal["rslad"] = "rslad"
     alpha: float = Field(5 / 6, ge=0, le=1, description="weight of KL(S(x*) ‖ T(x)); 1 − α goes "
                          "to KL(S(x) ‖ T(x)) (paper value 5/6)")
@@ -127,11 +128,11 @@ def rslad_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: d
 class MtardParams(BaseModel):
     """MTARD (Zhao et al. 2022): clean and robust teachers, adaptive normalised weights."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     name: Literal["mtard"] = "mtard"
     weight_lr: float = Field(0.025, gt=0, le=1, description="step η of the weights toward the "
                              "normalised relative losses (paper/released code value 0.025)")
-    weight_lr_milestones: list[int] = Field(
+    weight_lr_milestones: list[Epoch] = Field(
         [215, 260, 285], description="epochs (counted from 0) from which η is multiplied by "
         "0.1, as the released code does with the student LR at 215/260/285 of 300 epochs")
     kl_reduction: KlReduction = Field("batchmean", description=_RED_DOC)
@@ -178,7 +179,7 @@ def mtard_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: d
 class AdaadParams(BaseModel):
     """AdaAD (Huang et al. 2023, Eq. 9 inner, Eq. 11 outer)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     name: Literal["adaad"] = "adaad"
     alpha: float = Field(1.0, ge=0, le=1, description="weight α of KL(S(x*) ‖ T(x*)); 1 − α goes "
                          "to KL(S(x) ‖ T(x)) (paper value 1.0)")

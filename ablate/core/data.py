@@ -21,10 +21,14 @@ from sklearn.model_selection import train_test_split
 
 __all__ = [
     "Dataset",
+    "DatasetError",
     "DatasetMissingError",
     "Split",
     "augment_crop_flip",
+    "check_cifar",
+    "check_split",
     "crop_flip_at",
+    "dataset_shape",
     "iterate_batches",
     "load_cifar",
     "load_dataset",
@@ -33,6 +37,10 @@ __all__ = [
 ]
 
 DATASETS = ("digits", "cifar10", "cifar100", "synthetic")
+# (input channels, classes) of each dataset: what a model needs before any data is loaded.
+_SHAPES = {"digits": (1, 10), "cifar10": (3, 10), "cifar100": (3, 100), "synthetic": (3, 10)}
+DIGITS_IMAGES, DIGITS_TEST = 1797, 0.2  # sklearn's digits; the test share load_digits holds out
+CIFAR_TRAIN = 50_000
 
 
 @dataclass
@@ -76,8 +84,38 @@ class Dataset:
         return int(c), int(h), int(w)
 
 
-class DatasetMissingError(FileNotFoundError):
+class DatasetError(Exception):
+    """A dataset cannot be used: missing, unsafe or malformed files (one-line message)."""
+
+
+class DatasetMissingError(DatasetError, FileNotFoundError):
     """A dataset is not in the data directory (and was not, or could not be, downloaded)."""
+
+
+def dataset_shape(name: str) -> tuple[int, int]:
+    """(input channels, classes) of dataset ``name``."""
+    if name not in _SHAPES:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    return _SHAPES[name]
+
+
+def check_split(name: str, val_size: int | float, train_images: int | None = None) -> None:
+    """ValueError unless the stratified validation hold-out of ``val_size`` (as
+    :func:`load_dataset` takes it) leaves at least one image per class on both sides; sklearn
+    would otherwise fail deep inside the split, or validation would be empty.
+    ``train_images``: the size of a CIFAR training set when known (official: 50,000)."""
+    if name == "synthetic":  # fixed sizes, val_size unused
+        return
+    classes = dataset_shape(name)[1]
+    if name == "digits":  # a fraction is of the whole set; the hold-out comes from the rest
+        pool = DIGITS_IMAGES - _count(DIGITS_TEST, DIGITS_IMAGES)
+        count = _count(val_size, DIGITS_IMAGES)
+    else:
+        pool = train_images or CIFAR_TRAIN
+        count = _count(val_size, pool)
+    if not classes <= count <= pool - classes:
+        raise ValueError(f"{val_size:g} holds out {count} of the {pool} training images of "
+                         f"{name}; the stratified hold-out needs {classes} to {pool - classes}")
 
 
 def load_dataset(name: str, *, root: str = "data", download: bool = False,
@@ -134,9 +172,18 @@ def load_digits(*, val_size: int | float = 0.15, test_size: float = 0.2, seed: i
                    _split(x, y, test_idx), num_classes=10, augment=False)
 
 
+def _latin1_encode(text: str, encoding: str) -> bytes:
+    # How Python 3 pickles bytes under protocol 2; any other codec is not something a CIFAR
+    # file needs (and some codecs, zlib_codec, bz2_codec, do real work on attacker input).
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"refusing codec {encoding!r}")
+    return codecs.encode(text, "latin1")
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles only dicts/lists of numpy arrays: the CIFAR batch format needs nothing more, and
-    a data directory should never be able to run code."""
+    a data directory should never be able to run code. The official files (Python 2, protocol
+    2) reference exactly numpy's ``_reconstruct``, ``ndarray`` and ``dtype``."""
 
     _reconstruct = np.empty(0).__reduce__()[0]
     _allowed = {
@@ -144,7 +191,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # numpy 2
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): codecs.encode,  # bytes under pickle protocol 2
+        ("_codecs", "encode"): _latin1_encode,  # bytes under pickle protocol 2
     }
 
     def find_class(self, module: str, name: str) -> object:
@@ -154,20 +201,37 @@ class _ArrayUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}") from None
 
 
-def _read_cifar_batches(folder: str, files: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Read official-format CIFAR batches: pickled dicts with ``data`` (N, 3072) uint8 in CHW
-    order and ``labels`` (CIFAR-10) or ``fine_labels`` (CIFAR-100)."""
-    xs, ys = [], []
-    for fname in files:
-        with open(os.path.join(folder, fname), "rb") as f:
+def _read_batch(path: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One official-format CIFAR batch: a pickled dict with ``data`` (N, 3072) uint8 in CHW
+    order and ``labels`` (CIFAR-10) or ``fine_labels`` (CIFAR-100) in [0, classes). Anything
+    else, including a pickle that references code, is a one-line :class:`DatasetError` naming
+    the file."""
+    try:
+        with open(path, "rb") as f:
             # latin1: the official files were written by Python 2 (keys and array bytes are str).
             entry = _ArrayUnpickler(f, encoding="latin1").load()
         entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
-        xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(entry["labels"] if "labels" in entry else entry["fine_labels"]))
-        if len(ys[-1]) != len(xs[-1]):
-            raise ValueError(f"{fname} in {folder}: {len(xs[-1])} images but {len(ys[-1])} labels")
-    return np.concatenate(xs), np.concatenate(ys).astype(np.int64)
+        x = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        y = np.asarray(entry["labels"] if "labels" in entry else entry["fine_labels"],
+                       dtype=np.int64)
+    except KeyError as exc:
+        raise DatasetError(f"{path}: not a CIFAR batch file (no {exc} entry)") from None
+    except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError,
+            OverflowError, MemoryError, OSError) as exc:  # code, truncation, shapes, sizes
+        why = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise DatasetError(f"{path}: not a CIFAR batch file, not loaded: {why}") from None
+    if y.shape != (len(x),):
+        raise DatasetError(f"{path}: {len(x)} images but {y.size} labels")
+    if y.size and not 0 <= y.min() <= y.max() < classes:
+        raise DatasetError(f"{path}: labels outside [0, {classes})")
+    return x, y
+
+
+def _read_cifar_batches(folder: str, files: list[str],
+                        classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read official-format CIFAR batches (see :func:`_read_batch`) into one array pair."""
+    batches = [_read_batch(os.path.join(folder, fname), classes) for fname in files]
+    return np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches])
 
 
 def _cifar_class(name: str) -> tuple[Any, int]:
@@ -184,14 +248,30 @@ def _how(cls: Any) -> str:
             f"'{cls.base_folder}' there")
 
 
-def check_cifar(name: str, root: str) -> None:
+def check_cifar(name: str, root: str) -> int:
     """Raise :class:`DatasetMissingError` (one line, naming the directory) unless every CIFAR
-    batch file is under ``root`` in torchvision's layout."""
+    batch file is under ``root`` in torchvision's layout, and :class:`DatasetError` (naming the
+    file) unless each one reads as a CIFAR batch with the restricted unpickler. Reading costs
+    about as much as loading: a hostile or damaged file is refused before anything starts.
+    Returns the number of training images."""
+    _check_present(name, root)
+    cls, classes = _cifar_class(name)
+    folder = os.path.join(os.path.abspath(os.path.expanduser(root)), cls.base_folder)
+    sizes = {f: len(_read_batch(os.path.join(folder, f), classes)[1])
+             for f, _md5 in cls.train_list + cls.test_list}
+    return sum(sizes[f] for f, _md5 in cls.train_list)
+
+
+def _missing(cls: Any, root: str) -> list[str]:
+    folder = os.path.join(root, cls.base_folder)
+    return [f for f, _ in cls.train_list + cls.test_list
+            if not os.path.isfile(os.path.join(folder, f))]
+
+
+def _check_present(name: str, root: str) -> None:
     cls, _ = _cifar_class(name)
     root = os.path.abspath(os.path.expanduser(root))
-    folder = os.path.join(root, cls.base_folder)
-    missing = [f for f, _ in cls.train_list + cls.test_list
-               if not os.path.isfile(os.path.join(folder, f))]
+    missing = _missing(cls, root)
     if missing:
         raise DatasetMissingError(
             f"{name} not found: looked in {root} for {cls.base_folder}/ "
@@ -207,23 +287,26 @@ def load_cifar(name: str, *, root: str, download: bool, val_size: int | float,
     "first n test images" of robustness evaluations).
 
     torchvision is used only to download (it verifies the archive md5). Loading reads the batch
-    pickles directly: torchvision's loader insists on the md5 of every file, which makes the
-    format untestable with small fixtures and re-hashes ~180 MB on every load.
+    pickles directly with a restricted unpickler: torchvision's dataset class unpickles them
+    with ``pickle.load`` (which can run code), insists on the md5 of every file (which makes the
+    format untestable with small fixtures) and re-hashes ~180 MB on every load.
     """
     cls, num_classes = _cifar_class(name)
     root = os.path.abspath(os.path.expanduser(root))
-    if download:
+    if download and _missing(cls, root):
+        from torchvision.datasets.utils import download_and_extract_archive
+
         try:
-            cls(root, train=True, download=True)  # no-op when already present and intact
+            download_and_extract_archive(cls.url, root, filename=cls.filename, md5=cls.tgz_md5)
         except (RuntimeError, OSError) as err:  # OSError covers URLError when offline
             raise DatasetMissingError(
                 f"{name}: download into {root} failed ({err}); {_how(cls)}") from err
-    check_cifar(name, root)
+    _check_present(name, root)
     folder = os.path.join(root, cls.base_folder)
     train_files = [f for f, _ in cls.train_list]
     test_files = [f for f, _ in cls.test_list]
-    x, y = _read_cifar_batches(folder, train_files)
-    x_test, y_test = _read_cifar_batches(folder, test_files)
+    x, y = _read_cifar_batches(folder, train_files, num_classes)
+    x_test, y_test = _read_cifar_batches(folder, test_files, num_classes)
     tr, va = _stratified_holdout(y, _count(val_size, len(y)), seed)
 
     def to_split(xa: np.ndarray, ya: np.ndarray, i: np.ndarray) -> Split:

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
+from ablate.core.limits import MAX_EPOCHS, STRICT
 from ablate.core.losses import (
     auto_lambda,
     kl,
@@ -63,7 +64,7 @@ def register_method(method: Method) -> Method:
 class CiardParams(BaseModel):
     """CIARD loss knobs (Eq. 7, Alg. 1). Defaults are the paper's; switches select the code's."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     name: Literal["ciard"] = "ciard"
     alpha: float = Field(0.5, ge=0, description="weight of KL(s(x) ‖ t(x)), clean knowledge "
@@ -84,9 +85,9 @@ class CiardParams(BaseModel):
                                  "temperatures τ_adv, τ_nat for the two KL targets")
     temp_lr: float = Field(1e-3, gt=0, description="adaptive temperature step per batch")
     adaptive_temps_freeze_epoch: int | None = Field(
-        None, ge=0, description="epochs with the full temperature step; from then on the step "
-        "shrinks ×0.1 after every batch, which freezes the temperatures within an epoch "
-        "(released code: 214, i.e. its 1-based epoch 215); None = never")
+        None, ge=0, le=MAX_EPOCHS, description="epochs with the full temperature step; from "
+        "then on the step shrinks ×0.1 after every batch, which freezes the temperatures "
+        "within an epoch (released code: 214, i.e. its 1-based epoch 215); None = never")
     temp_min: float = Field(1.0, gt=0, description="lower clip of adaptive temperatures")
     temp_max: float = Field(10.0, gt=0, description="upper clip of adaptive temperatures")
     kl_reduction: Literal["batchmean", "mean"] = Field(

@@ -30,6 +30,8 @@ __all__ = [
     "Normalized",
     "build_model",
     "load_checkpoint",
+    "load_state",
+    "read_checkpoint",
     "register_model",
 ]
 
@@ -210,6 +212,13 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _refusal(exc: BaseException) -> str:
+    """The line of torch's weights_only refusal that says what was refused; its first lines
+    suggest retrying with weights_only=False, which is exactly what must not happen."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), _first_line(exc))
+
+
 def _extract_state_dict(obj: Any, path: str) -> dict[str, torch.Tensor]:
     """Find the state dict in ``obj``: itself, or under "model"/"state_dict"/"net"."""
     if isinstance(obj, Mapping):
@@ -237,30 +246,46 @@ def _short(keys: Sequence[str]) -> str:
     return f"[{shown}{', ...' if len(keys) > _MAX_LISTED else ''}] ({len(keys)})"
 
 
-def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load a (teacher) checkpoint into ``model`` in place and return it.
-
-    Accepts a plain state dict or ``{"model"|"state_dict"|"net": state_dict}``, strips
-    ``module.`` prefixes, and loads an unwrapped checkpoint into the inner net of a
-    :class:`Normalized` model. Every failure is a one-line :class:`CheckpointError`.
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain containers only, so
+    a checkpoint can never execute code. Every failure (missing, truncated, not a torch file,
+    objects outside torch's allow-list) is a one-line :class:`CheckpointError` naming the file.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise CheckpointError(f"teacher checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses any class outside torch's allow-list: that is the safety property
         # we want, so report it rather than retrying with a full unpickler.
         raise CheckpointError(
             f"checkpoint {path} contains objects other than tensors and plain containers and "
-            f"was not loaded (weights_only=True): {_first_line(exc)}"
+            f"was not loaded (weights_only=True): {_refusal(exc)}"
         ) from exc
     except Exception as exc:  # corrupt/truncated/not a torch file
         raise CheckpointError(
-            f"cannot read checkpoint {path}: {type(exc).__name__}: {_first_line(exc)}"
+            f"cannot read checkpoint {path} (damaged, truncated or not a torch file): "
+            f"{type(exc).__name__}: {_first_line(exc)}"
         ) from exc
 
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a (teacher) checkpoint file into ``model`` in place and return it (see
+    :func:`read_checkpoint` and :func:`load_state`)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"teacher checkpoint not found: {path}")
+    return load_state(model, read_checkpoint(path), path)
+
+
+def load_state(model: nn.Module, obj: Any, path: str) -> nn.Module:
+    """Load the state dict in ``obj`` (read from ``path``) into ``model`` in place.
+
+    Accepts a plain state dict or ``{"model"|"state_dict"|"net": state_dict}``, strips
+    ``module.`` prefixes, and loads an unwrapped checkpoint into the inner net of a
+    :class:`Normalized` model. Every failure is a one-line :class:`CheckpointError`.
+    """
     state = _extract_state_dict(obj, path)
     target = model
     if isinstance(model, Normalized) and not any(k.startswith("1.") for k in state):

@@ -21,10 +21,13 @@ import torch.nn as nn
 from ablate.core.data import Dataset, augment_crop_flip, iterate_batches
 from ablate.core.evaluate import correct, eval_mode, evaluate
 from ablate.core.methods import METHODS
+from ablate.core.models import CheckpointError, read_checkpoint
 from ablate.core.robustness import run_suite, suite_metrics
 from ablate.core.step import train_step
 
 CHECKPOINT_NAME = "trainer.pt"
+TRAINER_KEYS = ("epoch", "student", "robust_teacher", "optimizer", "teacher_optimizer", "state",
+                "best", "history", "rng")  # what Trainer.state_dict writes
 # Per-batch push diagnostics of the methods with a push term (CIARD): mean |J|/B, and the
 # fraction of batches whose push set J was empty.
 PUSH_DIAGNOSTICS = ("push_active_frac", "push_empty_frac")
@@ -326,11 +329,18 @@ class Trainer:
         return path
 
     def restore(self, directory: str | os.PathLike) -> bool:
-        """Load the checkpoint in ``directory`` if there is one; returns whether it did."""
+        """Load the checkpoint in ``directory`` if there is one; returns whether it did. A file
+        that is unsafe, truncated or from another config is a one-line CheckpointError."""
         path = Path(directory) / CHECKPOINT_NAME
         if not path.exists():
             return False
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        sd = read_trainer_checkpoint(path)
+        try:
+            self.load_state_dict(sd)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # shapes, types
+            why = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise CheckpointError(f"checkpoint {path} does not fit this config's trainer: "
+                                  f"{type(exc).__name__}: {why}") from exc
         return True
 
     def fit(
@@ -347,3 +357,14 @@ class Trainer:
             if on_epoch is not None:
                 on_epoch(metrics)
         return self.history
+
+
+def read_trainer_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A ``trainer.pt`` read safely (weights_only) and checked to hold what
+    :meth:`Trainer.state_dict` writes; otherwise a one-line CheckpointError naming the file."""
+    sd = read_checkpoint(path)
+    missing = [k for k in TRAINER_KEYS if not isinstance(sd, dict) or k not in sd]
+    if missing:
+        raise CheckpointError(f"checkpoint {os.fspath(path)} is not a trainer checkpoint "
+                              f"(no {', '.join(missing[:3])})")
+    return sd

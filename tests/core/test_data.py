@@ -11,9 +11,11 @@ import torch
 
 from ablate.core.data import (
     Dataset,
+    DatasetError,
     DatasetMissingError,
     Split,
     augment_crop_flip,
+    check_cifar,
     crop_flip_at,
     iterate_batches,
     load_cifar,
@@ -284,5 +286,31 @@ def test_load_cifar_refuses_code_in_pickles(tmp_path) -> None:
     _write_fake_cifar10(str(tmp_path))
     with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "wb") as f:
         pickle.dump({"data": os.getcwd, "labels": []}, f)  # references a global function
-    with pytest.raises(pickle.UnpicklingError, match="posix|nt"):
+    with pytest.raises(DatasetError, match="data_batch_3.*refusing to unpickle (posix|nt)"):
         load_cifar("cifar10", root=str(tmp_path), download=False, val_size=0.1, seed=0)
+
+
+def test_download_only_fetches_missing_files(tmp_path, monkeypatch) -> None:
+    """data.download=true downloads the archive once; the files are then read by the restricted
+    unpickler (torchvision's dataset class, which uses pickle.load, is never instantiated)."""
+    calls = []
+
+    def fake_download(url: str, root: str, filename: str, md5: str) -> None:
+        calls.append(filename)
+        _write_fake_cifar10(root)
+
+    monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", fake_download)
+    monkeypatch.setattr("torchvision.datasets.CIFAR10.__init__", None)  # would fail if used
+    for _ in range(2):
+        ds = load_cifar("cifar10", root=str(tmp_path), download=True, val_size=20, seed=0)
+        assert [len(ds.train), len(ds.val)] == [80, 20]
+    assert calls == ["cifar-10-python.tar.gz"]
+
+
+def test_check_cifar_reads_every_batch_safely(tmp_path) -> None:
+    _write_fake_cifar10(str(tmp_path))
+    assert check_cifar("cifar10", str(tmp_path)) == 100  # training images
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 10]}, f, protocol=2)
+    with pytest.raises(DatasetError, match="test_batch: labels outside"):
+        check_cifar("cifar10", str(tmp_path))

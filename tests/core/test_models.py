@@ -269,3 +269,31 @@ def test_non_state_dict_and_garbage_files(tmp_path: Path) -> None:
         with pytest.raises(CheckpointError) as info:
             load_checkpoint(_fresh_small(), tmp_path / name)
         assert name in str(info.value) and "\n" not in str(info.value)
+
+
+class _Touch:
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple:
+        return (__import__("os").system, (f"touch {self.target}",))
+
+
+def test_checkpoint_with_code_is_refused_without_running_it(tmp_path: Path) -> None:
+    path = tmp_path / "teacher.pt"
+    torch.save({"model": _Touch(tmp_path / "PWNED")}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(_fresh_small(), path)
+    msg = str(info.value)
+    assert str(path) in msg and "posix.system" in msg and "\n" not in msg
+    assert "weights_only` set to `False" not in msg  # torch's advice is not passed on
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_truncated_checkpoint_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "teacher.pt"
+    torch.save(_fresh_small().state_dict(), path)
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match="truncated") as info:
+        load_checkpoint(_fresh_small(), path)
+    assert str(path) in str(info.value)

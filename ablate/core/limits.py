@@ -1,0 +1,55 @@
+"""Bounds of every size-like config value and of names, and the pydantic config all models share.
+
+The bounds are far above anything a real run uses; they exist so that a typo or a hostile file
+(``optim.epochs=99999999999999999999999``, a batch of 10^12 images) is refused by validation
+with a message naming the field, instead of overflowing in torch or allocating until the machine
+stops answering.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, ConfigDict, Field
+
+MAX_EPOCHS = 100_000
+MAX_BATCH = 65_536  # images per batch
+MAX_STEPS = 10_000  # attack iterations
+MAX_SEED = 2**32 - 1  # numpy's RandomState (sklearn splits, Optuna) takes no more
+MAX_IMAGES = 10_000_000  # sizes of subsets and hold-outs
+MAX_TRIALS = 100_000  # trials of a search, concurrent trials, retries
+MAX_MODEL_KWARG = 4_096  # integer architecture arguments: width, depth, widen factor
+
+# Unknown keys are errors, and so are inf/nan: no field is meaningful at infinity, and YAML's
+# `.inf`/`.nan` would otherwise slip through every `gt=0`/`le=1` bound (nan compares false).
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+Epoch = Annotated[int, Field(ge=0, le=MAX_EPOCHS)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED, description="a seed in [0, 2^32)")]
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def safe_name(value: str) -> str:
+    """``value`` if it is a safe slug, else ValueError."""
+    # A name becomes a directory (runs/NAME-HASH, Ray's STORAGE/NAME-HASH) and an MLflow
+    # experiment whose artifacts live in mlartifacts/NAME: `../../x` would write outside.
+    if not _NAME.fullmatch(value) or ".." in value:
+        raise ValueError(f"{value!r} is not a safe name: 1-100 letters, digits, '.', '_' or "
+                         "'-', starting with a letter or digit, without '..'")
+    return value
+
+
+SafeName = Annotated[str, AfterValidator(safe_name)]
+
+
+def _bounded_kwarg(value: int | float | str) -> int | float | str:
+    # Widths and depths multiply into parameter counts: 10^6 would allocate until the machine
+    # stops answering rather than fail.
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_MODEL_KWARG:
+        raise ValueError(f"{value} is beyond the limit of {MAX_MODEL_KWARG}")
+    return value
+
+
+ModelKwarg = Annotated[int | float | str, AfterValidator(_bounded_kwarg)]

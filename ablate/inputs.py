@@ -1,0 +1,138 @@
+"""Checks of everything a command reads besides its YAML, done before anything starts.
+
+Each failure is a one-line :class:`~ablate.config.ConfigError`, :class:`CheckpointError` or
+:class:`DatasetError` naming the field or file; the CLI turns it into exit code 2. They run
+before Ray or MLflow start and before any teacher is trained, so a refused command writes
+nothing. ``ablate validate`` runs the same checks as ``train``, so the two agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import torch
+import torch.nn as nn
+
+from ablate.config import ConfigError, ExperimentConfig, ModelConfig
+from ablate.core.data import DatasetMissingError, check_cifar, check_split, dataset_shape
+from ablate.core.models import load_checkpoint
+from ablate.core.train import CHECKPOINT_NAME, read_trainer_checkpoint
+from ablate.experiment import build_spec, teacher_cache_path
+
+RUN_ID_FILE = "mlflow_run_id"  # what `ablate train` writes beside trainer.pt
+
+
+def check_experiment(cfg: ExperimentConfig) -> None:
+    """Device, data split and files of one experiment: CIFAR batches read safely, every model
+    builds, and each teacher checkpoint (given, or already cached) loads into its
+    architecture exactly as ``train`` will load it (weights_only, strict)."""
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("field `device`: cuda, but no CUDA device is available here "
+                          "(use device=auto or device=cpu)")
+    d, train_images = cfg.data, None
+    if d.name.startswith("cifar"):
+        try:
+            train_images = check_cifar(d.name, d.root)  # DatasetError names the dir or file
+        except DatasetMissingError:
+            if not d.download:  # with download=true, missing files are fetched later
+                raise
+    try:
+        check_split(d.name, int(d.val_size) if d.val_size >= 1 else d.val_size, train_images)
+    except ValueError as exc:
+        raise ConfigError(f"field `data.val_size`: {exc}") from None
+    # Building models draws from torch's global RNG; the checks must not shift the run's seeds.
+    with torch.random.fork_rng(devices=[]):
+        _check_models(cfg)
+
+
+def _check_models(cfg: ExperimentConfig) -> None:
+    _build("student", cfg.student, cfg.data.name)
+    for role in ("clean", "robust"):
+        spec = getattr(cfg.teachers, role)
+        net = _build(f"teachers.{role}", spec, cfg.data.name)
+        if spec.checkpoint is not None and not Path(spec.checkpoint).is_file():
+            raise ConfigError(f"teachers.{role}.checkpoint: file not found: {spec.checkpoint}")
+        # Without a checkpoint, train loads the cached teacher if there is one, else trains it.
+        path = Path(spec.checkpoint or teacher_cache_path(role, spec, cfg))
+        if path.is_file():
+            load_checkpoint(net, path)
+
+
+def _build(field: str, spec: ModelConfig, dataset: str) -> nn.Module:
+    channels, classes = dataset_shape(dataset)
+    try:
+        return build_spec(spec, num_classes=classes, in_channels=channels)
+    except (TypeError, ValueError, AssertionError, RuntimeError) as exc:  # builder arguments
+        why = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ConfigError(f"field `{field}`: cannot build {spec.arch} with kwargs "
+                          f"{spec.kwargs}: {why}") from None
+
+
+def check_resume(run_dir: Path) -> None:
+    """``train --resume``: the run directory holds a run to continue, and its ``trainer.pt``
+    (if any) is a trainer checkpoint that loads safely.
+
+    A directory with the MLflow run id but no ``trainer.pt`` is a run interrupted in its
+    first epoch: it continues from epoch 1 in the same MLflow run.
+    """
+    checkpoint = run_dir / CHECKPOINT_NAME
+    if checkpoint.is_file():
+        read_trainer_checkpoint(checkpoint)  # CheckpointError names the file
+    elif not (run_dir / RUN_ID_FILE).is_file():
+        raise ConfigError(f"--resume: nothing to resume in {run_dir} (no {CHECKPOINT_NAME}); "
+                          "run without --resume to start")
+
+
+_SERVERS = ("http", "https", "postgresql", "mysql", "mssql")  # + "+driver" for databases
+_URI_FORMS = ("sqlite:///PATH, file:///DIR, an existing directory, http(s)://HOST, "
+              "postgresql://..., mysql://... or databricks")
+
+
+def check_tracking_uri(uri: str, *, existing: bool = False) -> None:
+    """Refuse a ``--tracking-uri`` MLflow could not open (it would fail with a traceback
+    after the command started); ``existing``: the store must already be there (read-only
+    commands). Local stores need their directory: MLflow creates the file, not its parent."""
+    where = f"--tracking-uri {uri!r}"
+    if uri == "databricks":
+        return
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 (raises ValueError on a malformed port)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: malformed URI ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme == "sqlite":
+        _check_sqlite(uri, where, existing)
+    elif scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ConfigError(f"{where}: a file store must be on this machine")
+        _check_store_dir(Path(parts.path), where, existing)
+    elif scheme.split("+", 1)[0] in _SERVERS:
+        if not parts.hostname:
+            raise ConfigError(f"{where}: no host")
+    elif scheme == "databricks":
+        return
+    elif not scheme and uri:  # a plain path: MLflow's file store, in a directory that exists
+        if not Path(uri).is_dir():
+            raise ConfigError(f"{where}: no such directory; expected {_URI_FORMS}")
+    else:
+        raise ConfigError(f"{where}: unsupported URI; expected {_URI_FORMS}")
+
+
+def _check_sqlite(uri: str, where: str, existing: bool) -> None:
+    if not uri.startswith("sqlite:///") or not uri.removeprefix("sqlite:///").split("?")[0]:
+        raise ConfigError(f"{where}: a SQLite store is sqlite:///RELATIVE/PATH.db or "
+                          "sqlite:////ABSOLUTE/PATH.db")
+    path = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    if not path.parent.is_dir():
+        raise ConfigError(f"{where}: directory {path.parent} does not exist")
+    if path.is_dir() or (existing and not path.is_file()):
+        raise ConfigError(f"{where}: no SQLite store at {path}")
+
+
+def _check_store_dir(path: Path, where: str, existing: bool) -> None:
+    if path.is_dir():
+        return
+    if existing or path.exists() or not path.parent.is_dir():
+        raise ConfigError(f"{where}: no such directory: {path}")
