@@ -24,7 +24,7 @@ from ablate.cli import main
 from tests.test_cli import write
 from tests.test_search import SPEC, duplicated_rows, runs_by_kind, steps, store
 
-EPOCHS = 4
+EPOCHS = 6
 
 
 def _results(storage: Path) -> list[list[dict[str, Any]]]:
@@ -47,11 +47,12 @@ def _parent_pid(pid: int) -> int:
 
 def _kill_node_after_first_checkpoint(cluster: Cluster, storage: Path,
                                       killed: threading.Event) -> None:
-    """Wait until a trial has reported (and checkpointed) epoch 2, then kill, without grace,
-    the node whose raylet started that trial's worker process (Ray reports its pid)."""
+    """Wait until a trial has reported (and checkpointed) epoch 2 or 3, then kill, without
+    grace, the node whose raylet started that trial's worker process (Ray reports its pid).
+    Mid-run on purpose: a node lost while its trial is finishing is another story."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        running = [r[-1] for r in _results(storage) if len(r) >= 2]
+        running = [r[-1] for r in _results(storage) if 2 <= len(r) <= 3]
         if running:
             raylet = _parent_pid(running[0]["pid"])
             node = next(n for n in cluster.worker_nodes if raylet == n.all_processes[
@@ -75,7 +76,8 @@ def test_search_survives_losing_the_node_that_runs_a_trial(workdir: Path, cluste
     for _ in range(2):
         cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
-    spec = copy.deepcopy(SPEC) | {"num_samples": 2, "max_concurrent": 1, "max_failures": 2}
+    # Ray 2.60 may count one lost node twice (two futures fail on the dead actor), hence 3.
+    spec = copy.deepcopy(SPEC) | {"num_samples": 2, "max_concurrent": 1, "max_failures": 3}
     spec["base"]["optim"]["epochs"] = EPOCHS
     spec["scheduler"] = {"name": "none"}
     storage = workdir / "storage"
