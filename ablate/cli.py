@@ -158,8 +158,9 @@ def _log_run_artifacts(tracker, run_id, cfg, trainer, tmp: Path, plot_curves: Ca
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from ablate.resources import machine_resources
     from ablate.search import plan, run_search
-    from ablate.spec import load_search_spec, machine_resources
+    from ablate.spec import load_search_spec
 
     spec = load_search_spec(args.spec, args.overrides)
     if args.dry_run:
@@ -169,7 +170,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_grid(args: argparse.Namespace) -> int:
     from ablate.grid import load_grid, plan, resolve, run_grid
-    from ablate.spec import machine_resources
+    from ablate.resources import machine_resources
 
     grid = load_grid(resolve(args.grid, SEARCH_SPACES), args.overrides)
     if args.dry_run:
@@ -226,9 +227,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_methods(args: argparse.Namespace) -> int:
     from ablate.config import IgdmConfig
-    from ablate.core.methods import METHODS
+    from ablate.core.methods import all_methods
 
-    for m in METHODS.values():
+    for m in all_methods():
         teachers = ", ".join(m.teachers) or "none"
         print(f"{m.name}: {m.summary}\n  inner max: {m.objective}; teachers: {teachers}; "
               f"ITT: {'yes' if m.itt else 'no'}")

@@ -31,7 +31,7 @@ from ablate.core.limits import (
     ModelKwarg,
     SafeName,
 )
-from ablate.core.methods import METHODS
+from ablate.core.methods import all_methods, get_method, method_names
 from ablate.core.models import MODELS
 from ablate.core.robustness import ATTACKS
 from ablate.safe_yaml import MAX_YAML_BYTES, YamlRefused, parse_yaml
@@ -220,7 +220,7 @@ class IgdmConfig(Strict):
 
 
 def _method_union() -> Any:
-    models = tuple(m.params for m in METHODS.values())
+    models = tuple(m.params for m in all_methods())
     if len(models) == 1:
         return models[0]
     return Annotated[Union[models], Field(discriminator="name")]  # noqa: UP007
@@ -236,7 +236,7 @@ class ExperimentConfig(Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     student: ModelConfig
     teachers: TeachersConfig
-    method: _method_union() = Field(default_factory=lambda: METHODS["ciard"].params())  # type: ignore[valid-type]
+    method: _method_union() = Field(default_factory=lambda: get_method("ciard").params())  # type: ignore[valid-type]
     attack: AttackConfig = Field(default_factory=AttackConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     itt: IttConfig = Field(default_factory=IttConfig)
@@ -295,17 +295,25 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {_shown(item)}: expected key.sub=value")
-        node, parts = out, _split_key(out, key.split("."))
-        for part in parts[:-1]:
-            nxt = node.setdefault(part, {})
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"override {_shown(item)}: {part!r} is not a section")
-            node = nxt
         try:
-            node[parts[-1]] = parse_yaml(value)
+            parsed = parse_yaml(value)
         except YamlRefused as exc:
             raise ConfigError(f"override {_shown(item)}: {exc}") from None
+        set_path(out, key, parsed, where=f"override {_shown(item)}")
     return out
+
+
+def set_path(tree: dict[str, Any], key: str, value: Any, *, where: str = "") -> None:
+    """Set ``tree[a][b][c] = value`` for ``key = "a.b.c"`` in place, the value as it is (no
+    text round trip: 1e-05 stays a float). Keys that contain dots (``space["method.alpha"]``)
+    are matched whole; missing sections are created."""
+    node, parts = tree, _split_key(tree, key.split("."))
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{where or key}: {part!r} is not a section")
+        node = nxt
+    node[parts[-1]] = value
 
 
 def _shown(item: str, limit: int = 60) -> str:
@@ -332,7 +340,7 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     parts = [str(p) for p in first["loc"] if not str(p).startswith("function-after")]
     # A discriminated union puts the method's name into the path (method.ciard.alpha).
     parts = [p for i, p in enumerate(parts) if not (i and parts[i - 1] == "method"
-                                                    and p in METHODS)]
+                                                    and p in method_names())]
     loc = ".".join(parts)
     msg = first["msg"].replace("\n", " ")
     if first["type"] == "extra_forbidden":
@@ -365,7 +373,7 @@ def check_inputs(cfg: ExperimentConfig) -> None:
 
 def itt_never_starts(cfg: ExperimentConfig) -> bool:
     """ITT is asked for but its freeze epoch is at or past the last epoch."""
-    return (cfg.itt.enabled and METHODS[cfg.method.name].itt
+    return (cfg.itt.enabled and get_method(cfg.method.name).itt
             and cfg.itt.freeze_epochs >= cfg.optim.epochs)
 
 
@@ -384,7 +392,7 @@ def effective_config(cfg: ExperimentConfig) -> dict[str, Any]:
     null attack objective is the method's own."""
     d = cfg.model_dump(mode="json", exclude={"name"})
     method = d["method"]
-    spec = METHODS[method["name"]]
+    spec = get_method(method["name"])
     if not spec.itt:
         d.pop("itt")
     elif not cfg.itt.enabled or itt_never_starts(cfg):

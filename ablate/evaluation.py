@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from ablate.core.robustness import ATTACKS, run_suite, suite_metrics, suite_tabl
 from ablate.core.train import CHECKPOINT_NAME
 from ablate.experiment import (
     CONFIG_NAME,
+    Log,
     build_data,
     build_net,
     prepare_teacher,
@@ -34,7 +35,6 @@ from ablate.experiment import (
 )
 from ablate.tracking import Tracker
 
-Log = Callable[[str], None]
 STUDENT_ARTIFACT = "checkpoints/best_student.pt"
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from ray import tune
@@ -21,7 +22,6 @@ from ablate.config import (
     ConfigError,
     ExperimentConfig,
     Strict,
-    apply_overrides,
     config_hash,
     config_warnings,
     effective_config,
@@ -31,6 +31,7 @@ from ablate.config import (
 from ablate.core.limits import MAX_TRIALS, SafeName, Seed
 from ablate.core.robustness import ATTACKS
 from ablate.core.robustness import LABELS as ATTACK_LABELS
+from ablate.recipe import Recipe
 from ablate.report import (
     PUSH_KEYS,
     aggregate,
@@ -40,8 +41,9 @@ from ablate.report import (
     table_markdown,
     write_table,
 )
-from ablate.runner import Job, Log, Options, run_job, trial_dirname
-from ablate.spec import Resources, concurrency, read_spec_dict
+from ablate.resources import Resources, concurrency
+from ablate.runner import JobFields, Log, Options, run_job, trial_dirname
+from ablate.spec import read_spec_dict
 from ablate.tracking import Tracker
 
 LABELS = {"clean_acc": "Clean (test)",
@@ -121,14 +123,13 @@ class GridSpec(Strict):
                 for line in config_warnings(self.cell_config(r.name, self.seeds[0]),
                                             f"row {r.name!r}: ")]
 
-    def row_overrides(self) -> dict[str, dict[str, Any]]:
-        return {r.name: dict(r.overrides) for r in self.rows}
+    def recipe(self) -> Recipe:
+        """How every cell's config is made: the base, the row's overrides, the seed."""
+        return Recipe(self.base.model_dump(mode="json"), {"seed": ["seed"]},
+                      rows={r.name: dict(r.overrides) for r in self.rows})
 
     def cell_config(self, row: str, seed: int) -> ExperimentConfig:
-        items = [f"{k}={json.dumps(v)}" for k, v in {**self.row_overrides()[row],
-                                                      "seed": seed}.items()]
-        return ExperimentConfig.model_validate(
-            apply_overrides(self.base.model_dump(mode="json"), items))
+        return self.recipe().config({"row": row, "seed": seed})
 
 
 def resolve(name_or_path: str, search_dir: Path) -> Path:
@@ -180,31 +181,63 @@ def plan(grid: GridSpec, available: dict[str, float]) -> str:
             f"{grid.resources.gpu:g} GPU per cell, {at_once} at a time")
 
 
+@dataclass
+class GridJob(JobFields):
+    """A grid as :func:`~ablate.runner.run_job` runs it: every row x seed cell trained to the
+    end and tested; summarised into the table against the baseline row."""
+
+    grid: GridSpec
+    log: Log = print
+    kind: ClassVar[str] = "grid"
+    test_at_end: ClassVar[bool] = True  # a cell's result is its best checkpoint's test
+
+    def __post_init__(self) -> None:
+        g = self.grid
+        self.name, self.digest, self.base, self.resources = g.name, g.digest(), g.base, g.resources
+        self.trials, self.max_failures = len(g.rows) * len(g.seeds), g.max_failures
+        self.recipe = g.recipe()
+
+    def _settings(self) -> dict[str, Any]:
+        return self.grid.model_dump(mode="json", exclude={"base"})
+
+    def parent_params(self) -> dict[str, Any]:
+        return {"grid": self._settings(), "base": self.grid.base.model_dump(mode="json")}
+
+    def parent_tags(self) -> dict[str, str]:
+        return {"grid": json.dumps(self._settings())}  # what `ablate report` rebuilds from
+
+    def warnings(self) -> list[str]:
+        return self.grid.warnings()
+
+    def plan(self, available: dict[str, float]) -> str:
+        return plan(self.grid, available)
+
+    def tune_config(self) -> tune.TuneConfig:
+        return tune.TuneConfig(num_samples=1, max_concurrent_trials=self.grid.max_concurrent,
+                               trial_dirname_creator=trial_dirname, reuse_actors=True)
+
+    def param_space(self) -> dict[str, Any]:
+        return {"row": tune.grid_search([r.name for r in self.grid.rows]),
+                "seed": tune.grid_search(list(self.grid.seeds))}
+
+    def describe(self, sampled: dict[str, Any]) -> str:
+        return f"row={sampled['row']!r} seed={sampled['seed']}"
+
+    def run_params(self, sampled: dict[str, Any]) -> dict[str, Any]:
+        return self.recipe.config(sampled).model_dump(mode="json")
+
+    def run_tags(self, sampled: dict[str, Any]) -> dict[str, str]:
+        return {"spec_hash": self.digest, "method": self.base.method.name,
+                "row": sampled["row"], "seed": str(sampled["seed"])}
+
+    def summarize(self, results: tune.ResultGrid, tracker: Tracker, parent: str,
+                  params: dict[str, Any]) -> None:
+        summarize_grid(self.grid, tracker, parent, self.log)
+
+
 def run_grid(grid: GridSpec, opts: Options, log: Log = print) -> int:
     """Run (or resume) every cell; returns the exit code (0, or 130 when interrupted)."""
-    base = grid.base.model_dump(mode="json")
-    job = Job(
-        kind="grid", name=grid.name, digest=grid.digest(), base=grid.base,
-        resources=grid.resources, trials=len(grid.rows) * len(grid.seeds),
-        max_failures=grid.max_failures,
-        parent_params={"grid": grid.model_dump(mode="json", exclude={"base"}), "base": base},
-        tune_config=lambda: tune.TuneConfig(
-            num_samples=1, max_concurrent_trials=grid.max_concurrent,
-            trial_dirname_creator=trial_dirname, reuse_actors=True),
-        param_space={"row": tune.grid_search([r.name for r in grid.rows]),
-                     "seed": tune.grid_search(list(grid.seeds))},
-        summarize=lambda results, tracker, parent, params: summarize_grid(
-            grid, tracker, parent, log),
-        describe=lambda c: f"row={c['row']!r} seed={c['seed']}",
-        plan=lambda available: plan(grid, available),
-        run_params=lambda c: grid.cell_config(c["row"], c["seed"]).model_dump(mode="json"),
-        run_tags=lambda c: {"spec_hash": grid.digest(), "method": grid.base.method.name,
-                            "row": c["row"], "seed": str(c["seed"])},
-        trainable_kwargs={"base": base, "targets": {"seed": ["seed"]},
-                          "rows": grid.row_overrides(), "test_at_end": True},
-        parent_tags={"grid": json.dumps(grid.model_dump(mode="json", exclude={"base"}))},
-        warnings=grid.warnings())
-    return run_job(job, opts, log)
+    return run_job(GridJob(grid, log), opts, log)
 
 
 def cells_from_runs(children: list[dict[str, Any]], metrics: list[str]) -> list[dict[str, Any]]:

@@ -15,19 +15,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import ray
 from ray import tune
 
 from ablate.config import ConfigError, ExperimentConfig, check_inputs
-from ablate.experiment import build_data, prepare_teachers, resolve_device
-from ablate.spec import Resources, check_resources, machine_resources
+from ablate.experiment import Log, build_data, prepare_teachers, resolve_device
+from ablate.recipe import Recipe
+from ablate.resources import Resources, check_resources, machine_resources
 from ablate.storage import experiment_dir, make_private
 from ablate.tracking import Tracker
 from trainables.ciard import train_ciard
 
-Log = Callable[[str], None]
 # Quiet Ray: our callback prints one line per trial; Ray's tables, TensorBoard hints and
 # snapshot-frequency warnings (every epoch checkpoints, on purpose) would drown it. Nor may Ray
 # swap builtins.print for its progress-bar-safe print (it does on the first worker log line
@@ -121,6 +121,7 @@ class TrialLogger(tune.Callback):
 
     def run_id(self, trial: Any) -> str:
         tid = trial.trial_id
+        self.known.add(tid)  # started since the last step (a grid starts several at once)
         if tid not in self.runs:
             found = self.tracker.find_run(self.experiment, {"trial_id": tid,
                                                             "mlflow.parentRunId": self.parent})
@@ -227,29 +228,46 @@ class Options:
     command: str = "ablate search SPEC"  # how the job was started, for the resume hint
 
 
-@dataclass
-class Job:
-    """What ``search`` and ``grid`` hand to :func:`run_job`: one Ray Tune experiment of CIARD
-    trials over a base experiment, and how to summarise it into the MLflow parent run."""
+class Job(Protocol):
+    """What :func:`run_job` needs from a search (:class:`ablate.search.SearchJob`) or a grid
+    (:class:`ablate.grid.GridJob`): one Ray Tune experiment of CIARD trials over a base
+    experiment, how each trial is logged, and how the whole is summarised into the parent run."""
 
     kind: str  # "search" | "grid": the parent run's `kind` tag
     name: str  # MLflow experiment; the Ray experiment is NAME-DIGEST
-    digest: str
-    base: ExperimentConfig
-    resources: Resources
-    trials: int
-    max_failures: int
-    parent_params: dict[str, Any]
-    tune_config: Callable[[], tune.TuneConfig]
-    param_space: dict[str, Any] | None
-    summarize: Callable[[tune.ResultGrid, Tracker, str, dict[str, Any]], None]
-    describe: Callable[[dict[str, Any]], str]
-    run_params: Callable[[dict[str, Any]], dict[str, Any]]
-    run_tags: Callable[[dict[str, Any]], dict[str, str]]
-    plan: Callable[[dict[str, float]], str]
-    trainable_kwargs: dict[str, Any] = field(default_factory=dict)
-    parent_tags: dict[str, str] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)  # inert terms, printed before the run
+    digest: str  # the spec's hash
+    base: ExperimentConfig  # the experiment every trial starts from (teachers, data)
+    resources: Resources  # per trial
+    trials: int  # how many trials make the job complete
+    max_failures: int  # retries of a trial from its last checkpoint
+    recipe: Recipe  # how each trial's config is made, on the workers and in the driver
+    test_at_end: bool  # each trial tests its best checkpoint when done (a grid cell)
+
+    def parent_params(self) -> dict[str, Any]: ...
+    def parent_tags(self) -> dict[str, str]: ...
+    def warnings(self) -> list[str]: ...  # inert terms, printed before the run
+    def plan(self, available: dict[str, float]) -> str: ...
+    def tune_config(self) -> tune.TuneConfig: ...
+    def param_space(self) -> dict[str, Any] | None: ...
+    def describe(self, sampled: dict[str, Any]) -> str: ...  # a trial on the console
+    def run_params(self, sampled: dict[str, Any]) -> dict[str, Any]: ...  # a child run's
+    def run_tags(self, sampled: dict[str, Any]) -> dict[str, str]: ...
+    def summarize(self, results: tune.ResultGrid, tracker: Tracker, parent: str,
+                  params: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class JobFields:
+    """The data fields of a :class:`Job`, which a job sets from its spec in ``__post_init__``
+    (shared by :class:`ablate.search.SearchJob` and :class:`ablate.grid.GridJob`)."""
+
+    name: str = field(init=False)
+    digest: str = field(init=False)
+    base: ExperimentConfig = field(init=False)
+    resources: Resources = field(init=False)
+    trials: int = field(init=False)
+    max_failures: int = field(init=False)
+    recipe: Recipe = field(init=False)
 
 
 def teacher_states(cfg: ExperimentConfig, log: Log) -> dict[str, dict[str, Any]]:
@@ -278,7 +296,7 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
     else:
         check_resources(job.resources, machine_resources(), "this machine")
     make_private(path)
-    params = dict(job.trainable_kwargs, teachers=teacher_states(job.base, log),
+    params = dict(recipe=job.recipe, teachers=teacher_states(job.base, log),
                   threads=job.resources.cpu)
     available = init_ray(opts.address, machine_resources())
     check_resources(job.resources, available,
@@ -286,10 +304,11 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
     tracker = Tracker(opts.tracking_uri)
     parent = _parent_run(job, tracker, path, opts.resume)
     log(job.plan({"CPU": available.get("CPU", 0), "GPU": available.get("GPU", 0)}))
-    for line in job.warnings:
+    for line in job.warnings():
         log(f"warning: {line}")
     log(f"MLflow parent run {parent} in {tracker.uri}; Ray experiment {path}")
-    trainable = tune.with_resources(tune.with_parameters(train_ciard, **params),
+    trainable = tune.with_resources(tune.with_parameters(train_ciard, **params,
+                                                         test_at_end=job.test_at_end),
                                     {"cpu": job.resources.cpu, "gpu": job.resources.gpu})
     logger = TrialLogger(tracker, job.name, parent, epochs=job.base.optim.epochs, log=log,
                          describe=job.describe, run_params=job.run_params, run_tags=job.run_tags)
@@ -328,21 +347,32 @@ def _parent_run(job: Job, tracker: Tracker, path: str, resume: bool) -> str:
     if found is not None:
         tracker.reopen(found)
         return found
-    return tracker.start(job.name, f"{job.kind}-{job.digest}", params=job.parent_params,
-                         tags={**tags, "method": job.base.method.name, **job.parent_tags})
+    return tracker.start(job.name, f"{job.kind}-{job.digest}", params=job.parent_params(),
+                         tags={**tags, "method": job.base.method.name, **job.parent_tags()})
 
 
 def _tuner(job: Job, trainable: Any, path: str, resume: bool,
            callbacks: list[tune.Callback]) -> tune.Tuner:
     if resume:
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
-        # Ray would unpickle the first invocation's callbacks; log through this one's instead
-        # (its tracking URI and console). Tuner.restore has no public argument for this.
-        tuner._local_tuner.get_run_config().callbacks = callbacks
-        return tuner
+        return replace_callbacks(tuner, callbacks)
     run_config = tune.RunConfig(
         name=path.rsplit("/", 1)[1], storage_path=path.rsplit("/", 1)[0], callbacks=callbacks,
         verbose=0, failure_config=tune.FailureConfig(max_failures=job.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
-    return tune.Tuner(trainable, param_space=job.param_space, tune_config=job.tune_config(),
+    return tune.Tuner(trainable, param_space=job.param_space(), tune_config=job.tune_config(),
                       run_config=run_config)
+
+
+def replace_callbacks(tuner: tune.Tuner, callbacks: list[tune.Callback]) -> tune.Tuner:
+    """A restored Tuner would log through the callbacks unpickled from the first invocation;
+    use this invocation's (its tracking URI and console). ``Tuner.restore`` has no public
+    argument for it, so this is the one place that touches Ray internals (tested against the
+    installed Ray: ``tests/test_runner.py``)."""
+    internal = getattr(tuner, "_local_tuner", None)
+    run_config = getattr(internal, "get_run_config", lambda: None)()
+    if run_config is None or not hasattr(run_config, "callbacks"):
+        raise RuntimeError(f"ray {ray.__version__}: Tuner._local_tuner.get_run_config() "
+                           "changed; ablate cannot set the callbacks of a restored search")
+    run_config.callbacks = callbacks
+    return tuner

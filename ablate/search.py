@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import optuna
 import ray
@@ -31,9 +32,10 @@ from ablate.report import (
     push_note,
     test_line,
 )
-from ablate.runner import Job, Log, Options, run_job, trial_dirname
+from ablate.resources import concurrency
+from ablate.runner import JobFields, Log, Options, run_job, trial_dirname
 from ablate.safe_yaml import dump_yaml
-from ablate.spec import SearchSpec, concurrency
+from ablate.spec import SearchSpec
 from ablate.tracking import Tracker
 from trainables.ciard import final_test
 
@@ -111,23 +113,58 @@ def tune_config(spec: SearchSpec) -> tune.TuneConfig:
         trial_dirname_creator=trial_dirname, reuse_actors=True)
 
 
+@dataclass
+class SearchJob(JobFields):
+    """A search as :func:`~ablate.runner.run_job` runs it: Optuna TPE (and ASHA) proposing
+    trials over the spec's space; summarised into tables, plots and the best trial's test."""
+
+    spec: SearchSpec
+    log: Log = print
+    kind: ClassVar[str] = "search"
+    test_at_end: ClassVar[bool] = False  # only the best trial is tested, by the driver
+
+    def __post_init__(self) -> None:
+        s = self.spec
+        self.name, self.digest, self.base, self.resources = s.name, s.digest(), s.base, s.resources
+        self.trials, self.max_failures, self.recipe = s.num_samples, s.max_failures, s.recipe()
+
+    def parent_params(self) -> dict[str, Any]:
+        return {"search": self.spec.model_dump(mode="json", exclude={"base"}),
+                "base": self.spec.base.model_dump(mode="json")}
+
+    def parent_tags(self) -> dict[str, str]:
+        return {}
+
+    def warnings(self) -> list[str]:
+        return self.spec.warnings()
+
+    def plan(self, available: dict[str, float]) -> str:
+        return plan(self.spec, available)
+
+    def tune_config(self) -> tune.TuneConfig:
+        return tune_config(self.spec)
+
+    def param_space(self) -> None:
+        return None  # the searcher proposes every trial's values
+
+    def describe(self, sampled: dict[str, Any]) -> str:
+        return describe(sampled)
+
+    def run_params(self, sampled: dict[str, Any]) -> dict[str, Any]:
+        return self.recipe.config(sampled).model_dump(mode="json")
+
+    def run_tags(self, sampled: dict[str, Any]) -> dict[str, str]:
+        return {"spec_hash": self.digest, "method": self.base.method.name,
+                "seed": str(self.base.seed), "sampled": yaml.safe_dump(sampled).strip()}
+
+    def summarize(self, results: tune.ResultGrid, tracker: Tracker, parent: str,
+                  params: dict[str, Any]) -> None:
+        summarize(self.spec, results, tracker, parent, params, self.log)
+
+
 def run_search(spec: SearchSpec, opts: Options, log: Log = print) -> int:
     """Run (or resume) the search; returns the exit code (0, or 130 when interrupted)."""
-    base = spec.base.model_dump(mode="json")
-    job = Job(
-        kind="search", name=spec.name, digest=spec.digest(), base=spec.base,
-        resources=spec.resources, trials=spec.num_samples, max_failures=spec.max_failures,
-        parent_params={"search": spec.model_dump(mode="json", exclude={"base"}), "base": base},
-        tune_config=lambda: tune_config(spec), param_space=None,
-        summarize=lambda results, tracker, parent, params: summarize(
-            spec, results, tracker, parent, params, log),
-        describe=describe, plan=lambda available: plan(spec, available),
-        run_params=lambda c: spec.trial_config(c).model_dump(mode="json"),
-        run_tags=lambda c: {"spec_hash": spec.digest(), "method": spec.base.method.name,
-                            "seed": str(spec.base.seed), "sampled": yaml.safe_dump(c).strip()},
-        trainable_kwargs={"base": base, "targets": spec.target_map()},
-        warnings=spec.warnings())
-    return run_job(job, opts, log)
+    return run_job(SearchJob(spec, log), opts, log)
 
 
 def trials_table(spec: SearchSpec, results: tune.ResultGrid) -> list[dict[str, Any]]:

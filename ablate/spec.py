@@ -8,7 +8,6 @@ dotted paths of :class:`~ablate.config.ExperimentConfig` (``method.alpha``) to d
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +25,8 @@ from ablate.config import (
     validate_model,
 )
 from ablate.core.limits import MAX_EPOCHS, MAX_SEED, MAX_TRIALS, SafeName
+from ablate.recipe import Recipe
+from ablate.resources import Resources
 
 
 class Param(Strict):
@@ -103,12 +104,6 @@ class Scheduler(Strict):
                                     description="ASHA keeps 1/rf of trials per rung")
 
 
-class Resources(Strict):
-    cpu: float = Field(1.0, gt=0, le=4096, description="CPU cores per trial (= its torch "
-                       "threads)")
-    gpu: float = Field(0.0, ge=0, le=1024, description="GPUs per trial; fractions share a GPU")
-
-
 class SearchSpec(Strict):
     name: SafeName = Field(description="MLflow experiment and Ray experiment name (a safe "
                            "slug: it becomes a directory)")
@@ -132,13 +127,14 @@ class SearchSpec(Strict):
     def targets(self, key: str) -> list[str]:
         return self.space[key].paths or [key]
 
+    def recipe(self) -> Recipe:
+        """How every trial's config is made (what the Ray workers receive)."""
+        return Recipe(self.base.model_dump(mode="json"),
+                      {k: self.targets(k) for k in self.space})
+
     def trial_config(self, sampled: dict[str, Any]) -> ExperimentConfig:
         """The base experiment with sampled values written to their config paths."""
-        return build_trial_config(self.base.model_dump(mode="json"), self.target_map(),
-                                  sampled)
-
-    def target_map(self) -> dict[str, list[str]]:
-        return {k: self.targets(k) for k in self.space}
+        return self.recipe().config(sampled)
 
     def warnings(self) -> list[str]:
         """Trials in which a term is inert (ITT that never starts), one line each."""
@@ -154,19 +150,6 @@ class SearchSpec(Strict):
         return out
 
 
-def build_trial_config(base: dict[str, Any], targets: dict[str, list[str]],
-                       sampled: dict[str, Any],
-                       rows: dict[str, dict[str, Any]] | None = None) -> ExperimentConfig:
-    """The config of one trial from plain data (what a Ray worker receives): the base, then the
-    overrides of the grid row ``sampled["row"]`` if ``rows`` is given, then each sampled value
-    written to its target paths."""
-    overrides = [f"{path}={json.dumps(value)}"
-                 for path, value in (rows[sampled["row"]] if rows else {}).items()]
-    overrides += [f"{path}={json.dumps(sampled[key])}" for key, paths in targets.items()
-                  if key in sampled for path in paths]
-    return ExperimentConfig.model_validate(apply_overrides(base, overrides))
-
-
 def _has_path(tree: dict[str, Any], path: str) -> bool:
     node: Any = tree
     for part in path.split("."):
@@ -178,14 +161,14 @@ def _has_path(tree: dict[str, Any], path: str) -> bool:
 
 def _check_space(spec: SearchSpec, source: str) -> None:
     """Every path exists and every corner of every range is a valid experiment."""
-    base = spec.base.model_dump(mode="json")
+    recipe = spec.recipe()
     for key, param in spec.space.items():
         for path in spec.targets(key):
-            if not _has_path(base, path):
+            if not _has_path(recipe.base, path):
                 raise ConfigError(f"{source}: space `{key}`: unknown config path `{path}`")
         for value in param.corners():
             try:
-                build_trial_config(base, {key: spec.targets(key)}, {key: value})
+                recipe.config({key: value})
             except ValidationError as exc:
                 why = format_validation_error(exc, f"{source}: space `{key}`: value {value!r}")
                 raise ConfigError(why) from None
@@ -240,35 +223,3 @@ def load_search_spec(path: str | Path, overrides: list[str] | None = None) -> Se
     _check_space(spec, source)
     _check_points(spec, source)
     return spec
-
-
-def machine_resources() -> dict[str, float]:
-    """CPUs and GPUs of this machine (for a local Ray)."""
-    import torch
-
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}
-
-
-def check_resources(res: Resources, available: dict[str, float], where: str) -> None:
-    """A trial must fit on the machine (or cluster) it is going to run on."""
-    if res.cpu > available.get("CPU", 0):
-        raise ConfigError(f"field `resources.cpu`: {res.cpu:g} CPUs per trial, but {where} has "
-                          f"{available.get('CPU', 0):g}")
-    if res.gpu > 0 and res.gpu > available.get("GPU", 0):
-        have = available.get("GPU", 0)
-        hint = " (use --address to run on a Ray cluster with GPUs)" if have == 0 else ""
-        raise ConfigError(f"field `resources.gpu`: {res.gpu:g} GPUs per trial, but {where} "
-                          f"has {have:g}{hint}")
-
-
-def concurrency(spec: Any, available: dict[str, float], trials: int | None = None) -> int:
-    """How many trials of a search or grid spec (its ``resources`` and ``max_concurrent``) run
-    at once on the given resources; ``trials`` defaults to a search's ``num_samples``."""
-    fit = [available.get("CPU", 0) / spec.resources.cpu]
-    if spec.resources.gpu > 0:
-        fit.append(available.get("GPU", 0) / spec.resources.gpu)
-    n = max(int(min(fit) + 1e-9), 0)
-    if spec.max_concurrent is not None:
-        n = min(n, spec.max_concurrent)
-    return min(n, spec.num_samples if trials is None else trials)

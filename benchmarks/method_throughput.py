@@ -18,7 +18,7 @@ import time
 import torch
 
 from ablate.core.data import load_digits
-from ablate.core.methods import METHODS
+from ablate.core.methods import get_method, method_names
 from ablate.core.models import build_model
 from ablate.core.step import train_step
 
@@ -36,7 +36,7 @@ def run(method: str, igdm: bool, batches: list[tuple[torch.Tensor, torch.Tensor]
     student, clean, robust = net(16), net(32), net(32)
     opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9)
     t_opt = torch.optim.SGD(robust.parameters(), lr=1e-3, momentum=0.1)
-    spec = METHODS[method]
+    spec = get_method(method)
     params, state = spec.params().model_dump(), spec.init_state()
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -66,7 +66,7 @@ def main() -> None:
     train = load_digits(seed=0).train.to(args.device)
     starts = range(0, min(64 * args.batches, len(train) - 63), 64)  # full batches only
     batches = [(train.x[i:i + 64], train.y[i:i + 64]) for i in starts]
-    rows = [(m, False) for m in METHODS] + [("rslad", True), ("ciard", True)]
+    rows = [(m, False) for m in method_names()] + [("rslad", True), ("ciard", True)]
     base = run("pgd_at", False, batches, args.device)
     print(f"{'method':<14} {'img/s':>8} {'vs PGD-AT':>10}")
     for method, igdm in rows:

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import ray
 
+from ablate.resources import machine_resources
 from ablate.runner import Options
 from ablate.search import run_search
-from ablate.spec import load_search_spec, machine_resources
+from ablate.spec import load_search_spec
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -49,7 +49,8 @@ import torch.nn.functional as F
 from ablate.core.attacks import attack
 from ablate.core.data import load_digits, synthetic_cifar
 from ablate.core.losses import auto_lambda, kl, push_loss, soft_targets
-from ablate.core.methods import METHODS, CiardParams
+from ablate.core.methods import get_method
+from ablate.core.methods.ciard import CiardParams
 from ablate.core.models import build_model
 from ablate.core.step import train_step
 
@@ -124,7 +125,7 @@ def baseline_step(m: Models, s: Setting, params: dict[str, Any], itt: bool,
         t_nat = t(x)
         _rt_nat = rt(x)  # released code: computed, never used by any loss
     student.eval()
-    x_adv = attack(METHODS["ciard"].objective, student, t, x, y,
+    x_adv = attack(get_method("ciard").objective, student, t, x, y,
                    eps=s.eps, step_size=s.step_size, steps=s.steps, start="normal")
     student.train()
     rt.train(robust_teacher_train_mode)

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
 from ablate.config import IgdmConfig
-from ablate.core.methods import METHODS
+from ablate.core.methods import all_methods, method_names
 from tests.test_cli import TINY, run_bad, write
 
 
@@ -104,11 +104,12 @@ def test_unknown_final_attack_in_a_config_is_a_field_error(workdir, capsys) -> N
 def test_methods_lists_every_method_with_its_parameters(capsys) -> None:
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
-    for name, m in METHODS.items():
+    for m in all_methods():
+        name = m.name
         assert f"{name}: " in out
         for field in m.params.model_fields:
             if field != "name":
                 assert f"    {field} = " in out, (name, field)
     assert "igdm" in out and all(f"    {f} = " in out for f in IgdmConfig.model_fields
                                  if f != "enabled")
-    assert {"pgd_at", "trades", "ard", "rslad", "mtard", "adaad", "ciard"} <= set(METHODS)
+    assert {"pgd_at", "trades", "ard", "rslad", "mtard", "adaad", "ciard"} <= set(method_names())

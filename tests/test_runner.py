@@ -93,6 +93,29 @@ def test_trial_logger_logs_each_epoch_once_across_a_resume(tmp_path: Path) -> No
     assert [(m.step, m.value) for m in history] == [(0, 0.5), (1, 0.5), (2, 0.6)]
 
 
+def test_only_runs_of_trials_ray_lost_are_discarded(tmp_path: Path) -> None:
+    """After a restore, a child run whose trial Ray no longer knows is deleted; the runs of
+    restored trials and of trials started since the last step (Ctrl-C can land before the
+    next step) are kept."""
+    tracker = Tracker(f"sqlite:///{tmp_path / 'm.db'}")
+    parent = tracker.start("exp", "parent")
+    logger = TrialLogger(tracker, "exp", parent, run_params=dict, run_tags=lambda c: {},
+                         describe=str, epochs=3, log=lambda _: None)
+    trials = {tid: SimpleNamespace(trial_id=tid, experiment_tag=f"{i}_x", config={},
+                                   status="RUNNING")
+              for i, tid in enumerate(["restored", "lost", "started"], 1)}
+    for trial in trials.values():
+        logger.on_trial_start(0, [], trial)
+    fresh = TrialLogger(tracker, "exp", parent, run_params=dict, run_tags=lambda c: {},
+                        describe=str, epochs=3, log=lambda _: None)
+    fresh.on_step_begin(0, [trials["restored"]])  # what Ray restored: "lost" is gone
+    fresh.on_trial_start(0, [], trials["started"])  # started within that step
+    assert fresh.discard_orphans() == ["lost"]
+    kept = {r["tags"]["trial_id"] for r in tracker.children(parent)}
+    assert kept == {"restored", "started"}
+    fresh.close_open()  # ends the open runs without touching the deleted one
+
+
 class Payload:
     """Unpickling this runs a shell command: what a planted ``tuner.pkl`` would do."""
 
@@ -169,3 +192,20 @@ def test_trial_logger_counts_only_trials_it_saw_end() -> None:
     fresh = TrialLogger.__new__(TrialLogger)
     fresh.known, fresh.done, fresh.stepped = set(), set(), False
     assert fresh.unfinished(stopped, expected=3) == 0  # nothing ran: all had ended before
+
+
+def test_a_restored_tuner_logs_through_this_invocations_callbacks(tmp_path: Path) -> None:
+    """The one use of Ray internals: fails loudly if Ray moves the restored run config."""
+    from ray import tune
+
+    from ablate.runner import replace_callbacks
+
+    def trainable(config: dict) -> None:
+        return None
+
+    first, second = tune.Callback(), tune.Callback()
+    tune.Tuner(trainable, run_config=tune.RunConfig(name="exp", storage_path=str(tmp_path),
+                                                    callbacks=[first]))
+    tuner = replace_callbacks(tune.Tuner.restore(str(tmp_path / "exp"), trainable=trainable),
+                              [second])
+    assert tuner._local_tuner.get_run_config().callbacks == [second]

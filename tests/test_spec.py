@@ -4,19 +4,16 @@ sampled values into valid experiment configs."""
 from __future__ import annotations
 
 import copy
+import pickle
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from ablate.config import ConfigError, apply_overrides
-from ablate.spec import (
-    Resources,
-    check_resources,
-    concurrency,
-    load_search_spec,
-)
+from ablate.config import ConfigError, apply_overrides, set_path
+from ablate.resources import Resources, check_resources, concurrency
+from ablate.spec import load_search_spec
 from tests.test_cli import TINY
 
 SPEC: dict[str, Any] = {
@@ -63,6 +60,41 @@ def test_good_spec_writes_sampled_values_to_every_target_path(tmp_path: Path) ->
     assert cfg.method.push_student_temp == cfg.method.push_teacher_temp == 2.5
     assert cfg.itt.freeze_epochs == 2 and cfg.method.kl_reduction == "mean"
     assert cfg.optim.epochs == TINY["optim"]["epochs"]  # untouched fields come from the base
+
+
+def test_sampled_values_are_set_as_values_not_reparsed_text(tmp_path: Path) -> None:
+    """json.dumps(1e-05) is '1e-05', which YAML 1.1 reads back as a string: the old text round
+    trip turned a sampled 1e-05 into '1e-05' wherever pydantic does not coerce (kwargs)."""
+    from ablate.grid import GridSpec
+    from ablate.recipe import Recipe
+
+    raw = edited(**{"space/student.kwargs.scale": {"type": "float", "low": 1e-6,
+                                                   "high": 1e-4, "log": True}})
+    raw["base"] = copy.deepcopy(TINY)
+    raw["base"]["student"]["kwargs"]["scale"] = 1.0
+    spec = load(tmp_path, raw)
+    cfg = spec.trial_config({"student.kwargs.scale": 1e-05, "method.lam": 1e-05})
+    assert cfg.student.kwargs["scale"] == 1e-05 and isinstance(cfg.student.kwargs["scale"],
+                                                                 float)
+    assert cfg.method.lam == 1e-05
+    rows = [{"name": "a"}, {"name": "b", "overrides": {"student.kwargs.scale": 1e-05}}]
+    grid = GridSpec.model_validate({"name": "g", "base": raw["base"], "baseline": "a",
+                                    "seeds": [0], "rows": rows})
+    assert grid.cell_config("b", 0).student.kwargs["scale"] == 1e-05
+    recipe = spec.recipe()  # what the Ray workers receive: plain, picklable data
+    assert pickle.loads(pickle.dumps(recipe)) == recipe
+    assert recipe.config({"method.alpha": 0.25}) == spec.trial_config({"method.alpha": 0.25})
+    assert Recipe(recipe.base, {}).config({}) == spec.base
+
+
+def test_set_path_creates_sections_and_refuses_a_value_in_the_way() -> None:
+    tree: dict[str, Any] = {"space": {"method.alpha": {"low": 0.1}}, "a": 1}
+    set_path(tree, "space.method.alpha.high", 0.5)
+    set_path(tree, "b.c", [1, 2])
+    assert tree == {"space": {"method.alpha": {"low": 0.1, "high": 0.5}}, "a": 1,
+                    "b": {"c": [1, 2]}}
+    with pytest.raises(ConfigError, match="'a' is not a section"):
+        set_path(tree, "a.x", 2)
 
 
 def test_base_by_path_overrides_and_objective_weight(tmp_path: Path) -> None:

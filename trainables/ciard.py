@@ -26,7 +26,7 @@ from ablate.experiment import (
     resolve_device,
     save_config,
 )
-from ablate.spec import build_trial_config
+from ablate.recipe import Recipe
 
 TeacherStates = dict[str, dict[str, torch.Tensor]]
 
@@ -48,14 +48,13 @@ def make_trainer(cfg: ExperimentConfig, teachers: TeacherStates, threads: float)
     return build_trainer(cfg, data, clean, robust, device)
 
 
-def train_ciard(config: dict[str, Any], *, base: dict[str, Any],
-                targets: dict[str, list[str]], teachers: TeacherStates,
-                threads: float = 1.0, rows: dict[str, dict[str, Any]] | None = None,
-                test_at_end: bool = False) -> None:
+def train_ciard(config: dict[str, Any], *, recipe: Recipe, teachers: TeacherStates,
+                threads: float = 1.0, test_at_end: bool = False) -> None:
     """The trainable. ``config`` holds the sampled values keyed like the search space (a grid:
-    ``row`` and ``seed``). With ``test_at_end`` the last report also carries ``test/*``, the
-    best checkpoint on the test split with the final PGD protocol (a grid cell's result)."""
-    cfg = build_trial_config(base, targets, config, rows)
+    ``row`` and ``seed``); ``recipe`` turns them into the trial's experiment. With
+    ``test_at_end`` the last report also carries ``test/*``, the best checkpoint on the test
+    split with the final PGD protocol (a grid cell's result)."""
+    cfg = recipe.config(config)
     trainer = make_trainer(cfg, teachers, threads)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -76,12 +75,12 @@ def train_ciard(config: dict[str, Any], *, base: dict[str, Any],
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
-def final_test(sampled: dict[str, Any], checkpoint: tune.Checkpoint, *, base: dict[str, Any],
-               targets: dict[str, list[str]], teachers: TeacherStates,
+def final_test(sampled: dict[str, Any], checkpoint: tune.Checkpoint, *, recipe: Recipe,
+               teachers: TeacherStates,
                threads: float = 1.0) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Test the trial's best checkpoint (by validation W-acc) with the final PGD protocol;
     returns the test metrics and the trial's per-epoch history (for the Fig. 3 curves)."""
-    cfg = build_trial_config(base, targets, sampled)
+    cfg = recipe.config(sampled)
     trainer = make_trainer(cfg, teachers, threads)
     with checkpoint.as_directory() as directory:
         if not trainer.restore(directory):

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from ablate.core.data import Dataset, augment_crop_flip, iterate_batches
 from ablate.core.evaluate import correct, eval_mode, evaluate
-from ablate.core.methods import METHODS
+from ablate.core.methods import get_method
 from ablate.core.models import CheckpointError, read_checkpoint
 from ablate.core.robustness import run_suite, suite_metrics
 from ablate.core.step import train_step
@@ -96,7 +96,7 @@ class Trainer:
         val_subset: int | None = None, w: float = 0.5, seed: int = 0,
         igdm: dict[str, Any] | None = None, surrogate: nn.Module | None = None,
     ) -> None:
-        spec = METHODS[method]
+        spec = get_method(method)
         self.method, self.params = method, spec.params(**(method_params or {})).model_dump()
         self.student, self.clean_teacher = student, clean_teacher
         self.robust_teacher = robust_teacher
@@ -184,7 +184,7 @@ class Trainer:
         igdm = None
         if self.igdm is not None:  # IGDM's increasing T(α): linear up to alpha at the end
             igdm = dict(self.igdm, weight=self.igdm["alpha"] * (e + 1) / self.epochs)
-        params = METHODS[self.method].epoch_params(self.params, e)
+        params = get_method(self.method).epoch_params(self.params, e)
         # A term a batch did not report (the push loss of a batch with J = ∅) is averaged over
         # the batches that did report it.
         sums: dict[str, float] = {}

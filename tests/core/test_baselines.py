@@ -11,9 +11,10 @@ import torch
 import torch.nn as nn
 
 from ablate.core.attacks import OBJECTIVES, attack
-from ablate.core.baselines import igdm_term
-from ablate.core.methods import METHODS
-from ablate.core.step import Passes, train_step
+from ablate.core.igdm import igdm_term
+from ablate.core.methods import get_method, method_names
+from ablate.core.passes import Passes
+from ablate.core.step import train_step
 
 ATTACK = dict(eps=0.2, step_size=0.05, steps=3)
 BASELINES = ["pgd_at", "trades", "ard", "rslad", "mtard", "adaad"]
@@ -28,7 +29,7 @@ def state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 
 def defaults(method: str, **over: object) -> dict:
-    return METHODS[method].params(**over).model_dump()
+    return get_method(method).params(**over).model_dump()
 
 
 def step(data, make_net, method: str, *, update_teacher: bool = False, igdm: dict | None = None,
@@ -39,7 +40,7 @@ def step(data, make_net, method: str, *, update_teacher: bool = False, igdm: dic
     x, y = data.train.x[:32], data.train.y[:32]
     torch.manual_seed(0)
     out = train_step(
-        method=method, params=defaults(method, **params), state=METHODS[method].init_state(),
+        method=method, params=defaults(method, **params), state=get_method(method).init_state(),
         student=nets["student"], clean_teacher=nets["clean"], robust_teacher=nets["robust"],
         x=x, y=y, optimizer=torch.optim.SGD(nets["student"].parameters(), lr=0.1),
         teacher_optimizer=torch.optim.SGD(nets["robust"].parameters(), lr=0.1),
@@ -50,16 +51,16 @@ def step(data, make_net, method: str, *, update_teacher: bool = False, igdm: dic
 # --- every registered method through the real step ----------------------------------------------
 
 def test_all_baselines_registered() -> None:
-    assert set(BASELINES) <= set(METHODS)
+    assert set(BASELINES) <= set(method_names())
     for name in BASELINES:
-        spec = METHODS[name]
+        spec = get_method(name)
         assert spec.params().name == name and spec.objective in OBJECTIVES and not spec.itt
         assert spec.summary
         with pytest.raises(ValueError):
             spec.params(nope=1)
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", sorted(method_names()))
 def test_step_gradients_reach_only_the_student(small_digits, make_net, method: str) -> None:
     out, nets, before = step(small_digits, make_net, method)
     assert math.isfinite(out["loss"])
@@ -69,20 +70,20 @@ def test_step_gradients_reach_only_the_student(small_digits, make_net, method: s
     assert not state_equal(before["student"], snapshot(nets["student"]))
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", sorted(method_names()))
 def test_only_itt_methods_update_the_robust_teacher(small_digits, make_net, method: str) -> None:
     out, nets, before = step(small_digits, make_net, method, update_teacher=True)
     changed = not state_equal(before["robust"], snapshot(nets["robust"]))
-    assert changed == METHODS[method].itt
-    assert ("teacher_loss" in out) == METHODS[method].itt
+    assert changed == get_method(method).itt
+    assert ("teacher_loss" in out) == get_method(method).itt
     assert state_equal(before["clean"], snapshot(nets["clean"]))
 
 
 def test_ciard_is_the_itt_method() -> None:
-    assert METHODS["ciard"].itt
+    assert get_method("ciard").itt
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", sorted(method_names()))
 def test_same_seed_same_loss(small_digits, make_net, method: str) -> None:
     a, nets_a, _ = step(small_digits, make_net, method)
     b, nets_b, _ = step(small_digits, make_net, method)
@@ -103,8 +104,8 @@ def test_same_seed_same_loss(small_digits, make_net, method: str) -> None:
 )
 def test_default_losses_run_only_the_passes_they_need(small_digits, method, computed) -> None:
     passes = linear_passes(small_digits.train.x[:8])
-    METHODS[method].loss(passes, small_digits.train.y[:8], defaults(method),
-                         METHODS[method].init_state())
+    get_method(method).loss(passes, small_digits.train.y[:8], defaults(method),
+                            get_method(method).init_state())
     assert passes.computed == computed and passes.count == len(computed)
 
 
@@ -153,7 +154,7 @@ def close(a: torch.Tensor, b: torch.Tensor) -> bool:
 def test_pgd_at_loss_by_hand(xy) -> None:
     p = linear_passes(xy[0])
     _, s_adv, *_ = models(p)
-    out = METHODS["pgd_at"].loss(p, xy[1], defaults("pgd_at"), {})
+    out = get_method("pgd_at").loss(p, xy[1], defaults("pgd_at"), {})
     assert close(out["loss"], hand_ce(s_adv, xy[1]))
 
 
@@ -161,7 +162,7 @@ def test_trades_loss_by_hand_and_gradient_through_both_sides(xy) -> None:
     x, y = xy
     p = linear_passes(x)
     s_nat, s_adv, *_ = models(p)
-    out = METHODS["trades"].loss(p, y, defaults("trades"), {})
+    out = get_method("trades").loss(p, y, defaults("trades"), {})
     assert close(out["loss"], hand_ce(s_nat, y) + 6.0 * hand_kl(s_nat, s_adv))
     # The KL target s(x) is not detached: its gradient differs from the CE term's alone.
     (g_all,) = torch.autograd.grad(out["loss"], p.s_nat(), retain_graph=True)
@@ -173,7 +174,7 @@ def test_ard_loss_by_hand_with_both_terms(xy) -> None:
     x, y = xy
     p = linear_passes(x)
     s_nat, s_adv, _, r_nat, _ = models(p)
-    out = METHODS["ard"].loss(p, y, defaults("ard", alpha=0.5), {})
+    out = get_method("ard").loss(p, y, defaults("ard", alpha=0.5), {})
     want = 0.5 * 30.0**2 * hand_kl(r_nat, s_adv, temp=30.0) + 0.5 * hand_ce(s_nat, y)
     assert close(out["loss"], want)
     assert defaults("ard")["alpha"] == 1.0 and defaults("ard")["temp"] == 30.0
@@ -183,10 +184,10 @@ def test_rslad_loss_by_hand_and_per_entry_reduction(xy) -> None:
     x, y = xy
     p = linear_passes(x)
     s_nat, s_adv, _, r_nat, _ = models(p)
-    out = METHODS["rslad"].loss(p, y, defaults("rslad"), {})
+    out = get_method("rslad").loss(p, y, defaults("rslad"), {})
     want = 5 / 6 * hand_kl(r_nat, s_adv) + 1 / 6 * hand_kl(r_nat, s_nat)
     assert close(out["loss"], want)
-    mean = METHODS["rslad"].loss(p, y, defaults("rslad", kl_reduction="mean"), {})
+    mean = get_method("rslad").loss(p, y, defaults("rslad", kl_reduction="mean"), {})
     assert close(mean["loss"], want / 10)  # 1/C as large
 
 
@@ -194,14 +195,14 @@ def test_adaad_loss_by_hand(xy) -> None:
     x, y = xy
     p = linear_passes(x)
     s_nat, s_adv, _, r_nat, r_adv = models(p)
-    out = METHODS["adaad"].loss(p, y, defaults("adaad", alpha=0.7), {})
+    out = get_method("adaad").loss(p, y, defaults("adaad", alpha=0.7), {})
     assert close(out["loss"], 0.7 * hand_kl(r_adv, s_adv) + 0.3 * hand_kl(r_nat, s_nat))
-    out = METHODS["adaad"].loss(p, y, defaults("adaad"), {})  # paper α = 1
+    out = get_method("adaad").loss(p, y, defaults("adaad"), {})  # paper α = 1
     assert close(out["loss"], hand_kl(r_adv, s_adv))
 
 
 def test_mtard_weights_follow_the_hand_computed_sequence(small_digits) -> None:
-    spec, params = METHODS["mtard"], defaults("mtard")
+    spec, params = get_method("mtard"), defaults("mtard")
     state = spec.init_state()
     w_nat, l0 = 0.5, None
     for i in range(3):

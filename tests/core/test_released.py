@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from ablate.cli import SEARCH_SPACES
 from ablate.config import load_config
 from ablate.core.data import Dataset, iterate_batches, load_dataset
-from ablate.core.methods import METHODS
+from ablate.core.methods import get_method
 from ablate.experiment import build_net, build_trainer
 
 PRESET = SEARCH_SPACES / "base" / "cifar10_released.yaml"
@@ -158,10 +158,10 @@ def test_released_preset_step_matches_the_released_code(epoch: int) -> None:
 
 
 def test_released_temperature_step_shrinks_per_batch_from_epoch_215() -> None:
-    params = METHODS["ciard"].params(adaptive_temps=True,
-                                     adaptive_temps_freeze_epoch=214).model_dump()
-    assert not METHODS["ciard"].epoch_params(params, 213)["temps_decaying"]
-    assert METHODS["ciard"].epoch_params(params, 214)["temps_decaying"]
+    params = get_method("ciard").params(adaptive_temps=True,
+                                        adaptive_temps_freeze_epoch=214).model_dump()
+    assert not get_method("ciard").epoch_params(params, 213)["temps_decaying"]
+    assert get_method("ciard").epoch_params(params, 214)["temps_decaying"]
     # Through a real epoch: 2 batches in 0-based epoch 214 = the released epoch 215, where
     # CIARD.py multiplies temp_learn_rate by 0.1 after each batch's temperature update.
     cfg, trainer, *_ = preset_trainer(214)

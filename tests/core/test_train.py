@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ablate.core.methods import METHODS, CiardParams
-from ablate.core.step import Passes, train_step
+from ablate.core.methods import get_method
+from ablate.core.methods.ciard import CiardParams
+from ablate.core.passes import Passes
+from ablate.core.step import train_step
 from ablate.core.teachers import train_teacher
 from ablate.core.train import Trainer, student_lr, teacher_lr
 
@@ -70,7 +72,7 @@ def test_ciard_runs_only_the_passes_its_loss_needs(
     x, y = small_digits.train.x[:16], small_digits.train.y[:16]
     passes = Passes(student=make_net(0), clean_teacher=make_net(1), robust_teacher=make_net(2),
                     x=x, x_adv=x.flip(0), update_teacher=itt)
-    out = METHODS["ciard"].loss(passes, y, CiardParams(**params).model_dump(), {})
+    out = get_method("ciard").loss(passes, y, CiardParams(**params).model_dump(), {})
     assert passes.computed == computed and passes.count == calls
     assert torch.isfinite(out["loss"])
 
@@ -227,7 +229,7 @@ def ciard_on_labels(small_digits, make_net, wrong: int, **params):
     y[:wrong] = (y[:wrong] + 1) % 10
     passes = Passes(student=make_net(0), clean_teacher=clean, robust_teacher=make_net(2),
                     x=x, x_adv=x_adv, update_teacher=False)
-    return METHODS["ciard"].loss(passes, y, CiardParams(**params).model_dump(), {})
+    return get_method("ciard").loss(passes, y, CiardParams(**params).model_dump(), {})
 
 
 @pytest.mark.parametrize("lam", [0.3, "auto"])
@@ -315,7 +317,7 @@ def test_test_runs_seeded_pgd_sat_and_scores_the_best_epochs_teacher(
 
 
 def test_mtard_weight_lr_decays_at_its_released_milestones() -> None:
-    mtard = METHODS["mtard"]
+    mtard = get_method("mtard")
     params = mtard.params().model_dump()
     for epoch, lr in ((0, 0.025), (214, 0.025), (215, 0.0025), (260, 0.00025),
                       (299, 0.000025)):

@@ -1,14 +1,8 @@
-"""Distillation methods as registry entries: params model, inner-max objective, loss function.
-
-A loss function has the signature ``loss(passes, y, params, state) -> dict`` and returns at least
-``"loss"`` (the student loss); ``"teacher_loss"`` when the robust teacher is trained (ITT).
-``state`` holds per-run mutable values (e.g. adaptive temperatures) and is checkpointed.
-"""
+"""CIARD (ICCV 2025): clean and robust knowledge distillation with a contrastive push loss and
+Iterative Teacher Training, as a registry entry (Eq. 7-8, Alg. 1)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -24,41 +18,10 @@ from ablate.core.losses import (
     soft_targets,
     update_temperatures,
 )
+from ablate.core.methods.base import Method
 
 if TYPE_CHECKING:
-    from ablate.core.step import Passes
-
-LossFn = Callable[["Passes", torch.Tensor, dict[str, Any], dict[str, Any]], dict[str, torch.Tensor]]
-EpochParams = Callable[[dict[str, Any], int], dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class Method:
-    """A distillation method: one PGD loop, its own objective and loss."""
-
-    name: str
-    params: type[BaseModel]
-    objective: str
-    loss: LossFn
-    init_state: Callable[[], dict[str, Any]] = field(default=dict)
-    summary: str = ""  # one line for ``ablate methods``: the paper and its outer loss
-    teachers: tuple[str, ...] = ()  # which teachers the loss reads: "clean", "robust"
-    itt: bool = False  # whether the loss returns "teacher_loss" (Iterative Teacher Training)
-    # The params of one epoch (0-based) from the run's, for knobs with an epoch schedule.
-    at_epoch: EpochParams | None = None
-
-    def epoch_params(self, params: dict[str, Any], epoch: int) -> dict[str, Any]:
-        return self.at_epoch(params, epoch) if self.at_epoch is not None else params
-
-
-METHODS: dict[str, Method] = {}
-
-
-def register_method(method: Method) -> Method:
-    if method.name in METHODS:
-        raise ValueError(f"method {method.name!r} is already registered")
-    METHODS[method.name] = method
-    return method
+    from ablate.core.passes import Passes
 
 
 class CiardParams(BaseModel):
@@ -177,12 +140,8 @@ def _push_term(passes: Passes, y: torch.Tensor, p: dict[str, Any], kl_clean: tor
     return lam * push
 
 
-CIARD = register_method(
-    Method(name="ciard", params=CiardParams, objective="kl_clean_teacher", loss=ciard_loss,
-           init_state=_ciard_state, teachers=("clean", "robust"), itt=True,
-           at_epoch=_ciard_at_epoch,
-           summary="CIARD (ICCV 2025): α·KL(s(x)‖t(x)) + β·KL(s(x*)‖t'(x*)) − λ·Push; ITT")
+CIARD = Method(
+    name="ciard", params=CiardParams, objective="kl_clean_teacher", loss=ciard_loss,
+    init_state=_ciard_state, teachers=("clean", "robust"), itt=True, at_epoch=_ciard_at_epoch,
+    summary="CIARD (ICCV 2025): α·KL(s(x)‖t(x)) + β·KL(s(x*)‖t'(x*)) − λ·Push; ITT",
 )
-
-# The comparison methods of SPEC §4 register themselves on import.
-from ablate.core import baselines  # noqa: E402, F401

@@ -1,10 +1,9 @@
-"""The methods CIARD is compared with (SPEC §4) as registry entries, and the IGDM add-on.
+"""Adversarial distillation from robust (and clean) teachers, the methods CIARD is compared with
+(SPEC §4): ARD, RSLAD, MTARD and AdaAD as registry entries.
 
-Each entry is a PGD objective (``ablate.core.attacks``) plus an outer loss over the memoised
-passes; the loop itself is shared. KL(a ‖ b) follows ``losses.kl``: b is the detached target,
-except in TRADES, whose reference code back-propagates through both sides. ``kl_reduction``:
-the papers' KL is per sample (batchmean); the released ARD/RSLAD/MTARD/AdaAD code averages over
-entries (``nn.KLDivLoss()`` / ``torch.mean``), which makes each KL term 1/C as large.
+KL(a ‖ b) follows ``losses.kl``: b is the detached target. ``kl_reduction``: the papers' KL is
+per sample (batchmean); the released ARD/RSLAD/MTARD/AdaAD code averages over entries
+(``nn.KLDivLoss()`` / ``torch.mean``), which makes each KL term 1/C as large.
 """
 
 from __future__ import annotations
@@ -18,12 +17,11 @@ from pydantic import BaseModel, Field
 
 from ablate.core.limits import STRICT, Epoch
 from ablate.core.losses import Reduction, kl, soft_targets
-from ablate.core.methods import Method, register_method
+from ablate.core.methods.base import Method, Out
 
 if TYPE_CHECKING:
-    from ablate.core.step import Passes
+    from ablate.core.passes import Passes
 
-Out = dict[str, torch.Tensor]
 KlReduction = Literal["batchmean", "mean"]
 _RED_DOC = "KL averaging: per sample (batchmean, the paper's KL) or per entry (mean, released code)"
 
@@ -36,43 +34,6 @@ def _kl(student: torch.Tensor, teacher: torch.Tensor, red: Reduction, temp: floa
 
 def _zero(y: torch.Tensor) -> torch.Tensor:
     return torch.zeros((), device=y.device)
-
-
-# --- PGD-AT (Madry et al., ICLR 2018) ------------------------------------------------------------
-
-class PgdAtParams(BaseModel):
-    """PGD-AT has no loss knobs: min E[max CE(f(x+δ), y)]."""
-
-    model_config = STRICT
-    name: Literal["pgd_at"] = "pgd_at"
-
-
-def pgd_at_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: dict[str, Any]
-                ) -> Out:
-    """L = CE(s(x*), y) (Madry et al. 2018)."""
-    ce = F.cross_entropy(passes.s_adv(), y)
-    return {"loss": ce, "ce_adv": ce.detach()}
-
-
-# --- TRADES (Zhang et al., ICML 2019) ------------------------------------------------------------
-
-class TradesParams(BaseModel):
-    """TRADES (Zhang et al. 2019)."""
-
-    model_config = STRICT
-    name: Literal["trades"] = "trades"
-    beta: float = Field(6.0, ge=0, description="weight β of KL(f(x*) ‖ f(x)) (paper value 6)")
-
-
-def trades_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: dict[str, Any]
-                ) -> Out:
-    """L = CE(f(x), y) + β·KL(f(x*) ‖ f(x)) (TRADES), written as the reference code's
-    ``KLDivLoss(sum)(log_softmax(f(x*)), softmax(f(x))) / B``: gradients flow through both f(x*)
-    and the target f(x)."""
-    s_nat, s_adv = passes.s_nat(), passes.s_adv()
-    ce = F.cross_entropy(s_nat, y)
-    rob = F.kl_div(F.log_softmax(s_adv, dim=1), F.softmax(s_nat, dim=1), reduction="batchmean")
-    return {"loss": ce + params["beta"] * rob, "ce": ce.detach(), "kl_adv": rob.detach()}
 
 
 # --- ARD (Goldblum et al., AAAI 2020) ------------------------------------------------------------
@@ -199,59 +160,23 @@ def adaad_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: d
             "kl_nat": kl_nat.detach()}
 
 
-# --- IGDM (Lee, Cho et al., indirect gradient matching), an add-on to any method -----------------
-
-def _shifted(passes: Passes, c: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Student and robust-teacher logits on clamp(x + c·δ, 0, 1), δ = x* − x; c ∈ {0, 1} reuses
-    the memoised passes on x and x*."""
-    if c == 0:
-        return passes.s_nat(), passes.rt_nat()
-    if c == 1:
-        return passes.s_adv(), passes.rt_adv()
-    teacher = passes.robust_teacher
-    if teacher is None:
-        raise ValueError("IGDM needs a robust teacher")
-    x = (passes.x + c * (passes.x_adv - passes.x)).clamp(0.0, 1.0)
-    s = passes._memo(f"s_igdm{c:+g}", lambda: passes.student(x))
-    t = passes._memo(f"rt_igdm{c:+g}", lambda: passes._no_grad(teacher, x))
-    return s, t
-
-
-def igdm_term(passes: Passes, *, beta: float, gamma: float, distance: str) -> torch.Tensor:
-    """D(S(x+βδ) − S(x−γδ), T(x+βδ) − T(x−γδ)), T = robust teacher (IGDM Eq. 8) without the
-    epoch weight T(α), which the step applies (Eq. 9). ``kl``: KL(softmax(ΔS) ‖ softmax(ΔT)),
-    ΔT the detached target, batchmean (the paper's choice); ``l1``/``l2``: mean absolute /
-    squared difference."""
-    s_plus, t_plus = _shifted(passes, beta)
-    s_minus, t_minus = _shifted(passes, -gamma)
-    d_s, d_t = s_plus - s_minus, (t_plus - t_minus).detach()
-    if distance == "kl":
-        return F.kl_div(F.log_softmax(d_s, dim=1), F.log_softmax(d_t, dim=1),
-                        reduction="batchmean", log_target=True)
-    if distance == "l1":
-        return (d_s - d_t).abs().mean()
-    if distance == "l2":
-        return (d_s - d_t).pow(2).mean()
-    raise ValueError(f"unknown IGDM distance {distance!r}; known: kl, l1, l2")
-
-
-for _method in (
-    Method(name="pgd_at", params=PgdAtParams, objective="ce", loss=pgd_at_loss,
-           summary="PGD-AT (Madry et al., ICLR 2018): CE(s(x*), y), no teacher"),
-    Method(name="trades", params=TradesParams, objective="trades_kl", loss=trades_loss,
-           summary="TRADES (Zhang et al., ICML 2019): CE(s(x), y) + β·KL(s(x*)‖s(x)), no teacher"),
-    Method(name="ard", params=ArdParams, objective="ce", loss=ard_loss, teachers=("robust",),
-           summary="ARD (Goldblum et al., AAAI 2020): α·T²·KL(s(x*)/T‖t'(x)/T) "
-                   "+ (1−α)·CE(s(x), y)"),
-    Method(name="rslad", params=RsladParams, objective="kl_robust_teacher_nat", loss=rslad_loss,
-           teachers=("robust",),
-           summary="RSLAD (Zi et al., ICCV 2021): 5/6·KL(s(x*)‖t'(x)) + 1/6·KL(s(x)‖t'(x))"),
-    Method(name="mtard", params=MtardParams, objective="ce", loss=mtard_loss,
-           init_state=_mtard_state, teachers=("clean", "robust"), at_epoch=_mtard_at_epoch,
-           summary="MTARD (Zhao et al., ECCV 2022): w_nat·KL(s(x)‖t(x)) + w_adv·KL(s(x*)‖t'(x*)), "
-                   "adaptive weights"),
-    Method(name="adaad", params=AdaadParams, objective="kl_robust_teacher", loss=adaad_loss,
-           teachers=("robust",),
-           summary="AdaAD (Huang et al., CVPR 2023): α·KL(s(x*)‖t'(x*)) + (1−α)·KL(s(x)‖t'(x))"),
-):
-    register_method(_method)
+ARD = Method(
+    name="ard", params=ArdParams, objective="ce", loss=ard_loss, teachers=("robust",),
+    summary="ARD (Goldblum et al., AAAI 2020): α·T²·KL(s(x*)/T‖t'(x)/T) + (1−α)·CE(s(x), y)",
+)
+RSLAD = Method(
+    name="rslad", params=RsladParams, objective="kl_robust_teacher_nat", loss=rslad_loss,
+    teachers=("robust",),
+    summary="RSLAD (Zi et al., ICCV 2021): 5/6·KL(s(x*)‖t'(x)) + 1/6·KL(s(x)‖t'(x))",
+)
+MTARD = Method(
+    name="mtard", params=MtardParams, objective="ce", loss=mtard_loss, init_state=_mtard_state,
+    teachers=("clean", "robust"), at_epoch=_mtard_at_epoch,
+    summary="MTARD (Zhao et al., ECCV 2022): w_nat·KL(s(x)‖t(x)) + w_adv·KL(s(x*)‖t'(x*)), "
+            "adaptive weights",
+)
+ADAAD = Method(
+    name="adaad", params=AdaadParams, objective="kl_robust_teacher", loss=adaad_loss,
+    teachers=("robust",),
+    summary="AdaAD (Huang et al., CVPR 2023): α·KL(s(x*)‖t'(x*)) + (1−α)·KL(s(x)‖t'(x))",
+)

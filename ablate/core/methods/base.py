@@ -1,0 +1,43 @@
+"""What a distillation method is: a frozen registry entry (params model, inner-max objective,
+loss function). The method families build entries from this module only; the registry and its
+lookups live in the package ``__init__``, so nothing here imports back into it.
+
+A loss function has the signature ``loss(passes, y, params, state) -> dict`` and returns at least
+``"loss"`` (the student loss); ``"teacher_loss"`` when the robust teacher is trained (ITT).
+``state`` holds per-run mutable values (e.g. adaptive temperatures) and is checkpointed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from ablate.core.passes import Passes
+
+Out = dict[str, torch.Tensor]
+LossFn = Callable[["Passes", torch.Tensor, dict[str, Any], dict[str, Any]], Out]
+EpochParams = Callable[[dict[str, Any], int], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A distillation method: one PGD loop, its own objective and loss."""
+
+    name: str
+    params: type[BaseModel]
+    objective: str
+    loss: LossFn
+    init_state: Callable[[], dict[str, Any]] = field(default=dict)
+    summary: str = ""  # one line for ``ablate methods``: the paper and its outer loss
+    teachers: tuple[str, ...] = ()  # which teachers the loss reads: "clean", "robust"
+    itt: bool = False  # whether the loss returns "teacher_loss" (Iterative Teacher Training)
+    # The params of one epoch (0-based) from the run's, for knobs with an epoch schedule.
+    at_epoch: EpochParams | None = None
+
+    def epoch_params(self, params: dict[str, Any], epoch: int) -> dict[str, Any]:
+        return self.at_epoch(params, epoch) if self.at_epoch is not None else params

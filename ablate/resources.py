@@ -1,0 +1,50 @@
+"""Resources per trial, and what this machine or a Ray cluster offers: shared by searches
+and grids."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pydantic import Field
+
+from ablate.config import ConfigError, Strict
+
+
+class Resources(Strict):
+    cpu: float = Field(1.0, gt=0, le=4096, description="CPU cores per trial (= its torch "
+                       "threads)")
+    gpu: float = Field(0.0, ge=0, le=1024, description="GPUs per trial; fractions share a GPU")
+
+
+
+def machine_resources() -> dict[str, float]:
+    """CPUs and GPUs of this machine (for a local Ray)."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}
+
+
+def check_resources(res: Resources, available: dict[str, float], where: str) -> None:
+    """A trial must fit on the machine (or cluster) it is going to run on."""
+    if res.cpu > available.get("CPU", 0):
+        raise ConfigError(f"field `resources.cpu`: {res.cpu:g} CPUs per trial, but {where} has "
+                          f"{available.get('CPU', 0):g}")
+    if res.gpu > 0 and res.gpu > available.get("GPU", 0):
+        have = available.get("GPU", 0)
+        hint = " (use --address to run on a Ray cluster with GPUs)" if have == 0 else ""
+        raise ConfigError(f"field `resources.gpu`: {res.gpu:g} GPUs per trial, but {where} "
+                          f"has {have:g}{hint}")
+
+
+def concurrency(spec: Any, available: dict[str, float], trials: int | None = None) -> int:
+    """How many trials of a search or grid spec (its ``resources`` and ``max_concurrent``) run
+    at once on the given resources; ``trials`` defaults to a search's ``num_samples``."""
+    fit = [available.get("CPU", 0) / spec.resources.cpu]
+    if spec.resources.gpu > 0:
+        fit.append(available.get("GPU", 0) / spec.resources.gpu)
+    n = max(int(min(fit) + 1e-9), 0)
+    if spec.max_concurrent is not None:
+        n = min(n, spec.max_concurrent)
+    return min(n, spec.num_samples if trials is None else trials)
