@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -18,46 +16,8 @@ from ablate.cli import main
 from ablate.config import load_config, read_yaml
 from ablate.core.models import build_model
 from ablate.grid import load_grid
-from ablate.safe_yaml import dump_yaml
 from ablate.spec import load_search_spec
-
-REPO = Path(__file__).resolve().parents[1]
-
-TINY: dict[str, Any] = {
-    "name": "tiny",
-    "seed": 0,
-    "device": "cpu",
-    "data": {"name": "digits"},
-    "student": {"arch": "small_cnn", "kwargs": {"width": 4}},
-    "teachers": {
-        "clean": {"arch": "small_cnn", "kwargs": {"width": 8},
-                  "train": {"method": "ce", "epochs": 2, "lr": 0.1}},
-        "robust": {"arch": "small_cnn", "kwargs": {"width": 8},
-                   "train": {"method": "pgd_at", "epochs": 1, "lr": 0.1, "steps": 2}},
-    },
-    "attack": {"eps": 0.2, "step_size": 0.05, "steps": 2},
-    "optim": {"epochs": 2, "lr": 0.1},
-    "itt": {"freeze_epochs": 1, "teacher_lr": 0.001},
-    "eval": {"val_steps": 2, "val_subset": 100},
-}
-
-
-def write(path: Path, cfg: dict[str, Any] | str) -> Path:
-    # dump_yaml: a dict used twice (GRID["rows"][0] in two rows) is written out twice rather
-    # than as a YAML alias, which config files may not contain.
-    path.write_text(cfg if isinstance(cfg, str) else dump_yaml(cfg, sort_keys=True))
-    return path
-
-
-def run_bad(workdir: Path, capsys: pytest.CaptureFixture[str], args: list[str]) -> str:
-    code = main(args)
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert len(err.splitlines()) == 1, err
-    # Nothing started or half-written: no MLflow store, no run directory, no teacher cache.
-    assert not (workdir / "mlflow.db").exists()
-    assert not (workdir / "runs").exists() and not (workdir / "cache").exists()
-    return err
+from tests.helpers import REPO, SPEC, TINY, run_bad, write
 
 
 @pytest.mark.parametrize(
@@ -189,8 +149,6 @@ def test_itt_that_can_never_start_is_a_warning_naming_the_field(workdir, capsys)
     assert main(["grid", str(grid), "--dry-run"]) == 0
     assert "warning: row 'late ITT': itt.freeze_epochs=5 >= optim.epochs=2" in (
         capsys.readouterr().err)
-
-    from tests.test_search import SPEC
     spec = {**SPEC, "space": {**SPEC["space"],
                               "itt.freeze_epochs": {"type": "int", "low": 0, "high": 4}}}
     assert main(["search", str(write(workdir / "s.yaml", spec)), "--dry-run"]) == 0

@@ -21,8 +21,7 @@ from ray._private import ray_constants
 from ray.cluster_utils import Cluster
 
 from ablate.cli import main
-from tests.test_cli import write
-from tests.test_search import SPEC, duplicated_rows, runs_by_kind, steps, store
+from tests.helpers import SPEC, duplicated_rows, runs_by_kind, steps, store, write
 
 EPOCHS = 6
 

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from ablate.cli import main
 from ablate.config import IgdmConfig
 from ablate.core.methods import all_methods, method_names
-from tests.test_cli import TINY, run_bad, write
+from tests.helpers import TINY, run_bad, write
 
 
 @pytest.fixture

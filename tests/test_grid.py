@@ -15,39 +15,28 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 import torch
-from mlflow.tracking import MlflowClient
 
 from ablate.cli import SEARCH_SPACES, main
 from ablate.config import ConfigError, ExperimentConfig, apply_overrides
 from ablate.experiment import build_data, build_net, build_trainer
 from ablate.grid import load_grid, resolve
-from tests.test_cli import TINY, run_bad, write
-from tests.test_search import assert_interrupted, interrupt_after_first_trial, steps
-
-GRID: dict[str, Any] = {
-    "name": "tiny-grid",
-    "base": copy.deepcopy(TINY),
-    "rows": [
-        {"name": "no push", "overrides": {"method.push": False},
-         "paper": {"clean_acc": 90.0}},
-        {"name": "push", "overrides": {}},
-    ],
-    "baseline": "no push",
-    "seeds": [0, 1],
-    "max_concurrent": 2,
-}
+from tests.helpers import (
+    GRID,
+    TINY,
+    assert_interrupted,
+    edited,
+    grid_runs,
+    interrupt_after_first_trial,
+    run_bad,
+    steps,
+    write,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def shutdown_ray() -> Any:
     yield
     ray.shutdown()
-
-
-def edited(**changes: Any) -> dict[str, Any]:
-    out = copy.deepcopy(GRID)
-    out.update(changes)
-    return out
 
 
 @pytest.mark.parametrize("raw, needle", [
@@ -109,15 +98,6 @@ def test_itt_disabled_never_updates_the_robust_teacher() -> None:
     assert trainer.teacher_optimizer is None
     after = trainer.robust_teacher.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-
-
-def grid_runs(workdir: Path) -> tuple[MlflowClient, Any, list[Any]]:
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("tiny-grid").experiment_id
-    runs = client.search_runs([exp])
-    parents = [r for r in runs if r.data.tags.get("kind") == "grid"]
-    assert len(parents) == 1
-    return client, parents[0], [r for r in runs if r.data.tags.get("kind") == "trial"]
 
 
 def test_grid_logs_cells_and_the_table_and_report_rebuilds_it(workdir: Path, capsys) -> None:

@@ -48,6 +48,31 @@ def test_plots_are_written(tmp_path: Path) -> None:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_search_plots_show_the_data_they_are_given(tmp_path: Path, monkeypatch) -> None:
+    """What is drawn, not only that a PNG exists: points, the running best, the front, bars."""
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep each figure to look at it
+    plot_objective([0.4, None, 0.6, 0.5], tmp_path / "o.png")
+    plot_pareto([(0.9, 0.2), (None, None), (0.8, 0.4), (0.7, 0.3)], [True, False, True, False],
+                tmp_path / "p.png")
+    plot_importances({"a": 0.7, "b": 0.3}, tmp_path / "i.png")
+    objective, pareto, importance = (f.axes[0] for f in figures)
+
+    trials, failed = (c.get_offsets().ravel().tolist() for c in objective.collections)
+    assert trials == pytest.approx([0, 40, 2, 60, 3, 50]) and failed == [1, 0]
+    (running,) = objective.lines
+    assert list(running.get_ydata()) == pytest.approx([40, 40, 60, 60])
+    (points,) = pareto.collections
+    assert points.get_offsets().ravel().tolist() == pytest.approx([90, 20, 80, 40, 70, 30])
+    (front,) = pareto.lines
+    assert list(front.get_xdata()) == [80, 90] and list(front.get_ydata()) == [40, 20]
+    bars = {t.get_text(): b.get_width() for t, b in zip(importance.get_yticklabels(),
+                                                        importance.patches, strict=True)}
+    assert bars == {"b": 0.3, "a": 0.7}
+
+
 def grid_table() -> list[dict]:
     cells = [{"row": r, "seed": s, "status": "finished", "clean_acc": 0.5 + 0.1 * s}
              for r in ("a", "b") for s in (0, 1)]

@@ -18,7 +18,7 @@ from ablate.runner import TrialLogger, error_reason, trial_dirname, trial_number
 from ablate.spec import load_search_spec
 from ablate.storage import experiment_dir, make_private, storage_path
 from ablate.tracking import Tracker
-from tests.test_cli import write
+from tests.helpers import SPEC, write
 
 TRACE = """Failure # 1 (occurred at 2026-11-22_04-03-58)
 ray::ImplicitFunc.train() (pid=1, ip=192.0.2.2, actor_id=ab)
@@ -128,7 +128,6 @@ class Payload:
 
 def planted_experiment(workdir: Path) -> tuple[Path, Path, Path]:
     """A search spec and, in its Ray storage, an experiment whose ``tuner.pkl`` runs code."""
-    from tests.test_search import SPEC
 
     spec = write(workdir / "s.yaml", SPEC)
     storage = workdir / "storage"
@@ -168,7 +167,6 @@ def test_new_experiment_directories_are_private(tmp_path: Path) -> None:
 
 def test_an_address_nothing_answers_is_refused_within_the_timeout(workdir: Path,
                                                                   capsys) -> None:
-    from tests.test_search import SPEC
 
     spec = write(workdir / "s.yaml", SPEC)
     start = time.monotonic()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,94 +16,20 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 import yaml
-from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
-from tests.test_cli import REPO, TINY, run_bad, write
-
-BASE = copy.deepcopy(TINY) | {"optim": {"epochs": 4, "lr": 0.1}}
-SPEC: dict[str, Any] = {
-    "name": "tiny-search",
-    "base": BASE,
-    "space": {
-        "method.alpha": {"type": "float", "low": 0.1, "high": 1.0},
-        "itt.teacher_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
-        "optim.lr": {"type": "categorical", "choices": [0.05, 0.1]},
-    },
-    "searcher": {"seed": 0},
-    "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
-    "num_samples": 5,
-    "max_concurrent": 1,  # one at a time: ASHA's decisions do not depend on timing
-    "max_failures": 0,
-}
-
-
-def store(workdir: Path) -> tuple[MlflowClient, str]:
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    return client, client.get_experiment_by_name("tiny-search").experiment_id
-
-
-def runs_by_kind(client: MlflowClient, exp: str) -> tuple[Any, list[Any]]:
-    runs = client.search_runs([exp])
-    parents = [r for r in runs if r.data.tags.get("kind") == "search"]
-    assert len(parents) == 1
-    return parents[0], [r for r in runs if r.data.tags.get("kind") == "trial"]
-
-
-def steps(client: MlflowClient, run: Any) -> list[int]:
-    return [m.step for m in client.get_metric_history(run.info.run_id, "val/w_acc")]
-
-
-def interrupt_after_first_trial(cmd: list[str], cwd: Path, env: dict[str, str], *,
-                                group: bool = False, sig: int = signal.SIGINT) -> list[str]:
-    """Run ``cmd`` and send ``sig`` once the first trial has ended: to the driver only, or
-    (``group``) to its whole process group as a terminal's Ctrl-C does. SIGINT must give
-    exit 130 and the resume hint, and no summary claimed from the partial search."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=cwd, env=env, start_new_session=group)
-    lines = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("trial ") and "epochs" in line:
-            if group:
-                os.killpg(proc.pid, sig)
-            else:
-                proc.send_signal(sig)
-            break
-    lines += proc.stdout.readlines()
-    code = proc.wait(timeout=120)
-    if sig == signal.SIGKILL:
-        assert code == -signal.SIGKILL
-        return lines
-    out = "".join(lines)
-    assert code == 130, out
-    # Ray may log after our last line (stderr is merged), so look for the hint anywhere.
-    assert any("continue with:" in ln and ln.rstrip().endswith("--resume") for ln in lines)
-    assert "no summary from partial work" in out
-    for claim in ("stopped early by ASHA,", "best trial", "test (best epoch", "| row"):
-        assert claim not in out, out  # nothing summarised from a partial search
-    return lines
-
-
-def assert_interrupted(client: MlflowClient, parent: Any, children: list[Any]) -> None:
-    """The store after Ctrl-C: the parent KILLED and tagged, no run left RUNNING, only trials
-    that really ended FINISHED."""
-    assert parent.info.status == "KILLED" and parent.data.tags["interrupted"] == "true"
-    assert children and all(c.info.status in ("FINISHED", "KILLED") for c in children)
-    for c in children:
-        if c.info.status == "FINISHED":
-            assert "epochs_trained" in c.data.tags
-    assert any(c.info.status == "FINISHED" for c in children)
-
-
-def duplicated_rows(client: MlflowClient, run: Any) -> list[tuple[str, int]]:
-    """(metric, step) pairs logged more than once in a run."""
-    out = []
-    for key in run.data.metrics:
-        seen = [m.step for m in client.get_metric_history(run.info.run_id, key)]
-        out += [(key, step) for step in set(seen) if seen.count(step) > 1]
-    return out
+from tests.helpers import (
+    REPO,
+    SPEC,
+    assert_interrupted,
+    duplicated_rows,
+    interrupt_after_first_trial,
+    run_bad,
+    runs_by_kind,
+    steps,
+    store,
+    write,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -244,6 +169,7 @@ def test_interrupted_search_resumes_without_retraining(workdir: Path) -> None:
     for tid, history in before.items():  # finished trials were not trained again
         child = next(c for c in children if c.data.tags["trial_id"] == tid)
         assert steps(client, child) == history
+    assert results  # the finished trials' result files were found
     for name, text in results.items():
         after = next((workdir / "runs/ray").glob(f"*/{name}")) / "result.json"
         assert after.read_text() == text

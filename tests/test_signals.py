@@ -17,15 +17,16 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from tests.test_cli import write
-from tests.test_grid import edited, grid_runs
-from tests.test_search import (
+from tests.helpers import (
     SPEC,
     assert_interrupted,
     duplicated_rows,
+    edited,
+    grid_runs,
     interrupt_after_first_trial,
     runs_by_kind,
     store,
+    write,
 )
 
 

@@ -14,7 +14,7 @@ import yaml
 from ablate.config import ConfigError, apply_overrides, set_path
 from ablate.resources import Resources, check_resources, concurrency
 from ablate.spec import load_search_spec
-from tests.test_cli import TINY
+from tests.helpers import TINY
 
 SPEC: dict[str, Any] = {
     "name": "tiny-search",
