@@ -44,6 +44,7 @@ class Target:
 
     cfg: ExperimentConfig
     weights: Path  # trainer.pt (best epoch is taken) or a student state dict
+    state: dict[str, Any]  # the student's weights, read from `weights` once (safely)
     run_id: str | None  # the MLflow run to log into; None = a new eval run
     label: str
 
@@ -59,8 +60,11 @@ def _from_path(path: Path, config: str | None, run_id: str | None = None) -> Tar
         raise ConfigError(f"{cfg_path}: file not found (pass --config with the experiment YAML "
                           "the checkpoint was trained with)")
     cfg = load_config(cfg_path)
-    student_state(read_checkpoint(weights), weights)
-    return Target(cfg, weights, run_id, str(path))
+    return Target(cfg, weights, _read_student(weights), run_id, str(path))
+
+
+def _read_student(weights: Path) -> dict[str, Any]:
+    return student_state(read_checkpoint(weights), weights)
 
 
 def student_state(obj: Any, weights: Path) -> Any:
@@ -117,15 +121,15 @@ def resolve_target(target: str, tracker: Tracker, config: str | None, tmp: Path)
     except Exception:
         raise ConfigError(f"run {target}: no checkpoint found (tag 'checkpoint' is "
                           f"{checkpoint or 'missing'}, no {STUDENT_ARTIFACT} artifact)") from None
-    return Target(load_config(cfg_file), Path(weights), target, f"run {target}")
+    return Target(load_config(cfg_file), Path(weights), _read_student(Path(weights)), target,
+                  f"run {target}")
 
 
 def load_student(target: Target, cfg: ExperimentConfig, data: Any,
                  device: torch.device) -> torch.nn.Module:
     """The student network with the target's weights (the best epoch of a trainer.pt)."""
     net = build_net(cfg.student, data)
-    state = student_state(read_checkpoint(target.weights), target.weights)
-    load_state(net, state, str(target.weights))  # CheckpointError if the architecture differs
+    load_state(net, target.state, str(target.weights))  # CheckpointError: other architecture
     return net.to(device).eval()
 
 

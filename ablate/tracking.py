@@ -72,29 +72,31 @@ class Tracker:
     def _store_lock(self) -> Iterator[None]:
         """Serialise creating a local SQLite store across processes: two commands creating
         ``mlflow.db`` at once race in alembic's migration and one of them loses its run."""
-        if not self.uri.startswith("sqlite:///"):
+        if self.sqlite_path is None:
             yield
             return
-        lock = Path(self.uri.removeprefix("sqlite:///") + ".lock")
-        with open(lock, "a") as handle:
+        with open(f"{self.sqlite_path}.lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file of a local SQLite store (None for any other store)."""
+        if not self.uri.startswith("sqlite:///"):
+            return None
+        return Path(self.uri.removeprefix("sqlite:///"))
+
     def exists(self) -> bool:
         """Whether the store is there (a SQLite file that was never written is not)."""
-        if self.uri.startswith("sqlite:///"):
-            return Path(self.uri.removeprefix("sqlite:///")).is_file()
-        return True
+        return self.sqlite_path is None or self.sqlite_path.is_file()
 
     def _artifact_root(self, name: str) -> str | None:
         # Keep artifacts next to a local SQLite store rather than in whatever cwd MLflow picks.
-        if self.uri.startswith("sqlite:///"):
-            db = Path(self.uri.removeprefix("sqlite:///"))
-            return (db.parent / "mlartifacts" / name).resolve().as_uri()
-        return None
+        db = self.sqlite_path
+        return None if db is None else (db.parent / "mlartifacts" / name).resolve().as_uri()
 
     def experiment_id(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)
