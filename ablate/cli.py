@@ -1,17 +1,19 @@
-"""``ablate`` command line. Bad input exits 2 with one line naming the field or file."""
+"""``ablate`` command line: parses, validates and dispatches; the work is in the commands'
+modules. Bad input exits 2 with one line naming the field or file.
+
+torch, Ray and MLflow are imported inside the commands that need them, so ``--help`` and every
+refusal of a bad config or flag answer without loading them (tests/test_cli.py checks it).
+"""
 
 from __future__ import annotations
 
 import argparse
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, NoReturn
-
-import torch
 
 from ablate.config import (
     ConfigError,
@@ -21,21 +23,11 @@ from ablate.config import (
     load_config,
     read_yaml,
 )
-from ablate.core.data import DatasetError
-from ablate.core.evaluate import evaluate
+from ablate.core.catalog import ATTACKS, check_attacks
+from ablate.core.errors import CheckpointError, DatasetError
 from ablate.core.limits import MAX_BATCH, MAX_IMAGES
-from ablate.core.models import CheckpointError
-from ablate.experiment import (
-    build_data,
-    build_trainer,
-    cache_dir,
-    evaluate_best,
-    prepare_teachers,
-    resolve_device,
-    save_config,
-)
-from ablate.inputs import RUN_ID_FILE, check_resume, check_tracking_uri
 from ablate.safe_yaml import dump_yaml
+from ablate.tracking_uri import check_tracking_uri, default_uri, store_exists
 
 EXIT_USAGE = 2
 SEARCH_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -65,7 +57,7 @@ def warn(lines: Sequence[str]) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     raw = read_yaml(args.config)
     if "rows" in raw:  # a grid
-        from ablate.grid import load_grid
+        from ablate.grid_spec import load_grid
 
         grid = load_grid(args.config, args.overrides)
         check_inputs(grid.base)
@@ -74,7 +66,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
               f"{len(grid.seeds)} seeds on {grid.base.data.name})")
         return 0
     if "space" in raw:  # a search spec
-        from ablate.spec import load_search_spec
+        from ablate.search_spec import load_search_spec
 
         spec = load_search_spec(args.config, args.overrides)
         check_inputs(spec.base)
@@ -90,89 +82,33 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ablate.report import attack_line, plot_curves, progress_line, test_line
-    from ablate.tracking import Tracker
-
     cfg = _load(args)
-    run_dir = Path(args.run_dir or f"runs/{cfg.name}-{cfg.digest()}")
-    if args.resume:  # before the teachers are trained: a refused resume writes nothing
-        check_resume(run_dir)
-    device = resolve_device(cfg.device)
-    data = build_data(cfg)
-    clean, robust = prepare_teachers(cfg, data, device)
-    trainer = build_trainer(cfg, data, clean, robust, device)
-    id_file = run_dir / RUN_ID_FILE
-    resumed = args.resume and trainer.restore(run_dir)
+    from ablate.training import run_train
 
-    tracker = Tracker(args.tracking_uri)
-    run_id = id_file.read_text().strip() if args.resume and id_file.exists() else None
-    if run_id is not None:
-        tracker.reopen(run_id)
-    else:
-        run_id = tracker.start(cfg.name, f"train-{cfg.digest()}",
-                               params=cfg.model_dump(mode="json"),
-                               tags={"config_hash": cfg.digest(), "method": cfg.method.name,
-                                     "seed": str(cfg.seed), "kind": "train",
-                                     "checkpoint": str(run_dir.resolve())})
-        run_dir.mkdir(parents=True, exist_ok=True)
-        id_file.write_text(run_id)
-        save_config(cfg, run_dir)
-    print(f"MLflow run {run_id} in {tracker.uri}; checkpoints in {run_dir}"
-          + (f" (resumed at epoch {trainer.epoch})" if resumed else ""))
-    try:
-        tick = time.perf_counter()
-        while not trainer.done:
-            m = trainer.run_epoch()
-            trainer.save(run_dir)
-            tracker.log_metrics(run_id, m, step=int(m["epoch"]))
-            print(progress_line(m, cfg.optim.epochs, time.perf_counter() - tick), flush=True)
-            tick = time.perf_counter()
-        test = evaluate_best(trainer, cfg)
-        test_metrics = {f"test/{k}": v for k, v in test.items()}
-        tracker.log_metrics(run_id, test_metrics, step=cfg.optim.epochs)
-        with tempfile.TemporaryDirectory() as tmp:
-            _log_run_artifacts(tracker, run_id, cfg, trainer, Path(tmp), plot_curves)
-    except KeyboardInterrupt:
-        tracker.end(run_id, "KILLED")
-        print(f"interrupted after epoch {trainer.epoch}; continue with: ablate train "
-              f"{args.config} {' '.join(args.overrides)} --resume", file=sys.stderr)
-        return 130
-    except BaseException:
-        tracker.end(run_id, "FAILED")
-        raise
-    tracker.end(run_id, "FINISHED")
-    print(f"test (best epoch {int(test['best_epoch']) + 1}): {test_line(test)}")
-    if cfg.eval.attacks:
-        print(attack_line(test, cfg.eval.attacks))
-    uri = f" --tracking-uri {args.tracking_uri}" if args.tracking_uri else ""
-    print(f"browse: ablate ui{uri}")
-    return 0
-
-
-def _log_run_artifacts(tracker, run_id, cfg, trainer, tmp: Path, plot_curves: Callable) -> None:
-    tracker.log_artifact(run_id, save_config(cfg, tmp))
-    torch.save(trainer.best["student"], tmp / "best_student.pt")
-    tracker.log_artifact(run_id, tmp / "best_student.pt", "checkpoints")
-    plot_curves(trainer.history, tmp / "curves.png", title=f"{cfg.name} ({cfg.method.name})")
-    tracker.log_artifact(run_id, tmp / "curves.png", "plots")
+    return run_train(cfg, run_dir=Path(args.run_dir or f"runs/{cfg.name}-{cfg.digest()}"),
+                     resume=args.resume, tracking_uri=args.tracking_uri,
+                     command=" ".join(["ablate train", args.config, *args.overrides]))
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from ablate.resources import machine_resources
-    from ablate.search import plan, run_search
-    from ablate.spec import load_search_spec
+    from ablate.search_spec import load_search_spec
 
     spec = load_search_spec(args.spec, args.overrides)
+    from ablate.resources import machine_resources
+    from ablate.search import plan, run_search
+
     if args.dry_run:
         return _dry_run(spec, plan(spec, machine_resources()), spec.base, spec.warnings())
     return run_search(spec, _options(args, ["ablate search", args.spec]))
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from ablate.grid import load_grid, plan, resolve, run_grid
-    from ablate.resources import machine_resources
+    from ablate.grid_spec import load_grid, resolve
 
     grid = load_grid(resolve(args.grid, SEARCH_SPACES), args.overrides)
+    from ablate.grid import plan, run_grid
+    from ablate.resources import machine_resources
+
     if args.dry_run:
         return _dry_run(grid, plan(grid, machine_resources()), grid.base, grid.warnings())
     return run_grid(grid, _options(args, ["ablate grid", args.grid]))
@@ -216,6 +152,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    uri = args.tracking_uri or default_uri()
+    if not Path(args.target).exists() and not store_exists(uri):  # refused before torch loads
+        raise ConfigError(f"{args.target!r}: neither a checkpoint path nor a run id in {uri} "
+                          "(no such store)")
     from ablate.evaluation import run_eval
     from ablate.tracking import Tracker
 
@@ -227,13 +167,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_methods(args: argparse.Namespace) -> int:
     from ablate.config import IgdmConfig
-    from ablate.core.methods import all_methods
+    from ablate.core.catalog import METHOD_PARAMS
 
-    for m in all_methods():
+    for m in METHOD_PARAMS:
         teachers = ", ".join(m.teachers) or "none"
-        print(f"{m.name}: {m.summary}\n  inner max: {m.objective}; teachers: {teachers}; "
-              f"ITT: {'yes' if m.itt else 'no'}")
-        _print_fields(m.params, skip="name")
+        print(f"{m.model_fields['name'].default}: {m.summary}\n  inner max: {m.objective}; "
+              f"teachers: {teachers}; ITT: {'yes' if m.itt else 'no'}")
+        _print_fields(m, skip="name")
     print("igdm (add-on to any method: igdm.enabled=true): IGDM Eq. 8-9, robust teacher")
     _print_fields(IgdmConfig, skip="enabled")
     return 0
@@ -247,21 +187,15 @@ def _print_fields(model: Any, skip: str) -> None:
 
 def cmd_teachers_train(args: argparse.Namespace) -> int:
     cfg = _load(args)
-    device = resolve_device(cfg.device)
-    data = build_data(cfg)
-    clean, robust = prepare_teachers(cfg, data, device)
-    a = cfg.attack
-    val = data.val.to(device)
-    eps = cfg.eval.eps if cfg.eval.eps is not None else a.eps
-    for name, model in (("clean", clean), ("robust", robust)):
-        r = evaluate(model, val, eps=eps, step_size=eps / 4, steps=20)
-        print(f"{name} teacher ({getattr(cfg.teachers, name).arch}): val clean "
-              f"{100 * r['clean_acc']:.1f}%  PGD_SAT (20 x eps/4) {100 * r['robust_acc']:.1f}%"
-              f" at eps={eps:.4g}")
+    from ablate.training import train_teachers
+
+    train_teachers(cfg)
     return 0
 
 
 def cmd_teachers_list(args: argparse.Namespace) -> int:
+    from ablate.build import cache_dir
+
     files = sorted((cache_dir() / "teachers").glob("*.pt"))
     for f in files:
         print(f"{f}  {f.stat().st_size / 1e6:.2f} MB")
@@ -271,7 +205,7 @@ def cmd_teachers_list(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from ablate.tracking import default_uri, ui_command
+    from ablate.tracking import ui_command
 
     cmd = ui_command(args.tracking_uri or default_uri(), port=args.port, host=args.host)
     print("running: " + " ".join(cmd))
@@ -298,7 +232,9 @@ def _job_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ablate", description=__doc__)
+    parser = _Parser(prog="ablate", description="Hyperparameter searches and ablation grids "
+                     "for CIARD robust distillation (Ray Tune, Optuna, MLflow).")
+    parser.add_argument("--version", action="version", version=f"ablate {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one CIARD student and log it to MLflow")
@@ -331,9 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "AutoAttack, transfer) on a trained student, logged to MLflow")
     p.add_argument("target", help="run/trial checkpoint directory, trainer.pt or student "
                    "state dict, or an MLflow run id")
-    p.add_argument("--attacks", nargs="+", metavar="ATTACK", help="subset of the attacks "
-                   "(default: all of fgsm pgd_sat pgd_trades cw_inf square autoattack "
-                   "transfer_pgd_trades transfer_cw_inf)")
+    p.add_argument("--attacks", nargs="+", metavar="ATTACK", type=_attack,
+                   help=f"subset of the attacks (default: all of {' '.join(ATTACKS)})")
     p.add_argument("--config", help="experiment YAML, when no config.yaml sits beside the "
                    "weights")
     p.add_argument("--aa-subset", type=_int_in(0, MAX_IMAGES), help="AutoAttack on the first "
@@ -365,6 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    try:
+        return version("ablate")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def _int_in(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         value = int(text)  # argparse reports a ValueError as "invalid value"
@@ -374,6 +316,14 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
 
     parse.__name__ = "integer"
     return parse
+
+
+def _attack(text: str) -> str:
+    try:
+        check_attacks([text])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _seconds(text: str) -> float:

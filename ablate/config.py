@@ -19,7 +19,14 @@ from pydantic import (
     model_validator,
 )
 
-from ablate.core.attacks import OBJECTIVES
+from ablate.core.catalog import (
+    ARCHITECTURES,
+    METHOD_NAMES,
+    METHOD_PARAMS,
+    OBJECTIVES,
+    CiardParams,
+    check_attacks,
+)
 from ablate.core.limits import (
     MAX_BATCH,
     MAX_EPOCHS,
@@ -31,9 +38,6 @@ from ablate.core.limits import (
     ModelKwarg,
     SafeName,
 )
-from ablate.core.methods import all_methods, get_method, method_names
-from ablate.core.models import MODELS
-from ablate.core.robustness import ATTACKS
 from ablate.safe_yaml import MAX_YAML_BYTES, YamlRefused, parse_yaml
 
 
@@ -72,8 +76,8 @@ class ModelConfig(Strict):
 
     @model_validator(mode="after")
     def _known_arch(self) -> ModelConfig:
-        if self.arch not in MODELS:
-            raise ValueError(f"unknown architecture {self.arch!r}; known: {sorted(MODELS)}")
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.arch!r}; known: {sorted(ARCHITECTURES)}")
         return self
 
 
@@ -201,9 +205,7 @@ class EvalConfig(Strict):
     @field_validator("attacks")
     @classmethod
     def _known_attacks(cls, attacks: list[str]) -> list[str]:
-        unknown = [a for a in attacks if a not in ATTACKS]
-        if unknown:
-            raise ValueError(f"unknown attack {unknown[0]!r}; known: {list(ATTACKS)}")
+        check_attacks(attacks)
         return attacks
 
 
@@ -219,11 +221,8 @@ class IgdmConfig(Strict):
                                                 "differences (paper: KL)")
 
 
-def _method_union() -> Any:
-    models = tuple(m.params for m in all_methods())
-    if len(models) == 1:
-        return models[0]
-    return Annotated[Union[models], Field(discriminator="name")]  # noqa: UP007
+# Every registered method's params, told apart by `name` (in ``ablate methods`` order).
+AnyMethodParams = Annotated[Union[METHOD_PARAMS], Field(discriminator="name")]  # noqa: UP007
 
 
 class ExperimentConfig(Strict):
@@ -236,7 +235,7 @@ class ExperimentConfig(Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     student: ModelConfig
     teachers: TeachersConfig
-    method: _method_union() = Field(default_factory=lambda: get_method("ciard").params())  # type: ignore[valid-type]
+    method: AnyMethodParams = Field(default_factory=CiardParams)  # type: ignore[valid-type]
     attack: AttackConfig = Field(default_factory=AttackConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     itt: IttConfig = Field(default_factory=IttConfig)
@@ -340,7 +339,7 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     parts = [str(p) for p in first["loc"] if not str(p).startswith("function-after")]
     # A discriminated union puts the method's name into the path (method.ciard.alpha).
     parts = [p for i, p in enumerate(parts) if not (i and parts[i - 1] == "method"
-                                                    and p in method_names())]
+                                                    and p in METHOD_NAMES)]
     loc = ".".join(parts)
     msg = first["msg"].replace("\n", " ")
     if first["type"] == "extra_forbidden":
@@ -373,7 +372,7 @@ def check_inputs(cfg: ExperimentConfig) -> None:
 
 def itt_never_starts(cfg: ExperimentConfig) -> bool:
     """ITT is asked for but its freeze epoch is at or past the last epoch."""
-    return (cfg.itt.enabled and get_method(cfg.method.name).itt
+    return (cfg.itt.enabled and cfg.method.itt
             and cfg.itt.freeze_epochs >= cfg.optim.epochs)
 
 
@@ -391,8 +390,7 @@ def effective_config(cfg: ExperimentConfig) -> dict[str, Any]:
     compare equal: ITT that never starts is ITT off, knobs of a disabled term are dropped, a
     null attack objective is the method's own."""
     d = cfg.model_dump(mode="json", exclude={"name"})
-    method = d["method"]
-    spec = get_method(method["name"])
+    method, spec = d["method"], cfg.method
     if not spec.itt:
         d.pop("itt")
     elif not cfg.itt.enabled or itt_never_starts(cfg):

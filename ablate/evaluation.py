@@ -21,11 +21,7 @@ from typing import Any
 
 import torch
 
-from ablate.config import ConfigError, ExperimentConfig, check_inputs, load_config
-from ablate.core.models import CheckpointError, load_state, read_checkpoint
-from ablate.core.robustness import ATTACKS, run_suite, suite_metrics, suite_table
-from ablate.core.train import CHECKPOINT_NAME
-from ablate.experiment import (
+from ablate.build import (
     CONFIG_NAME,
     Log,
     build_data,
@@ -33,6 +29,11 @@ from ablate.experiment import (
     prepare_teacher,
     resolve_device,
 )
+from ablate.config import ConfigError, ExperimentConfig, check_inputs, load_config
+from ablate.core.catalog import ATTACKS, check_attacks
+from ablate.core.models import CheckpointError, load_state, read_checkpoint
+from ablate.core.robustness import run_suite, suite_metrics, suite_table
+from ablate.core.trainer import CHECKPOINT_NAME
 from ablate.tracking import Tracker
 
 STUDENT_ARTIFACT = "checkpoints/best_student.pt"
@@ -141,9 +142,10 @@ def run_eval(target: str, *, tracker: Tracker, attacks: Sequence[str] | None = N
     ``attacks`` None = every attack; ``autoattack_subset`` -1 = the config's value.
     """
     chosen = list(ATTACKS if attacks is None else attacks)
-    unknown = [a for a in chosen if a not in ATTACKS]
-    if unknown:
-        raise ConfigError(f"--attacks: unknown attack {unknown[0]!r}; known: {list(ATTACKS)}")
+    try:
+        check_attacks(chosen)
+    except ValueError as exc:
+        raise ConfigError(f"--attacks: {exc}") from None
     with tempfile.TemporaryDirectory() as tmp:
         t = resolve_target(target, tracker, config, Path(tmp))
         cfg = t.cfg

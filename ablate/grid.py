@@ -1,10 +1,9 @@
-"""``ablate grid``: named ablation grids (rows × seeds) through Ray Tune, with the paper's table.
+"""``ablate grid``: named ablation grids (rows × seeds, :mod:`ablate.grid_spec`) through Ray
+Tune, with the paper's table.
 
-A grid file names a base experiment, rows (each a set of dotted-path overrides, optionally with
-the paper's numbers), a baseline row and seeds. Every cell trains to the end and is tested once
-(best checkpoint by validation W-acc, final PGD protocol); the table aggregates the cells over
-seeds and compares each row with the baseline by a paired test (same seed = same data order and
-initialisation). ``ablate grid NAME`` resolves ``search_spaces/NAME.yaml``.
+Every cell trains to the end and is tested once (best checkpoint by validation W-acc, final PGD
+protocol); the table aggregates the cells over seeds and compares each row with the baseline by
+a paired test (same seed = same data order and initialisation).
 """
 
 from __future__ import annotations
@@ -15,23 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field, ValidationError, field_validator, model_validator
 from ray import tune
 
-from ablate.config import (
-    ConfigError,
-    ExperimentConfig,
-    Strict,
-    config_hash,
-    config_warnings,
-    effective_config,
-    format_validation_error,
-    validate_model,
-)
-from ablate.core.limits import MAX_TRIALS, SafeName, Seed
-from ablate.core.robustness import ATTACKS
-from ablate.core.robustness import LABELS as ATTACK_LABELS
-from ablate.recipe import Recipe
+from ablate.config import ConfigError
+from ablate.grid_spec import LABELS, GridSpec
 from ablate.report import (
     PUSH_KEYS,
     aggregate,
@@ -41,135 +27,9 @@ from ablate.report import (
     table_markdown,
     write_table,
 )
-from ablate.resources import Resources, concurrency
+from ablate.resources import concurrency
 from ablate.runner import JobFields, Log, Options, run_job, trial_dirname
-from ablate.spec import read_spec_dict
 from ablate.tracking import Tracker
-
-LABELS = {"clean_acc": "Clean (test)",
-          **{f"{a}_acc": ATTACK_LABELS[a] for a in ATTACKS},
-          **{f"{a}_wr": f"{ATTACK_LABELS[a]} W-R" for a in ATTACKS}}
-METRICS = tuple(LABELS)  # test/<metric> of a cell; <attack>_* need the attack in eval.attacks
-ALWAYS_TESTED = ("pgd_sat",)  # the test-time PGD every cell runs
-SHARED = ("data", "teachers", "seed")  # rows cannot change what all cells share
-
-
-def _known_metric(name: str) -> str:
-    if name not in METRICS:
-        raise ValueError(f"unknown metric {name!r}; known: clean_acc, <attack>_acc, "
-                         "<attack>_wr (pgd_sat is always tested)")
-    return name
-
-
-class Row(Strict):
-    name: str = Field(min_length=1, description="row label in the table")
-    overrides: dict[str, Any] = Field(default_factory=dict, description="dotted config path "
-                                      "-> value, applied to the base")
-    paper: dict[str, float] = Field(default_factory=dict, description="the paper's value "
-                                       "per metric, in percent")
-
-    @field_validator("paper")
-    @classmethod
-    def _paper_metrics(cls, paper: dict[str, float]) -> dict[str, float]:
-        return {_known_metric(k): v for k, v in paper.items()}
-
-
-class GridSpec(Strict):
-    name: SafeName = Field(description="MLflow experiment and Ray experiment name")
-    base: ExperimentConfig = Field(description="the experiment every cell starts from")
-    overrides: dict[str, Any] = Field(default_factory=dict, description="dotted config path "
-                                      "-> value, applied to the base (already applied here)")
-    rows: list[Row] = Field(min_length=1)
-    baseline: str = Field(description="row every other row is compared with")
-    seeds: list[Seed] = Field(min_length=1, description="training seeds (init, data order)")
-    metrics: list[str] = Field(default_factory=lambda: ["pgd_sat_acc", "clean_acc",
-                                                        "pgd_sat_wr"],
-                               description="test metrics in the table: clean_acc, "
-                               "<attack>_acc, <attack>_wr (pgd_sat always; other attacks need "
-                               "eval.attacks)")
-    paper_note: str = Field("", description="where the paper's numbers come from")
-    resources: Resources = Field(default_factory=Resources)
-    max_concurrent: int | None = Field(None, ge=1, le=MAX_TRIALS)
-    max_failures: int = Field(1, ge=0, le=MAX_TRIALS)
-
-    @model_validator(mode="after")
-    def _names(self) -> GridSpec:
-        names = [r.name for r in self.rows]
-        dup = next((n for n in names if names.count(n) > 1), None)
-        if dup is not None:
-            raise ValueError(f"duplicate row name {dup!r}")
-        if self.baseline not in names:
-            raise ValueError(f"baseline {self.baseline!r} is not a row; rows: {names}")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError("seeds must be distinct")
-        for name in self.metrics:
-            attack = name.rsplit("_", 1)[0]
-            if (attack in ATTACKS and attack not in self.base.eval.attacks
-                    and attack not in ALWAYS_TESTED):
-                raise ValueError(f"metric {name!r} needs {attack!r} in the base's eval.attacks")
-        return self
-
-    @field_validator("metrics")
-    @classmethod
-    def _metrics(cls, metrics: list[str]) -> list[str]:
-        return [_known_metric(m) for m in metrics]
-
-    def digest(self) -> str:
-        return config_hash(self.model_dump(mode="json"))
-
-    def warnings(self) -> list[str]:
-        """Rows in which a term is inert (ITT that never starts), one line each."""
-        return [line for r in self.rows
-                for line in config_warnings(self.cell_config(r.name, self.seeds[0]),
-                                            f"row {r.name!r}: ")]
-
-    def recipe(self) -> Recipe:
-        """How every cell's config is made: the base, the row's overrides, the seed."""
-        return Recipe(self.base.model_dump(mode="json"), {"seed": ["seed"]},
-                      rows={r.name: dict(r.overrides) for r in self.rows})
-
-    def cell_config(self, row: str, seed: int) -> ExperimentConfig:
-        return self.recipe().config({"row": row, "seed": seed})
-
-
-def resolve(name_or_path: str, search_dir: Path) -> Path:
-    """``ablation_table7`` -> ``search_spaces/ablation_table7.yaml``; a path is used as is."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        return path
-    return search_dir / f"{name_or_path}.yaml"
-
-
-def load_grid(path: str | Path, overrides: list[str] | None = None) -> GridSpec:
-    """Read, override and validate a grid file, including every row against the config."""
-    source = str(path)
-    grid: GridSpec = validate_model(GridSpec, read_spec_dict(path, overrides), source)
-    for i, row in enumerate(grid.rows):
-        shared = [k for k in row.overrides if k.split(".")[0] in SHARED]
-        if shared:
-            raise ConfigError(f"{source}: field `rows.{i}.overrides`: {shared[0]!r} cannot "
-                              "differ between rows (data, teachers and seed are shared)")
-        try:
-            grid.cell_config(row.name, grid.seeds[0])
-        except ValidationError as exc:
-            where = f"{source}: row {row.name!r} (rows.{i}.overrides)"
-            raise ConfigError(format_validation_error(exc, where)) from None
-    _refuse_duplicate_rows(grid, source)
-    return grid
-
-
-def _refuse_duplicate_rows(grid: GridSpec, source: str) -> None:
-    """Two rows that train the same effective config would make the table compare a row with a
-    copy of itself (e.g. 'w/ ITT' in a grid too short for ITT to start)."""
-    seen: dict[str, str] = {}
-    for i, row in enumerate(grid.rows):
-        cfg = grid.cell_config(row.name, grid.seeds[0])
-        key = config_hash(effective_config(cfg))
-        if key in seen:
-            why = "; ".join(config_warnings(cfg)) or "the settings they differ in have no effect"
-            raise ConfigError(f"{source}: field `rows.{i}`: row {row.name!r} trains the same "
-                              f"effective config as row {seen[key]!r} ({why})")
-        seen[key] = row.name
 
 
 def plan(grid: GridSpec, available: dict[str, float]) -> str:

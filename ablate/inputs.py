@@ -3,22 +3,22 @@
 Each failure is a one-line :class:`~ablate.config.ConfigError`, :class:`CheckpointError` or
 :class:`DatasetError` naming the field or file; the CLI turns it into exit code 2. They run
 before Ray or MLflow start and before any teacher is trained, so a refused command writes
-nothing. ``ablate validate`` runs the same checks as ``train``, so the two agree.
+nothing. ``ablate validate`` runs the same checks as ``train``, so the two agree. The tracking
+URI is checked in :mod:`ablate.tracking_uri`, before any of this.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import torch
 import torch.nn as nn
 
+from ablate.build import build_spec, teacher_cache_path
 from ablate.config import ConfigError, ExperimentConfig, ModelConfig
 from ablate.core.data import DatasetMissingError, check_cifar, check_split, dataset_shape
 from ablate.core.models import load_checkpoint
-from ablate.core.train import CHECKPOINT_NAME, read_trainer_checkpoint
-from ablate.experiment import build_spec, teacher_cache_path
+from ablate.core.trainer import CHECKPOINT_NAME, read_trainer_checkpoint
 
 RUN_ID_FILE = "mlflow_run_id"  # what `ablate train` writes beside trainer.pt
 
@@ -82,57 +82,3 @@ def check_resume(run_dir: Path) -> None:
     elif not (run_dir / RUN_ID_FILE).is_file():
         raise ConfigError(f"--resume: nothing to resume in {run_dir} (no {CHECKPOINT_NAME}); "
                           "run without --resume to start")
-
-
-_SERVERS = ("http", "https", "postgresql", "mysql", "mssql")  # + "+driver" for databases
-_URI_FORMS = ("sqlite:///PATH, file:///DIR, an existing directory, http(s)://HOST, "
-              "postgresql://..., mysql://... or databricks")
-
-
-def check_tracking_uri(uri: str, *, existing: bool = False) -> None:
-    """Refuse a ``--tracking-uri`` MLflow could not open (it would fail with a traceback
-    after the command started); ``existing``: the store must already be there (read-only
-    commands). Local stores need their directory: MLflow creates the file, not its parent."""
-    where = f"--tracking-uri {uri!r}"
-    if uri == "databricks":
-        return
-    try:
-        parts = urlsplit(uri)
-        parts.port  # noqa: B018 (raises ValueError on a malformed port)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: malformed URI ({exc})") from None
-    scheme = parts.scheme.lower()
-    if scheme == "sqlite":
-        _check_sqlite(uri, where, existing)
-    elif scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise ConfigError(f"{where}: a file store must be on this machine")
-        _check_store_dir(Path(parts.path), where, existing)
-    elif scheme.split("+", 1)[0] in _SERVERS:
-        if not parts.hostname:
-            raise ConfigError(f"{where}: no host")
-    elif scheme == "databricks":
-        return
-    elif not scheme and uri:  # a plain path: MLflow's file store, in a directory that exists
-        if not Path(uri).is_dir():
-            raise ConfigError(f"{where}: no such directory; expected {_URI_FORMS}")
-    else:
-        raise ConfigError(f"{where}: unsupported URI; expected {_URI_FORMS}")
-
-
-def _check_sqlite(uri: str, where: str, existing: bool) -> None:
-    if not uri.startswith("sqlite:///") or not uri.removeprefix("sqlite:///").split("?")[0]:
-        raise ConfigError(f"{where}: a SQLite store is sqlite:///RELATIVE/PATH.db or "
-                          "sqlite:////ABSOLUTE/PATH.db")
-    path = Path(uri.removeprefix("sqlite:///").split("?")[0])
-    if not path.parent.is_dir():
-        raise ConfigError(f"{where}: directory {path.parent} does not exist")
-    if path.is_dir() or (existing and not path.is_file()):
-        raise ConfigError(f"{where}: no SQLite store at {path}")
-
-
-def _check_store_dir(path: Path, where: str, existing: bool) -> None:
-    if path.is_dir():
-        return
-    if existing or path.exists() or not path.parent.is_dir():
-        raise ConfigError(f"{where}: no such directory: {path}")

@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy.stats import t as student_t
 
+from ablate.core.catalog import ATTACK_LABELS
+
 matplotlib.use("Agg")  # headless: files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -325,9 +327,7 @@ def progress_line(m: Mapping[str, float], epochs: int, seconds: float) -> str:
 
 def attack_line(test: Mapping[str, float], attacks: Sequence[str]) -> str:
     """One console line of the final protocol's accuracies (``<attack>_acc`` keys), or ''."""
-    from ablate.core.robustness import LABELS
-
-    parts = [f"{LABELS[a]} {100 * test[f'{a}_acc']:.1f}%" for a in attacks
+    parts = [f"{ATTACK_LABELS[a]} {100 * test[f'{a}_acc']:.1f}%" for a in attacks
              if f"{a}_acc" in test]
     return ("test under attack: " + "  ".join(parts)) if parts else ""
 

@@ -20,8 +20,8 @@ from typing import Any, Protocol
 import ray
 from ray import tune
 
+from ablate.build import Log, build_data, prepare_teachers, resolve_device
 from ablate.config import ConfigError, ExperimentConfig, check_inputs
-from ablate.experiment import Log, build_data, prepare_teachers, resolve_device
 from ablate.recipe import Recipe
 from ablate.resources import Resources, check_resources, machine_resources
 from ablate.storage import experiment_dir, make_private

@@ -35,7 +35,7 @@ from ablate.report import (
 from ablate.resources import concurrency
 from ablate.runner import JobFields, Log, Options, run_job, trial_dirname
 from ablate.safe_yaml import dump_yaml
-from ablate.spec import SearchSpec
+from ablate.search_spec import SearchSpec
 from ablate.tracking import Tracker
 from trainables.ciard import final_test
 

@@ -23,13 +23,10 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-DEFAULT_DB = "mlflow.db"
+from ablate.tracking_uri import default_uri, sqlite_file, store_exists
+
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
-def default_uri(directory: str | os.PathLike = ".") -> str:
-    return f"sqlite:///{(Path(directory) / DEFAULT_DB).resolve()}"
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -85,13 +82,11 @@ class Tracker:
     @property
     def sqlite_path(self) -> Path | None:
         """The database file of a local SQLite store (None for any other store)."""
-        if not self.uri.startswith("sqlite:///"):
-            return None
-        return Path(self.uri.removeprefix("sqlite:///"))
+        return sqlite_file(self.uri)
 
     def exists(self) -> bool:
         """Whether the store is there (a SQLite file that was never written is not)."""
-        return self.sqlite_path is None or self.sqlite_path.is_file()
+        return store_exists(self.uri)
 
     def _artifact_root(self, name: str) -> str | None:
         # Keep artifacts next to a local SQLite store rather than in whatever cwd MLflow picks.

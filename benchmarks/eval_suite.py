@@ -17,9 +17,11 @@ import time
 import torch
 import torch.nn as nn
 
+from ablate.core.catalog import ATTACK_LABELS as LABELS
+from ablate.core.catalog import ATTACKS
 from ablate.core.data import load_digits
 from ablate.core.models import build_model
-from ablate.core.robustness import ATTACKS, LABELS, run_suite, suite_table
+from ablate.core.robustness import run_suite, suite_table
 from ablate.core.teachers import train_teacher
 
 

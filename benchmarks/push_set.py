@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
+from ablate.build import build_data, build_trainer, prepare_teachers, resolve_device
 from ablate.config import load_config
-from ablate.experiment import build_data, build_trainer, prepare_teachers, resolve_device
 
 BASE = Path(__file__).resolve().parents[1] / "search_spaces" / "base" / "digits.yaml"
 OBJECTIVES = ("kl_clean_teacher", "kl_clean_teacher_detached", "ce")

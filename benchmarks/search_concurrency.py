@@ -20,7 +20,7 @@ import ray
 from ablate.resources import machine_resources
 from ablate.runner import Options
 from ablate.search import run_search
-from ablate.spec import load_search_spec
+from ablate.search_spec import load_search_spec
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -47,10 +47,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ablate.core.attacks import attack
+from ablate.core.catalog import CiardParams
 from ablate.core.data import load_digits, synthetic_cifar
 from ablate.core.losses import auto_lambda, kl, push_loss, soft_targets
 from ablate.core.methods import get_method
-from ablate.core.methods.ciard import CiardParams
 from ablate.core.models import build_model
 from ablate.core.step import train_step
 

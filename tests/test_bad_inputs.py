@@ -148,7 +148,7 @@ def planted_storage(mode: int) -> Callable[[Path], None]:
     """Ray storage holding an experiment of ``s.yaml`` (written just before) whose
     ``tuner.pkl`` runs code when unpickled, its directory set to ``mode``."""
     def write(root: Path) -> None:
-        from ablate.spec import load_search_spec
+        from ablate.search_spec import load_search_spec
 
         exp = root / f"tiny-search-{load_search_spec(root.parent / 's.yaml').digest()}"
         exp.mkdir(parents=True)
@@ -422,7 +422,7 @@ def test_good_inputs_still_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         assert main(["validate", *[a.replace("{in}", str(inputs)) for a in argv]]) == 0, (
             capsys.readouterr().err)
     from ablate.config import read_yaml
-    from ablate.inputs import check_tracking_uri
+    from ablate.tracking_uri import check_tracking_uri
 
     assert read_yaml(inputs / "d.yaml") == {"name": "2024-01-01"}  # a date stays text
     for uri in (f"sqlite:///{inputs}/new.db", f"file://{inputs}", str(inputs),

@@ -15,8 +15,8 @@ from mlflow.tracking import MlflowClient
 from ablate.cli import main
 from ablate.config import load_config, read_yaml
 from ablate.core.models import build_model
-from ablate.grid import load_grid
-from ablate.spec import load_search_spec
+from ablate.grid_spec import load_grid
+from ablate.search_spec import load_search_spec
 from tests.helpers import REPO, SPEC, TINY, run_bad, write
 
 
@@ -97,6 +97,44 @@ def test_console_script_exit_code(workdir) -> None:
                            "optim.lr=-1"], capture_output=True, text=True, cwd=workdir,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 2 and "optim.lr" in proc.stderr
+
+
+HEAVY = ("torch", "ray", "mlflow", "optuna", "sklearn", "matplotlib")
+# Prints the exit code and which heavy packages the command loaded, in a fresh interpreter.
+PROBE = f"""import sys
+from ablate.cli import main
+try:
+    rc = main(sys.argv[1:])
+except SystemExit as exc:  # --help, --version
+    rc = exc.code
+print(rc, [m for m in {HEAVY!r} if m in sys.modules])"""
+
+
+@pytest.mark.parametrize("argv", [
+    ["--help"],
+    ["--version"],
+    ["methods"],
+    ["train", "missing.yaml"],
+    ["train", "c.yaml", "optim.lrr=0.1"],
+    ["validate", "c.yaml", "student.arch=resnet1000"],
+    ["search", str(REPO / "search_spaces/quickstart.yaml"), "num_sample=3"],
+    ["search", str(REPO / "search_spaces/quickstart.yaml"), "space.method.alpah.high=0.9"],
+    ["grid", "ablation_table7_digits", "optim.epochs=3"],
+    ["grid", "ablation_table7_digits", "seeds=[0,0]"],
+    ["eval", "no_such_checkpoint"],
+    ["eval", "c.yaml", "--attacks", "pgd"],
+    ["report", "x", "--tracking-uri", "sqlite:////no/such/dir/m.db"],
+    ["ui", "--port", "0"],
+])
+def test_help_and_refusals_load_no_heavy_package(workdir, argv) -> None:
+    """`--help`, `--version`, `methods` and every refusal that needs no model answer without
+    importing torch, Ray, MLflow (or Optuna, scikit-learn, matplotlib): what makes them fast."""
+    write(workdir / "c.yaml", TINY)
+    proc = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True,
+                          cwd=workdir, env={**os.environ, "PYTHONPATH": str(REPO)})
+    rc, loaded = proc.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert int(rc) == (0 if argv[0] in ("--help", "--version", "methods") else 2), proc.stderr
+    assert loaded == "[]", f"{argv} imported {loaded}"
 
 
 def test_train_logs_run_curves_and_checkpoint_to_mlflow(workdir, capsys) -> None:

@@ -16,10 +16,10 @@ import pytest
 import ray
 import torch
 
+from ablate.build import build_data, build_net, build_trainer
 from ablate.cli import SEARCH_SPACES, main
 from ablate.config import ConfigError, ExperimentConfig, apply_overrides
-from ablate.experiment import build_data, build_net, build_trainer
-from ablate.grid import load_grid, resolve
+from ablate.grid_spec import load_grid, resolve
 from tests.helpers import (
     GRID,
     TINY,

@@ -136,3 +136,21 @@ def test_core_is_plain_pytorch(module: str) -> None:
         or (name.split(".")[0] == "ablate" and name != CORE and not name.startswith(CORE + "."))
     )
     assert not bad, f"{module} imports {', '.join(bad)}"
+
+
+# What a trial needs to build and train its experiment; never the driver's modules.
+TRAINABLE_DEPS = ("ablate.config", "ablate.build", "ablate.recipe", "ablate.core")
+
+
+def test_trainables_depend_one_way() -> None:
+    """``trainables/`` sits between the driver and the core: it imports the experiment-building
+    layer only, and only the driver modules that launch trials import it."""
+    trainables = {m for m in MODULES if m.split(".")[0] == "trainables"}
+    for module in trainables:
+        bad = sorted(n for n in imported(module, deferred=True)
+                     if n.split(".")[0] == "ablate"
+                     and not any(n == d or n.startswith(d + ".") for d in TRAINABLE_DEPS))
+        assert not bad, f"{module} imports {', '.join(bad)}"
+    importers = {m for m in MODULES.keys() - trainables
+                 if any(n.split(".")[0] == "trainables" for n in imported(m, deferred=True))}
+    assert importers == {"ablate.runner", "ablate.search"}

@@ -15,7 +15,7 @@ import pytest
 from ablate.cli import main
 from ablate.config import ConfigError
 from ablate.runner import TrialLogger, error_reason, trial_dirname, trial_number
-from ablate.spec import load_search_spec
+from ablate.search_spec import load_search_spec
 from ablate.storage import experiment_dir, make_private, storage_path
 from ablate.tracking import Tracker
 from tests.helpers import SPEC, write

@@ -1,4 +1,4 @@
-"""Ray Tune function trainable around the CIARD :class:`~ablate.core.train.Trainer`.
+"""Ray Tune function trainable around the CIARD :class:`~ablate.core.trainer.Trainer`.
 
 One trial = one experiment config (the search's base with the sampled values written in). It
 reports the validation metrics after every epoch together with a checkpoint, so ASHA can stop it
@@ -15,10 +15,7 @@ import torch
 import torch.nn as nn
 from ray import tune
 
-from ablate.config import ExperimentConfig
-from ablate.core.data import Dataset
-from ablate.core.train import Trainer
-from ablate.experiment import (
+from ablate.build import (
     build_data,
     build_net,
     build_trainer,
@@ -26,6 +23,9 @@ from ablate.experiment import (
     resolve_device,
     save_config,
 )
+from ablate.config import ExperimentConfig
+from ablate.core.data import Dataset
+from ablate.core.trainer import Trainer
 from ablate.recipe import Recipe
 
 TeacherStates = dict[str, dict[str, torch.Tensor]]
@@ -60,12 +60,7 @@ def train_ciard(config: dict[str, Any], *, recipe: Recipe, teachers: TeacherStat
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             trainer.restore(directory)
-    while not trainer.done:
-        epoch = trainer.epoch
-        try:
-            metrics = trainer.run_epoch()
-        except FloatingPointError as exc:
-            raise FloatingPointError(f"diverged in epoch {epoch + 1}: {exc}") from None
+    for metrics in trainer.run():
         if trainer.done and test_at_end:
             test = evaluate_best(trainer, cfg)
             metrics.update({f"test/{k}": v for k, v in test.items()})

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 
+from ablate.core.errors import DatasetError, DatasetMissingError
+
 __all__ = [
     "Dataset",
     "DatasetError",
@@ -82,14 +84,6 @@ class Dataset:
     def image_shape(self) -> tuple[int, int, int]:
         c, h, w = self.train.x.shape[1:]
         return int(c), int(h), int(w)
-
-
-class DatasetError(Exception):
-    """A dataset cannot be used: missing, unsafe or malformed files (one-line message)."""
-
-
-class DatasetMissingError(DatasetError, FileNotFoundError):
-    """A dataset is not in the data directory (and was not, or could not be, downloaded)."""
 
 
 def dataset_shape(name: str) -> tuple[int, int]:

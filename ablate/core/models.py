@@ -22,6 +22,7 @@ from ablate.core.architectures import (
     SmallCNN,
     WideResNet,
 )
+from ablate.core.errors import CheckpointError
 
 __all__ = [
     "MODELS",
@@ -187,14 +188,6 @@ def wrn70_16(*, num_classes: int, in_channels: int = 3, dropout: float = 0.0) ->
 # --------------------------------------------------------------------------------------------
 # Checkpoint loading
 # --------------------------------------------------------------------------------------------
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unsafe or does not fit the architecture (one-line message)."""
-
-    def __init__(self, message: str) -> None:
-        # Collapse whitespace so the message stays on one line in logs and trial error tables.
-        super().__init__(" ".join(str(message).split()))
 
 
 _WRAPPER_KEYS = ("model", "state_dict", "net")

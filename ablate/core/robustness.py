@@ -18,19 +18,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ablate.core.accuracy import correct, eval_mode
 from ablate.core.attacks import Objective, Start, pgd
-from ablate.core.evaluate import correct, eval_mode
+from ablate.core.catalog import ATTACK_LABELS, ATTACKS, check_attacks
 
-__all__ = ["ATTACKS", "LABELS", "adversarial_examples", "cw_margin_loss", "run_suite",
+__all__ = ["adversarial_examples", "cw_margin_loss", "run_suite",
            "suite_metrics", "suite_table"]
 
-ATTACKS: tuple[str, ...] = ("fgsm", "pgd_sat", "pgd_trades", "cw_inf", "square", "autoattack",
-                            "transfer_pgd_trades", "transfer_cw_inf")
-LABELS: dict[str, str] = {
-    "fgsm": "FGSM", "pgd_sat": "PGD_SAT", "pgd_trades": "PGD_TRADES", "cw_inf": "CW∞",
-    "square": "Square", "autoattack": "AutoAttack", "transfer_pgd_trades": "Transfer PGD_TRADES",
-    "transfer_cw_inf": "Transfer CW∞",
-}
 
 CW_KAPPA = 50.0
 SQUARE_QUERIES = 100
@@ -103,8 +97,7 @@ def adversarial_examples(
 
     Models are put in eval mode and restored; the attack runs under a forked RNG seeded by ``seed``.
     """
-    if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")
+    check_attacks([name])
     if name in _TRANSFER:
         if surrogate is None:
             raise ValueError(f"attack {name!r} needs a surrogate model (the robust teacher)")
@@ -150,9 +143,7 @@ def run_suite(
     each attack's examples (e.g. to score the teachers on the student's PGD examples).
     """
     # Validate everything up front so a typo never costs a long AutoAttack run first.
-    unknown = [a for a in attacks if a not in ATTACKS]
-    if unknown:
-        raise ValueError(f"unknown attack(s) {unknown}; known: {', '.join(ATTACKS)}")
+    check_attacks(attacks)
     needs_surrogate = [a for a in attacks if a in _TRANSFER]
     if needs_surrogate and surrogate is None:
         raise ValueError(f"attack(s) {needs_surrogate} need a surrogate model (the robust teacher)")
@@ -202,8 +193,8 @@ def suite_table(results: Mapping[str, Mapping[str, float]], *, title: str = "") 
     for name in ATTACKS:
         if name in results:
             r = results[name]
-            lines.append(f"| {LABELS[name]} | {100 * r['clean']:.2f} | {100 * r['robust']:.2f} "
-                         f"| {100 * r['w_r']:.2f} | {int(r['n'])} |")
+            lines.append(f"| {ATTACK_LABELS[name]} | {100 * r['clean']:.2f} "
+                         f"| {100 * r['robust']:.2f} | {100 * r['w_r']:.2f} | {int(r['n'])} |")
     total = int(results["clean"]["n"])
     if "autoattack" in results and int(results["autoattack"]["n"]) < total:
         lines += ["", f"AutoAttack on the first {int(results['autoattack']['n'])} of {total} "

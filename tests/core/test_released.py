@@ -14,11 +14,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ablate.build import build_net, build_trainer
 from ablate.cli import SEARCH_SPACES
 from ablate.config import load_config
 from ablate.core.data import Dataset, iterate_batches, load_dataset
 from ablate.core.methods import get_method
-from ablate.experiment import build_net, build_trainer
 
 PRESET = SEARCH_SPACES / "base" / "cifar10_released.yaml"
 TINY_MODELS = ["device=cpu", "data.name=synthetic", "student.arch=small_cnn",

@@ -11,12 +11,12 @@ import pytest
 import torch
 import torch.nn as nn
 
+from ablate.core.accuracy import correct
+from ablate.core.catalog import ATTACK_LABELS as LABELS
+from ablate.core.catalog import ATTACKS
 from ablate.core.data import Dataset, synthetic_cifar
-from ablate.core.evaluate import correct
 from ablate.core.models import build_model
 from ablate.core.robustness import (
-    ATTACKS,
-    LABELS,
     adversarial_examples,
     cw_margin_loss,
     run_suite,

@@ -4,13 +4,12 @@ the memoised passes; the loop itself is shared."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
 
-from ablate.core.limits import STRICT
+from ablate.core.catalog import PgdAtParams, TradesParams
 from ablate.core.methods.base import Method, Out
 
 if TYPE_CHECKING:
@@ -18,13 +17,6 @@ if TYPE_CHECKING:
 
 
 # --- PGD-AT (Madry et al., ICLR 2018) ------------------------------------------------------------
-
-class PgdAtParams(BaseModel):
-    """PGD-AT has no loss knobs: min E[max CE(f(x+δ), y)]."""
-
-    model_config = STRICT
-    name: Literal["pgd_at"] = "pgd_at"
-
 
 def pgd_at_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: dict[str, Any]
                 ) -> Out:
@@ -34,14 +26,6 @@ def pgd_at_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: 
 
 
 # --- TRADES (Zhang et al., ICML 2019) ------------------------------------------------------------
-
-class TradesParams(BaseModel):
-    """TRADES (Zhang et al. 2019)."""
-
-    model_config = STRICT
-    name: Literal["trades"] = "trades"
-    beta: float = Field(6.0, ge=0, description="weight β of KL(f(x*) ‖ f(x)) (paper value 6)")
-
 
 def trades_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: dict[str, Any]
                 ) -> Out:
@@ -54,11 +38,5 @@ def trades_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: 
     return {"loss": ce + params["beta"] * rob, "ce": ce.detach(), "kl_adv": rob.detach()}
 
 
-PGD_AT = Method(
-    name="pgd_at", params=PgdAtParams, objective="ce", loss=pgd_at_loss,
-    summary="PGD-AT (Madry et al., ICLR 2018): CE(s(x*), y), no teacher",
-)
-TRADES = Method(
-    name="trades", params=TradesParams, objective="trades_kl", loss=trades_loss,
-    summary="TRADES (Zhang et al., ICML 2019): CE(s(x), y) + β·KL(s(x*)‖s(x)), no teacher",
-)
+PGD_AT = Method(params=PgdAtParams, loss=pgd_at_loss)
+TRADES = Method(params=TradesParams, loss=trades_loss)

@@ -1,6 +1,7 @@
-"""What a distillation method is: a frozen registry entry (params model, inner-max objective,
-loss function). The method families build entries from this module only; the registry and its
-lookups live in the package ``__init__``, so nothing here imports back into it.
+"""What a distillation method is: a frozen registry entry (params model, which names the
+inner-max objective, and loss function). The method families build entries from this module
+only; the registry and its lookups live in the package ``__init__``, so nothing here imports
+back into it.
 
 A loss function has the signature ``loss(passes, y, params, state) -> dict`` and returns at least
 ``"loss"`` (the student loss); ``"teacher_loss"`` when the robust teacher is trained (ITT).
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import BaseModel
+
+from ablate.core.catalog import MethodParams
 
 if TYPE_CHECKING:
     from ablate.core.passes import Passes
@@ -26,18 +28,35 @@ EpochParams = Callable[[dict[str, Any], int], dict[str, Any]]
 
 @dataclass(frozen=True)
 class Method:
-    """A distillation method: one PGD loop, its own objective and loss."""
+    """A distillation method: one PGD loop, its own objective and loss. Its name, knobs and
+    fixed facts (default objective, teachers, ITT, summary) are its params model's, defined
+    without torch in :mod:`ablate.core.catalog`."""
 
-    name: str
-    params: type[BaseModel]
-    objective: str
+    params: type[MethodParams]
     loss: LossFn
     init_state: Callable[[], dict[str, Any]] = field(default=dict)
-    summary: str = ""  # one line for ``ablate methods``: the paper and its outer loss
-    teachers: tuple[str, ...] = ()  # which teachers the loss reads: "clean", "robust"
-    itt: bool = False  # whether the loss returns "teacher_loss" (Iterative Teacher Training)
     # The params of one epoch (0-based) from the run's, for knobs with an epoch schedule.
     at_epoch: EpochParams | None = None
+
+    @property
+    def name(self) -> str:
+        return self.params.model_fields["name"].default
+
+    @property
+    def objective(self) -> str:
+        return self.params.objective
+
+    @property
+    def teachers(self) -> tuple[str, ...]:
+        return self.params.teachers
+
+    @property
+    def itt(self) -> bool:
+        return self.params.itt
+
+    @property
+    def summary(self) -> str:
+        return self.params.summary
 
     def epoch_params(self, params: dict[str, Any], epoch: int) -> dict[str, Any]:
         return self.at_epoch(params, epoch) if self.at_epoch is not None else params

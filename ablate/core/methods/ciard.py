@@ -3,13 +3,12 @@ Iterative Teacher Training, as a registry entry (Eq. 7-8, Alg. 1)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
-from ablate.core.limits import MAX_EPOCHS, STRICT
+from ablate.core.catalog import CiardParams
 from ablate.core.losses import (
     auto_lambda,
     kl,
@@ -22,57 +21,6 @@ from ablate.core.methods.base import Method
 
 if TYPE_CHECKING:
     from ablate.core.passes import Passes
-
-
-class CiardParams(BaseModel):
-    """CIARD loss knobs (Eq. 7, Alg. 1). Defaults are the paper's; switches select the code's."""
-
-    model_config = STRICT
-
-    name: Literal["ciard"] = "ciard"
-    alpha: float = Field(0.5, ge=0, description="weight of KL(s(x) ‖ t(x)), clean knowledge "
-                         "(paper: α + β = 1, Eq. 4; released code 1)")
-    beta: float = Field(0.5, ge=0, description="weight of KL(s(x*) ‖ t'(x*)), robust knowledge "
-                        "(released code 1)")
-    lam: float | Literal["auto"] = Field(
-        "auto",
-        description="push weight λ ≥ 0, or 'auto' (released code: a power of ten that gives the "
-        "push term the magnitude of the smaller KL term, every step)",
-    )
-    push: bool = Field(True, description="use the contrastive push loss (Table 7 'w/ push')")
-    push_student_temp: float = Field(4.0, gt=0, description="push temperature, student side "
-                                     "(paper 4; released code 5)")
-    push_teacher_temp: float = Field(4.0, gt=0, description="push temperature, teacher side "
-                                     "(paper 4; released code 1)")
-    adaptive_temps: bool = Field(False, description="released code's adaptive teacher "
-                                 "temperatures τ_adv, τ_nat for the two KL targets")
-    temp_lr: float = Field(1e-3, gt=0, description="adaptive temperature step per batch")
-    adaptive_temps_freeze_epoch: int | None = Field(
-        None, ge=0, le=MAX_EPOCHS, description="epochs with the full temperature step; from "
-        "then on the step shrinks ×0.1 after every batch, which freezes the temperatures "
-        "within an epoch (released code: 214, i.e. its 1-based epoch 215); None = never")
-    temp_min: float = Field(1.0, gt=0, description="lower clip of adaptive temperatures")
-    temp_max: float = Field(10.0, gt=0, description="upper clip of adaptive temperatures")
-    kl_reduction: Literal["batchmean", "mean"] = Field(
-        "batchmean", description="KL averaging: per sample (batchmean) or per entry "
-        "(mean, released code: 1/num_classes as large)")
-    kl_eps: float = Field(0.0, ge=0, description="eps in the teacher's p·log(p + eps) of every "
-                          "KL term (released code: 1e-5); shifts the loss values, hence λ auto, "
-                          "not the gradients")
-
-    @field_validator("lam")
-    @classmethod
-    def _lam(cls, v: float | str) -> float | str:
-        if isinstance(v, float) and v < 0:
-            raise ValueError("must be >= 0 or 'auto'")
-        return v
-
-    @field_validator("temp_max")
-    @classmethod
-    def _temps(cls, v: float, info: ValidationInfo) -> float:
-        if v < info.data.get("temp_min", 0.0):
-            raise ValueError("must be >= temp_min")
-        return v
 
 
 def _ciard_state() -> dict[str, Any]:
@@ -140,8 +88,5 @@ def _push_term(passes: Passes, y: torch.Tensor, p: dict[str, Any], kl_clean: tor
     return lam * push
 
 
-CIARD = Method(
-    name="ciard", params=CiardParams, objective="kl_clean_teacher", loss=ciard_loss,
-    init_state=_ciard_state, teachers=("clean", "robust"), itt=True, at_epoch=_ciard_at_epoch,
-    summary="CIARD (ICCV 2025): α·KL(s(x)‖t(x)) + β·KL(s(x*)‖t'(x*)) − λ·Push; ITT",
-)
+CIARD = Method(params=CiardParams, loss=ciard_loss, init_state=_ciard_state,
+               at_epoch=_ciard_at_epoch)

@@ -9,21 +9,18 @@ per sample (batchmean); the released ARD/RSLAD/MTARD/AdaAD code averages over en
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
 
-from ablate.core.limits import STRICT, Epoch
+from ablate.core.catalog import AdaadParams, ArdParams, MtardParams, RsladParams
 from ablate.core.losses import Reduction, kl, soft_targets
 from ablate.core.methods.base import Method, Out
 
 if TYPE_CHECKING:
     from ablate.core.passes import Passes
 
-KlReduction = Literal["batchmean", "mean"]
-_RED_DOC = "KL averaging: per sample (batchmean, the paper's KL) or per entry (mean, released code)"
 
 
 def _kl(student: torch.Tensor, teacher: torch.Tensor, red: Reduction, temp: float = 1.0
@@ -37,18 +34,6 @@ def _zero(y: torch.Tensor) -> torch.Tensor:
 
 
 # --- ARD (Goldblum et al., AAAI 2020) ------------------------------------------------------------
-
-class ArdParams(BaseModel):
-    """ARD (Goldblum et al. 2020); defaults are the paper's CIFAR-10 values."""
-
-    model_config = STRICT
-    name: Literal["ard"] = "ard"
-    alpha: float = Field(1.0, ge=0, le=1, description="weight α of the distillation term; "
-                         "1 − α goes to CE(S(x), y) (paper value 1.0 on CIFAR-10)")
-    temp: float = Field(30.0, gt=0, description="distillation temperature T, the KL is scaled "
-                        "by T² (paper value 30 on CIFAR-10)")
-    kl_reduction: KlReduction = Field("batchmean", description=_RED_DOC)
-
 
 def ard_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: dict[str, Any]
              ) -> Out:
@@ -64,16 +49,6 @@ def ard_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: dic
 
 # --- RSLAD (Zi et al., ICCV 2021) ----------------------------------------------------------------
 
-class RsladParams(BaseModel):
-    """RSLAD (Zi et al. 2021): robust soft labels T(x) in both terms and the inner max."""
-
-    model_config = STRICT
-    name: Literal["rslad"] = "rslad"
-    alpha: float = Field(5 / 6, ge=0, le=1, description="weight of KL(S(x*) ‖ T(x)); 1 − α goes "
-                         "to KL(S(x) ‖ T(x)) (paper value 5/6)")
-    kl_reduction: KlReduction = Field("batchmean", description=_RED_DOC)
-
-
 def rslad_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: dict[str, Any]
                ) -> Out:
     """L = α·KL(S(x*) ‖ T(x)) + (1 − α)·KL(S(x) ‖ T(x)), α = 5/6 (RSLAD)."""
@@ -85,19 +60,6 @@ def rslad_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: d
 
 
 # --- MTARD (Zhao et al., ECCV 2022) --------------------------------------------------------------
-
-class MtardParams(BaseModel):
-    """MTARD (Zhao et al. 2022): clean and robust teachers, adaptive normalised weights."""
-
-    model_config = STRICT
-    name: Literal["mtard"] = "mtard"
-    weight_lr: float = Field(0.025, gt=0, le=1, description="step η of the weights toward the "
-                             "normalised relative losses (paper/released code value 0.025)")
-    weight_lr_milestones: list[Epoch] = Field(
-        [215, 260, 285], description="epochs (counted from 0) from which η is multiplied by "
-        "0.1, as the released code does with the student LR at 215/260/285 of 300 epochs")
-    kl_reduction: KlReduction = Field("batchmean", description=_RED_DOC)
-
 
 def _mtard_at_epoch(params: dict[str, Any], epoch: int) -> dict[str, Any]:
     decays = sum(epoch >= m for m in params["weight_lr_milestones"])
@@ -137,18 +99,6 @@ def mtard_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: d
 
 # --- AdaAD (Huang et al., CVPR 2023) -------------------------------------------------------------
 
-class AdaadParams(BaseModel):
-    """AdaAD (Huang et al. 2023, Eq. 9 inner, Eq. 11 outer)."""
-
-    model_config = STRICT
-    name: Literal["adaad"] = "adaad"
-    alpha: float = Field(1.0, ge=0, le=1, description="weight α of KL(S(x*) ‖ T(x*)); 1 − α goes "
-                         "to KL(S(x) ‖ T(x)) (paper value 1.0)")
-    temp: float = Field(1.0, gt=0, description="temperature τ of the adversarial term, both "
-                        "sides, no τ² factor (Eq. 11; paper/released code value 1)")
-    kl_reduction: KlReduction = Field("batchmean", description=_RED_DOC)
-
-
 def adaad_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: dict[str, Any]
                ) -> Out:
     """L = α·KL(S^τ(x*) ‖ T^τ(x*)) + (1 − α)·KL(S(x) ‖ T(x)), T = robust teacher (AdaAD Eq. 11).
@@ -160,23 +110,8 @@ def adaad_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: d
             "kl_nat": kl_nat.detach()}
 
 
-ARD = Method(
-    name="ard", params=ArdParams, objective="ce", loss=ard_loss, teachers=("robust",),
-    summary="ARD (Goldblum et al., AAAI 2020): α·T²·KL(s(x*)/T‖t'(x)/T) + (1−α)·CE(s(x), y)",
-)
-RSLAD = Method(
-    name="rslad", params=RsladParams, objective="kl_robust_teacher_nat", loss=rslad_loss,
-    teachers=("robust",),
-    summary="RSLAD (Zi et al., ICCV 2021): 5/6·KL(s(x*)‖t'(x)) + 1/6·KL(s(x)‖t'(x))",
-)
-MTARD = Method(
-    name="mtard", params=MtardParams, objective="ce", loss=mtard_loss, init_state=_mtard_state,
-    teachers=("clean", "robust"), at_epoch=_mtard_at_epoch,
-    summary="MTARD (Zhao et al., ECCV 2022): w_nat·KL(s(x)‖t(x)) + w_adv·KL(s(x*)‖t'(x*)), "
-            "adaptive weights",
-)
-ADAAD = Method(
-    name="adaad", params=AdaadParams, objective="kl_robust_teacher", loss=adaad_loss,
-    teachers=("robust",),
-    summary="AdaAD (Huang et al., CVPR 2023): α·KL(s(x*)‖t'(x*)) + (1−α)·KL(s(x)‖t'(x))",
-)
+ARD = Method(params=ArdParams, loss=ard_loss)
+RSLAD = Method(params=RsladParams, loss=rslad_loss)
+MTARD = Method(params=MtardParams, loss=mtard_loss, init_state=_mtard_state,
+               at_epoch=_mtard_at_epoch)
+ADAAD = Method(params=AdaadParams, loss=adaad_loss)

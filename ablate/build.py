@@ -13,7 +13,7 @@ from ablate.config import ConfigError, ExperimentConfig, ModelConfig, TeacherCon
 from ablate.core.data import Dataset, load_dataset
 from ablate.core.models import build_model, load_checkpoint
 from ablate.core.teachers import train_teacher
-from ablate.core.train import Trainer
+from ablate.core.trainer import Trainer
 from ablate.safe_yaml import dump_yaml
 
 Log = Callable[[str], None]

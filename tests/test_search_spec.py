@@ -13,7 +13,7 @@ import yaml
 
 from ablate.config import ConfigError, apply_overrides, set_path
 from ablate.resources import Resources, check_resources, concurrency
-from ablate.spec import load_search_spec
+from ablate.search_spec import load_search_spec
 from tests.helpers import TINY
 
 SPEC: dict[str, Any] = {
@@ -65,7 +65,7 @@ def test_good_spec_writes_sampled_values_to_every_target_path(tmp_path: Path) ->
 def test_sampled_values_are_set_as_values_not_reparsed_text(tmp_path: Path) -> None:
     """json.dumps(1e-05) is '1e-05', which YAML 1.1 reads back as a string: the old text round
     trip turned a sampled 1e-05 into '1e-05' wherever pydantic does not coerce (kwargs)."""
-    from ablate.grid import GridSpec
+    from ablate.grid_spec import GridSpec
     from ablate.recipe import Recipe
 
     raw = edited(**{"space/student.kwargs.scale": {"type": "float", "low": 1e-6,

@@ -1,7 +1,7 @@
 """The epoch loop: schedules, ITT, per-epoch validation, best checkpoint, resumable state.
 
-:class:`Trainer` is driven one epoch at a time (``run_epoch``) so a Ray Tune trainable can report
-and checkpoint between epochs; :meth:`Trainer.fit` is the plain loop with checkpoint files.
+:meth:`Trainer.run` is the loop: it yields after every epoch, so a Ray Tune trainable can
+report and checkpoint between epochs and ``ablate train`` can log and print.
 Epochs are counted from 0; the robust teacher is updated in epoch e iff e >= freeze_epochs.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ablate.core.accuracy import correct, eval_mode, evaluate
 from ablate.core.data import Dataset, augment_crop_flip, iterate_batches
-from ablate.core.evaluate import correct, eval_mode, evaluate
 from ablate.core.methods import get_method
 from ablate.core.models import CheckpointError, read_checkpoint
 from ablate.core.robustness import run_suite, suite_metrics
@@ -215,7 +215,10 @@ class Trainer:
 
     def run_epoch(self) -> dict[str, float]:
         """Train one epoch, validate, keep the best student by W-acc; returns prefixed metrics."""
-        train = self.train_epoch()
+        try:
+            train = self.train_epoch()
+        except FloatingPointError as exc:  # a non-finite loss: say when, for the trial table
+            raise FloatingPointError(f"diverged in epoch {self.epoch + 1}: {exc}") from None
         val = self.validate()
         if val["w_acc"] > self.best["w_acc"]:
             teacher = (copy.deepcopy(self.robust_teacher.state_dict())
@@ -343,20 +346,16 @@ class Trainer:
                                   f"{type(exc).__name__}: {why}") from exc
         return True
 
-    def fit(
-        self, checkpoint_dir: str | os.PathLike | None = None,
-        on_epoch: Callable[[dict[str, float]], None] | None = None,
-    ) -> list[dict[str, float]]:
-        """Train to the last epoch, resuming from ``checkpoint_dir`` and saving there each epoch."""
-        if checkpoint_dir is not None:
-            self.restore(checkpoint_dir)
+    def run(self, checkpoint_dir: str | os.PathLike | None = None
+            ) -> Iterator[dict[str, float]]:
+        """The epoch loop (the only one: ``ablate train``, the Ray trainable and the tests run
+        it): train the remaining epochs, yielding each epoch's metrics once the resumable
+        checkpoint is in ``checkpoint_dir`` (when given)."""
         while not self.done:
             metrics = self.run_epoch()
             if checkpoint_dir is not None:
                 self.save(checkpoint_dir)
-            if on_epoch is not None:
-                on_epoch(metrics)
-        return self.history
+            yield metrics
 
 
 def read_trainer_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

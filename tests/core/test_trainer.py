@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from ablate.core.catalog import CiardParams
 from ablate.core.methods import get_method
-from ablate.core.methods.ciard import CiardParams
 from ablate.core.passes import Passes
 from ablate.core.step import train_step
 from ablate.core.teachers import train_teacher
-from ablate.core.train import Trainer, student_lr, teacher_lr
+from ablate.core.trainer import Trainer, student_lr, teacher_lr
 
 ATTACK = dict(eps=0.2, step_size=0.05, steps=2)
 
@@ -99,7 +99,7 @@ def test_robust_teacher_frozen_before_freeze_epoch_and_updated_after(
 def test_freeze_past_last_epoch_means_without_itt(small_digits, make_net) -> None:
     tr = make_trainer(small_digits, make_net, freeze_epochs=5, epochs=2)
     initial = {k: v.clone() for k, v in tr.robust_teacher.state_dict().items()}
-    tr.fit()
+    list(tr.run())
     assert tr.teacher_optimizer is None
     assert state_equal(initial, tr.robust_teacher.state_dict())
 
@@ -107,11 +107,11 @@ def test_freeze_past_last_epoch_means_without_itt(small_digits, make_net) -> Non
 def test_same_seed_same_result(small_digits, make_net) -> None:
     a = make_trainer(small_digits, make_net, epochs=2)
     b = make_trainer(small_digits, make_net, epochs=2)
-    ha, hb = a.fit(), b.fit()
+    ha, hb = list(a.run()), list(b.run())
     assert state_equal(a.student.state_dict(), b.student.state_dict())
     assert ha == hb
     c = make_trainer(small_digits, make_net, epochs=2, seed=1)
-    c.fit()
+    list(c.run())
     assert not state_equal(a.student.state_dict(), c.student.state_dict())
 
 
@@ -119,7 +119,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(
         small_digits, make_net, tmp_path: Path) -> None:
     kw = dict(epochs=3, freeze_epochs=1, method_params={"adaptive_temps": True})
     full = make_trainer(small_digits, make_net, **kw)
-    full.fit()
+    list(full.run())
 
     first = make_trainer(small_digits, make_net, **kw)
     first.run_epoch()
@@ -128,7 +128,8 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(
     # A fresh process would rebuild everything from the config, with fresh RNG state.
     torch.manual_seed(1234)
     resumed = make_trainer(small_digits, make_net, **kw)
-    resumed.fit(checkpoint_dir=tmp_path)
+    assert resumed.restore(tmp_path)
+    list(resumed.run(tmp_path))
     assert resumed.epoch == 3
     assert state_equal(full.student.state_dict(), resumed.student.state_dict())
     assert state_equal(full.robust_teacher.state_dict(), resumed.robust_teacher.state_dict())
@@ -144,7 +145,7 @@ def test_training_learns_on_digits(digits, make_net) -> None:
     tr = make_trainer(digits, make_net, student=make_net(0, 8), clean_teacher=clean,
                       robust_teacher=robust, epochs=3, freeze_epochs=3, val_subset=200, lr=0.2,
                       method_params={"lam": 0.01})
-    history = tr.fit()
+    history = list(tr.run())
     assert history[-1]["val/clean_acc"] > 0.5  # chance is 0.1
     test = tr.test()
     assert test["best_epoch"] == max(range(3), key=lambda e: history[e]["val/w_acc"])
@@ -207,7 +208,7 @@ def test_final_protocol_attacks_transfer_from_the_untouched_surrogate(small_digi
     before = {k: v.clone() for k, v in surrogate.state_dict().items()}
     trainer = make_trainer(small_digits, make_net, epochs=2, robust_teacher=robust,
                            surrogate=surrogate)
-    trainer.fit()
+    list(trainer.run())
     assert not state_equal(before, robust.state_dict())  # ITT trained the robust teacher
     out = trainer.test(attacks=["fgsm", "transfer_pgd_trades"])
     for a in ("fgsm", "transfer_pgd_trades"):
@@ -251,7 +252,7 @@ def test_push_diagnostics_count_the_push_set(small_digits, make_net) -> None:
 
 def test_epoch_push_loss_and_lambda_average_only_batches_with_a_push_set(
         small_digits, make_net, monkeypatch) -> None:
-    import ablate.core.train as train_module
+    import ablate.core.trainer as train_module
 
     batches: list[dict[str, float]] = []
 
@@ -293,13 +294,13 @@ def test_student_mode_while_crafting(small_digits, make_net, mode: str) -> None:
 
 def test_test_runs_seeded_pgd_sat_and_scores_the_best_epochs_teacher(
         small_digits, make_net) -> None:
-    from ablate.core.evaluate import correct
+    from ablate.core.accuracy import correct
     from ablate.core.robustness import run_suite
 
     trainer = make_trainer(small_digits, make_net, epochs=3, freeze_epochs=0, teacher_lr=0.5)
     trainer.run_epoch()
     trainer.best["w_acc"] = 2.0  # nothing beats epoch 0 now, while ITT goes on changing t'
-    trainer.fit()
+    list(trainer.run())
     assert trainer.best["epoch"] == 0
     out = trainer.test()
     assert "robust_acc" not in out and "w_acc" not in out  # one name for one attack
