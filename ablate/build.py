@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import torch
 import torch.nn as nn
 
 from ablate.config import ConfigError, ExperimentConfig, ModelConfig, TeacherConfig, config_hash
-from ablate.core.data import Dataset, load_dataset
+from ablate.core.accuracy import evaluate
+from ablate.core.data import Dataset, Split, load_dataset
 from ablate.core.models import build_model, load_checkpoint
 from ablate.core.teachers import train_teacher
 from ablate.core.trainer import Trainer
@@ -21,8 +23,17 @@ CONFIG_NAME = "config.yaml"
 
 
 def cache_dir() -> Path:
-    """Where trained teachers are cached (``ABLATE_CACHE`` or ``.cache/ablate`` in the cwd)."""
-    return Path(os.environ.get("ABLATE_CACHE", ".cache/ablate"))
+    """Where trained teachers are cached: ``$ABLATE_CACHE`` if set, else
+    ``$XDG_CACHE_HOME/ablate`` (an absolute ``XDG_CACHE_HOME`` only, as the XDG spec asks),
+    else ``~/.cache/ablate``. The same for every working directory, so a teacher trained once
+    is found again from anywhere."""
+    own = os.environ.get("ABLATE_CACHE")
+    if own:
+        return Path(own).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "ablate"
+    return Path.home() / ".cache" / "ablate"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -74,16 +85,43 @@ def prepare_teacher(
             f"{spec.train.epochs} epochs) -> {path}")
         model.to(device)
         t = spec.train
-        train_teacher(model, data.to(device), method=t.method, epochs=t.epochs, lr=t.lr,
+        data = data.to(device)
+        train_teacher(model, data, method=t.method, epochs=t.epochs, lr=t.lr,
                       batch_size=t.batch_size, momentum=t.momentum,
                       weight_decay=t.weight_decay, eps=t.eps, step_size=t.step_size,
-                      steps=t.steps, seed=cfg.data.split_seed)
+                      steps=t.steps, seed=cfg.data.split_seed,
+                      on_epoch=teacher_progress(model, role, t.epochs, data.val, cfg, log))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save(model.state_dict(), tmp)
         os.replace(tmp, path)
     load_checkpoint(model, path)
     return model.to(device).eval()
+
+
+TEACHER_VAL_IMAGES = 500  # per-epoch teacher check: enough to see it learn, cheap on CIFAR
+
+
+def teacher_progress(model: nn.Module, role: str, epochs: int, val: Split,
+                     cfg: ExperimentConfig, log: Log) -> Callable[[int, float], None]:
+    """A console line per teacher epoch (loss, clean and PGD-10 accuracy on the first
+    TEACHER_VAL_IMAGES validation images, seconds), so a long teacher run is not silent. The
+    check runs under its own RNG: the cached teacher stays what its key says."""
+    val = val.subset(TEACHER_VAL_IMAGES)
+    eps = cfg.eval.eps if cfg.eval.eps is not None else cfg.attack.eps
+    tick = time.perf_counter()
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        nonlocal tick
+        seconds = time.perf_counter() - tick
+        with torch.random.fork_rng(devices=[val.x.device] if val.x.is_cuda else []):
+            r = evaluate(model, val, eps=eps, step_size=eps / 4, steps=10)
+        log(f"  {role} teacher epoch {epoch + 1:>3}/{epochs}  loss {loss:.4f}  val clean "
+            f"{100 * r['clean_acc']:5.1f}%  PGD-10 {100 * r['robust_acc']:5.1f}% "
+            f"(first {len(val)})  {seconds:.1f}s")
+        tick = time.perf_counter()
+
+    return on_epoch
 
 
 def prepare_teachers(

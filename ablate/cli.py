@@ -8,7 +8,7 @@ refusal of a bad config or flag answer without loading them (tests/test_cli.py c
 from __future__ import annotations
 
 import argparse
-import subprocess
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -27,10 +27,10 @@ from ablate.core.catalog import ATTACKS, check_attacks
 from ablate.core.errors import CheckpointError, DatasetError
 from ablate.core.limits import MAX_BATCH, MAX_IMAGES
 from ablate.safe_yaml import dump_yaml
+from ablate.spec_paths import resolve_spec
 from ablate.tracking_uri import check_tracking_uri, default_uri, store_exists
 
 EXIT_USAGE = 2
-SEARCH_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 BAD_INPUT = (ConfigError, DatasetError, CheckpointError)  # exit 2, one line
 
 
@@ -87,31 +87,31 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     return run_train(cfg, run_dir=Path(args.run_dir or f"runs/{cfg.name}-{cfg.digest()}"),
                      resume=args.resume, tracking_uri=args.tracking_uri,
-                     command=" ".join(["ablate train", args.config, *args.overrides]))
+                     command=shlex.join(["ablate", "train", args.config, *args.overrides]))
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     from ablate.search_spec import load_search_spec
 
-    spec = load_search_spec(args.spec, args.overrides)
+    spec = load_search_spec(resolve_spec(args.spec), args.overrides)
     from ablate.resources import machine_resources
     from ablate.search import plan, run_search
 
     if args.dry_run:
         return _dry_run(spec, plan(spec, machine_resources()), spec.base, spec.warnings())
-    return run_search(spec, _options(args, ["ablate search", args.spec]))
+    return run_search(spec, _options(args, ["ablate", "search", args.spec]))
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from ablate.grid_spec import load_grid, resolve
+    from ablate.grid_spec import load_grid
 
-    grid = load_grid(resolve(args.grid, SEARCH_SPACES), args.overrides)
+    grid = load_grid(resolve_spec(args.grid), args.overrides)
     from ablate.grid import plan, run_grid
     from ablate.resources import machine_resources
 
     if args.dry_run:
         return _dry_run(grid, plan(grid, machine_resources()), grid.base, grid.warnings())
-    return run_grid(grid, _options(args, ["ablate grid", args.grid]))
+    return run_grid(grid, _options(args, ["ablate", "grid", args.grid]))
 
 
 def _dry_run(spec: Any, plan: str, base: ExperimentConfig, warnings: list[str]) -> int:
@@ -129,14 +129,16 @@ def _dry_run(spec: Any, plan: str, base: ExperimentConfig, warnings: list[str]) 
 
 
 def _options(args: argparse.Namespace, head: list[str]) -> Any:
-    """Run options; the command line as typed (for the resume hint after Ctrl-C)."""
+    """Run options; the command line as typed, quoted for the shell (the resume hint after
+    Ctrl-C: `seeds=[0,1]` unquoted is a glob in zsh)."""
     from ablate.runner import Options
 
-    flags = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-             if k in ("tracking_uri", "storage", "address") and v]
+    flags = [token for k in ("tracking_uri", "storage", "address") if getattr(args, k)
+             for token in (f"--{k.replace('_', '-')}", getattr(args, k))]
     return Options(tracking_uri=args.tracking_uri, storage=args.storage, address=args.address,
                    resume=args.resume, fresh=args.fresh, connect_timeout=args.connect_timeout,
-                   command=" ".join([*head, *args.overrides, *flags]))
+                   heartbeat=args.heartbeat,
+                   command=shlex.join([*head, *args.overrides, *flags]))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -205,11 +207,10 @@ def cmd_teachers_list(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from ablate.tracking import ui_command
+    from ablate.ui import serve
 
-    cmd = ui_command(args.tracking_uri or default_uri(), port=args.port, host=args.host)
-    print("running: " + " ".join(cmd))
-    return subprocess.call(cmd)
+    return serve(args.tracking_uri or default_uri(), host=args.host, port=args.port,
+                 experiment=args.experiment)
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -223,6 +224,9 @@ def _job_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="join an existing Ray cluster (default: local Ray)")
     p.add_argument("--connect-timeout", type=_seconds, default=30.0, metavar="SECONDS",
                    help="give up when --address does not answer within this time (default 30)")
+    p.add_argument("--heartbeat", type=_seconds_or_zero, default=30.0, metavar="SECONDS",
+                   help="print a progress line this often while trials run (default 30; "
+                   "0 = only a line per finished trial)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue an interrupted run")
     again.add_argument("--fresh", action="store_true", help="start again even if this spec "
@@ -245,20 +249,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("search", help="Optuna search through Ray Tune (ASHA), logged to MLflow")
-    p.add_argument("spec", help="search spec YAML (e.g. search_spaces/quickstart.yaml)")
+    p.add_argument("spec", help="search spec: a YAML path, or a name looked up in "
+                   "./search_spaces/ then in the specs shipped with ablate (quickstart)")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the spec "
                    "(base.optim.epochs=5, num_samples=4)")
     _job_args(p)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("grid", help="ablation grid (rows x seeds) with the paper's table")
-    p.add_argument("grid", help="grid name under search_spaces/ (ablation_table7_digits) or a "
-                   "YAML path")
+    p.add_argument("grid", help="grid: a YAML path, or a name looked up in ./search_spaces/ "
+                   "then in the specs shipped with ablate (ablation_table7_digits)")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides (seeds=[0,1])")
     _job_args(p)
     p.set_defaults(func=cmd_grid)
 
-    p = sub.add_parser("report", help="rebuild a grid's table and plot from MLflow (no training)")
+    p = sub.add_parser("report", help="rebuild a grid's table or a search's summary from "
+                       "MLflow (no training)")
     p.add_argument("target", help="grid parent run id, or experiment name (newest grid run)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlflow.db)")
     p.set_defaults(func=cmd_report)
@@ -296,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlflow.db)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_int_in(1, 65535), default=5000)
+    p.add_argument("--experiment", help="open this experiment's runs (default: the newest)")
     p.set_defaults(func=cmd_ui)
     return parser
 
@@ -333,6 +340,10 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _seconds_or_zero(text: str) -> float:
+    return 0.0 if float(text) == 0 else _seconds(text)
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = build_parser()
     # Overrides may also follow options (`train c.yaml --resume seed=1`), which plain
@@ -342,7 +353,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
-    if getattr(args, "tracking_uri", None) is not None:  # before any store is opened
+    if hasattr(args, "tracking_uri"):  # before any store is opened; None: $MLFLOW_TRACKING_URI
         check_tracking_uri(args.tracking_uri, existing=args.command == "report")
     return args
 

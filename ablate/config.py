@@ -21,12 +21,12 @@ from pydantic import (
 
 from ablate.core.catalog import (
     ARCHITECTURES,
-    METHOD_NAMES,
     METHOD_PARAMS,
     OBJECTIVES,
     CiardParams,
     check_attacks,
 )
+from ablate.core.errors import ConfigError
 from ablate.core.limits import (
     MAX_BATCH,
     MAX_EPOCHS,
@@ -38,11 +38,15 @@ from ablate.core.limits import (
     ModelKwarg,
     SafeName,
 )
+from ablate.explain import check_kind, format_validation_error
+from ablate.overrides import (
+    apply_overrides,
+    config_notes,
+    method_name,
+    switch_method,
+    with_notes,
+)
 from ablate.safe_yaml import MAX_YAML_BYTES, YamlRefused, parse_yaml
-
-
-class ConfigError(ValueError):
-    """A bad configuration or missing input; the message is one line."""
 
 
 class Strict(BaseModel):
@@ -110,7 +114,7 @@ class TeachersConfig(Strict):
 
 
 class AttackConfig(Strict):
-    """Training-time inner maximisation (SPEC §2.1)."""
+    """Training-time inner maximisation (docs/ciard.md)."""
 
     objective: str | None = Field(
         None, description="PGD objective; None = the method's own. For CIARD it decides "
@@ -185,7 +189,8 @@ class EvalConfig(Strict):
     val_subset: int | None = Field(None, ge=1, le=MAX_IMAGES,
                                    description="fixed validation subset size")
     attacks: list[str] = Field(default_factory=list, description="final evaluation protocol "
-                               "(SPEC §3) run on the selected checkpoint at test time, besides "
+                               "(docs/evaluation.md) run on the selected checkpoint at test "
+                               "time, besides "
                                "clean and pgd_sat (always run): fgsm, pgd_trades, cw_inf, "
                                "square, autoattack, transfer_pgd_trades, transfer_cw_inf; step "
                                "sizes scale with eps")
@@ -283,82 +288,24 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict copy.
-
-    Keys that themselves contain dots (a search space's ``method.alpha``) are matched as a whole:
-    ``space.method.alpha.high=0.9`` reaches ``space["method.alpha"]["high"]``.
-    """
-    out = json.loads(json.dumps(raw))
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {_shown(item)}: expected key.sub=value")
-        try:
-            parsed = parse_yaml(value)
-        except YamlRefused as exc:
-            raise ConfigError(f"override {_shown(item)}: {exc}") from None
-        set_path(out, key, parsed, where=f"override {_shown(item)}")
-    return out
-
-
-def set_path(tree: dict[str, Any], key: str, value: Any, *, where: str = "") -> None:
-    """Set ``tree[a][b][c] = value`` for ``key = "a.b.c"`` in place, the value as it is (no
-    text round trip: 1e-05 stays a float). Keys that contain dots (``space["method.alpha"]``)
-    are matched whole; missing sections are created."""
-    node, parts = tree, _split_key(tree, key.split("."))
-    for part in parts[:-1]:
-        nxt = node.setdefault(part, {})
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"{where or key}: {part!r} is not a section")
-        node = nxt
-    node[parts[-1]] = value
-
-
-def _shown(item: str, limit: int = 60) -> str:
-    """An override as quoted in an error, shortened: the line must stay readable."""
-    return repr(item if len(item) <= limit else item[:limit] + "...")
-
-
-def _split_key(tree: dict[str, Any], parts: list[str]) -> list[str]:
-    """Group dotted parts into the keys present in ``tree`` (longest match first)."""
-    out, node, i = [], tree, 0
-    while i < len(parts):
-        j = next((j for j in range(len(parts), i, -1)
-                  if isinstance(node, dict) and ".".join(parts[i:j]) in node), i + 1)
-        out.append(".".join(parts[i:j]))
-        node = node.get(out[-1]) if isinstance(node, dict) else None
-        i = j
-    return out
-
-
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """First pydantic error as 'SOURCE: field `a.b`: message' (+ how many more)."""
-    errors = exc.errors()
-    first = errors[0]
-    parts = [str(p) for p in first["loc"] if not str(p).startswith("function-after")]
-    # A discriminated union puts the method's name into the path (method.ciard.alpha).
-    parts = [p for i, p in enumerate(parts) if not (i and parts[i - 1] == "method"
-                                                    and p in METHOD_NAMES)]
-    loc = ".".join(parts)
-    msg = first["msg"].replace("\n", " ")
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{source}: field `{loc or '<root>'}`: {msg}{more}"
-
-
 def validate_model(model: type[BaseModel], raw: dict[str, Any], source: str) -> Any:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, model)) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read, override and validate an experiment YAML."""
-    raw = apply_overrides(read_yaml(path), overrides or [])
-    return validate_model(ExperimentConfig, raw, str(path))
+    """Read, override and validate an experiment YAML. When an override changes
+    ``method.name``, the old method's fields the new one lacks are dropped (a note says which;
+    :func:`config_warnings` prints it)."""
+    raw = read_yaml(path)
+    check_kind(raw, path, "experiment")
+    before = method_name(raw)
+    raw = apply_overrides(raw, overrides or [])
+    note = switch_method(raw, before, [item.partition("=")[0] for item in overrides or []])
+    cfg = validate_model(ExperimentConfig, raw, str(path))
+    return with_notes(cfg, [note] if note else [])
 
 
 def check_inputs(cfg: ExperimentConfig) -> None:
@@ -377,8 +324,9 @@ def itt_never_starts(cfg: ExperimentConfig) -> bool:
 
 
 def config_warnings(cfg: ExperimentConfig, where: str = "") -> list[str]:
-    """Settings that silently make a term inert, one line each, naming the field."""
-    out = []
+    """Settings that silently make a term inert, and what loading changed on its own (fields
+    dropped with a method switch), one line each, naming the field."""
+    out = [f"{where}{note}" for note in config_notes(cfg)]
     if itt_never_starts(cfg):
         out.append(f"{where}itt.freeze_epochs={cfg.itt.freeze_epochs} >= optim.epochs="
                    f"{cfg.optim.epochs}: ITT never starts (the run is 'w/o ITT')")

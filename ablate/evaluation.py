@@ -1,4 +1,4 @@
-"""``ablate eval``: the final evaluation protocol (SPEC §3) on a trained student.
+"""``ablate eval``: the final evaluation protocol (docs/evaluation.md) on a trained student.
 
 A target is a checkpoint (a run or trial directory holding ``trainer.pt`` and ``config.yaml``, a
 ``trainer.pt`` file, or a student state dict with ``--config``) or an MLflow run id (an

@@ -9,6 +9,7 @@ a paired test (same seed = same data order and initialisation).
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from ablate.report import (
 )
 from ablate.resources import concurrency
 from ablate.runner import JobFields, Log, Options, run_job, trial_dirname
-from ablate.tracking import Tracker
+from ablate.tracking import Tracker, flatten
 
 
 def plan(grid: GridSpec, available: dict[str, float]) -> str:
@@ -83,8 +84,18 @@ class GridJob(JobFields):
     def describe(self, sampled: dict[str, Any]) -> str:
         return f"row={sampled['row']!r} seed={sampled['seed']}"
 
+    def run_name(self, sampled: dict[str, Any], number: int, trial_id: str) -> str:
+        return f"{slug(sampled['row'])}-s{sampled['seed']}"  # 'w/ ITT, w/ push' -> w-ITT-w-push-s1
+
     def run_params(self, sampled: dict[str, Any]) -> dict[str, Any]:
-        return self.recipe.config(sampled).model_dump(mode="json")
+        """The cell's values of every path some row overrides (one column each in the UI),
+        its row, seed and method."""
+        flat = flatten(self.run_config(sampled))
+        keys = {k for r in self.grid.rows for k in r.overrides}
+        varying = {k: v for k, v in flat.items()
+                   if any(k == key or k.startswith(f"{key}.") for key in keys)}
+        return {**varying, "row": sampled["row"], "seed": sampled["seed"],
+                "method": flat["method.name"]}
 
     def run_tags(self, sampled: dict[str, Any]) -> dict[str, str]:
         return {"spec_hash": self.digest, "method": self.base.method.name,
@@ -93,6 +104,10 @@ class GridJob(JobFields):
     def summarize(self, results: tune.ResultGrid, tracker: Tracker, parent: str,
                   params: dict[str, Any]) -> None:
         summarize_grid(self.grid, tracker, parent, self.log)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-") or "row"
 
 
 def run_grid(grid: GridSpec, opts: Options, log: Log = print) -> int:
@@ -163,18 +178,23 @@ def grid_warnings(table: list[dict[str, Any]], seeds: int) -> list[str]:
 
 
 def report(target: str, tracker: Tracker, log: Log = print) -> str:
-    """``ablate report``: rebuild a grid's table and plot from MLflow (a parent run id, or an
-    experiment name for its newest grid run)."""
+    """``ablate report``: rebuild a grid's table and plot, or a search's summary
+    (:func:`ablate.search_summary.report_search`), from MLflow: a parent run id, or an
+    experiment name for its newest grid (else search) run."""
     try:
         info = tracker.run_info(target)
     except Exception:  # not a run id: an experiment name
-        run_id = tracker.find_run(target, {"kind": "grid"})
+        run_id = tracker.find_run(target, {"kind": "grid"}) or tracker.find_run(
+            target, {"kind": "search"})
         if run_id is None:
-            raise ConfigError(f"{target!r}: neither a run id nor an experiment with a grid run "
-                              f"in {tracker.uri}") from None
+            raise ConfigError(f"{target!r}: neither a run id nor an experiment with a grid or "
+                              f"search run in {tracker.uri}") from None
         info = tracker.run_info(run_id)
+    if info["tags"].get("kind") == "search":
+        from ablate.search_summary import report_search  # Optuna: only for searches
+
+        return report_search(info, tracker, log)
     if "grid" not in info["tags"]:
-        raise ConfigError(f"run {info['run_id']} is not a grid's parent run (kind "
-                          f"{info['tags'].get('kind', 'unknown')!r}); a search's summary is "
-                          "in its parent run's artifacts")
+        raise ConfigError(f"run {info['run_id']} is neither a grid's nor a search's parent run "
+                          f"(kind {info['tags'].get('kind', 'unknown')!r})")
     return summarize_cells(json.loads(info["tags"]["grid"]), tracker, info["run_id"], log)

@@ -18,14 +18,15 @@ from ablate.config import (
     config_hash,
     config_warnings,
     effective_config,
-    format_validation_error,
     validate_model,
 )
 from ablate.core.catalog import ATTACK_LABELS, ATTACKS
 from ablate.core.limits import MAX_TRIALS, SafeName, Seed
+from ablate.explain import format_validation_error
+from ablate.overrides import config_notes, with_notes
 from ablate.recipe import Recipe
 from ablate.resources import Resources
-from ablate.search_spec import read_spec_dict
+from ablate.search_spec import read_spec
 
 LABELS = {"clean_acc": "Clean (test)",
           **{f"{a}_acc": ATTACK_LABELS[a] for a in ATTACKS},
@@ -99,10 +100,12 @@ class GridSpec(Strict):
         return config_hash(self.model_dump(mode="json"))
 
     def warnings(self) -> list[str]:
-        """Rows in which a term is inert (ITT that never starts), one line each."""
-        return [line for r in self.rows
-                for line in config_warnings(self.cell_config(r.name, self.seeds[0]),
-                                            f"row {r.name!r}: ")]
+        """What loading changed in the base (a method switch), and rows in which a term is
+        inert (ITT that never starts), one line each."""
+        return [f"base: {note}" for note in config_notes(self.base)] + [
+            line for r in self.rows
+            for line in config_warnings(self.cell_config(r.name, self.seeds[0]),
+                                        f"row {r.name!r}: ")]
 
     def recipe(self) -> Recipe:
         """How every cell's config is made: the base, the row's overrides, the seed."""
@@ -113,18 +116,13 @@ class GridSpec(Strict):
         return self.recipe().config({"row": row, "seed": seed})
 
 
-def resolve(name_or_path: str, search_dir: Path) -> Path:
-    """``ablation_table7`` -> ``search_spaces/ablation_table7.yaml``; a path is used as is."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        return path
-    return search_dir / f"{name_or_path}.yaml"
-
-
 def load_grid(path: str | Path, overrides: list[str] | None = None) -> GridSpec:
-    """Read, override and validate a grid file, including every row against the config."""
+    """Read, override (in the order of :func:`ablate.search_spec.read_spec`) and validate a
+    grid file, including every row against the config."""
     source = str(path)
-    grid: GridSpec = validate_model(GridSpec, read_spec_dict(path, overrides), source)
+    raw, notes = read_spec(path, overrides, kind="grid")
+    grid: GridSpec = validate_model(GridSpec, raw, source)
+    with_notes(grid.base, notes)
     for i, row in enumerate(grid.rows):
         shared = [k for k in row.overrides if k.split(".")[0] in SHARED]
         if shared:
@@ -134,7 +132,7 @@ def load_grid(path: str | Path, overrides: list[str] | None = None) -> GridSpec:
             grid.cell_config(row.name, grid.seeds[0])
         except ValidationError as exc:
             where = f"{source}: row {row.name!r} (rows.{i}.overrides)"
-            raise ConfigError(format_validation_error(exc, where)) from None
+            raise ConfigError(format_validation_error(exc, where, ExperimentConfig)) from None
     _refuse_duplicate_rows(grid, source)
     return grid
 

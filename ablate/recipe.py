@@ -10,10 +10,12 @@ Values are set as values (:func:`ablate.config.set_path`), never re-parsed from 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from ablate.config import ExperimentConfig, set_path
+from ablate.config import ExperimentConfig
+from ablate.overrides import set_path
 
 
 @dataclass(frozen=True)
@@ -39,3 +41,11 @@ class Recipe:
 
     def config(self, sampled: dict[str, Any]) -> ExperimentConfig:
         return ExperimentConfig.model_validate(self.tree(sampled))
+
+    def rooted(self, cwd: Path) -> Recipe:
+        """This recipe with a relative ``data.root`` made absolute against ``cwd``: Ray runs
+        each trial in its own working directory, where ``data`` names nothing."""
+        base = copy.deepcopy(self.base)
+        data = base.setdefault("data", {})
+        data["root"] = str(cwd / data.get("root", "data"))  # an absolute root is kept as is
+        return replace(self, base=base)

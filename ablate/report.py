@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -111,6 +112,95 @@ def plot_importances(importances: dict[str, float], path: str | os.PathLike,
         ax.text(0.5, 0.5, "too few finished trials", ha="center", transform=ax.transAxes)
     ax.set_xlabel("importance")
     return _save(fig, path, title)
+
+
+def trials_markdown(rows: Sequence[Mapping[str, Any]], params: Sequence[str]) -> str:
+    """A search's trials as a Markdown table (``trials.md``; the MLflow UI previews it): trial,
+    status, epochs, the sampled values (``params``: their column names), validation W-acc,
+    clean and PGD accuracy at the best epoch (percent), Pareto membership, the push set, error."""
+    header = ["trial", "status", "epochs", *params, "val W-acc (%)", "val clean (%)",
+              "val PGD (%)", "Pareto", "push", "error"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [str(r["trial"]), str(r["status"]), str(r["epochs"]),
+                 *(_value(r.get(p)) for p in params),
+                 *(_percent(r.get(k)) for k in ("val/best_w_acc", "val/best_clean_acc",
+                                                "val/best_robust_acc")),
+                 "yes" if r.get("pareto") else "", _push(r), str(r.get("error") or "")]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    note = ("val W-acc, clean and PGD: at each trial's best epoch by W-acc so far (its "
+            "checkpoint), on the validation split; stopped = stopped early by ASHA; param/ "
+            "columns: the sampled values, named after the space key with its dots as "
+            "underscores.")
+    return "\n".join([*lines, "", note]) + "\n"
+
+
+def _value(v: Any) -> str:
+    if v is None:
+        return "–"
+    return format(v, ".4g") if isinstance(v, float) else str(v)
+
+
+def _percent(v: float | None) -> str:
+    return "–" if v is None or math.isnan(v) else f"{100 * v:.1f}"
+
+
+def write_html(figures: Mapping[str, Any], path: str | os.PathLike, title: str = "") -> Path:
+    """All plotly ``figures`` on one HTML page, each under its name, with plotly.js inline once
+    (~4.8 MB): the page opens offline, and MLflow previews it."""
+    parts = [f"<h2>{html.escape(name.replace('_', ' '))}</h2>"
+             + fig.to_html(full_html=False, include_plotlyjs=i == 0)
+             for i, (name, fig) in enumerate(figures.items())]
+    page = (f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+            f"<body><h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out
+
+
+def optuna_figures(study: Any, *, target_name: str, title: str,
+                   target: Any = None, importance_study: Any = None,
+                   importance_title: str = "", pareto_names: Sequence[str] = ()
+                   ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Optuna's plotly figures of a study, by name: ``history`` (optimisation history),
+    ``parallel_coordinate``, ``slice``, ``contour`` (with two or more parameters), ``importances``
+    (of ``importance_study`` when given: e.g. the trials at one fidelity), and ``pareto_front``
+    when ``pareto_names`` names the objectives of a multi-objective study. ``target`` (a
+    function of a trial) is the plotted value of a multi-objective study. Returns the figures and,
+    per figure that could not be drawn, why."""
+    import warnings
+
+    import optuna.visualization as vis
+
+    kw = {"target": target, "target_name": target_name}
+    names = {p for t in study.trials for p in t.params}
+    makers: dict[str, Any] = {
+        "history": lambda: vis.plot_optimization_history(study, **kw),
+        "parallel_coordinate": lambda: vis.plot_parallel_coordinate(study, **kw),
+        "slice": lambda: vis.plot_slice(study, **kw),
+    }
+    if len(names) >= 2:
+        makers["contour"] = lambda: vis.plot_contour(study, **kw)
+    imp = importance_study if importance_study is not None else study
+    makers["importances"] = lambda: vis.plot_param_importances(
+        imp, target=None if importance_study is not None else target, target_name=target_name)
+    if pareto_names:
+        makers["pareto_front"] = lambda: vis.plot_pareto_front(study,
+                                                               target_names=list(pareto_names))
+    figures, skipped = {}, {}
+    for name, make in makers.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # experimental-feature and few-trials warnings
+                fig = make()
+        except (RuntimeError, ValueError, ZeroDivisionError) as exc:
+            skipped[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        fig.update_layout(title=importance_title if name == "importances" and importance_title
+                          else f"{title}: {fig.layout.title.text or name}")
+        figures[name] = fig
+    return figures, skipped
 
 
 # --- ablation grids: statistics over seeds and the results table ---------------------------------

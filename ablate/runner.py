@@ -22,10 +22,13 @@ from ray import tune
 
 from ablate.build import Log, build_data, prepare_teachers, resolve_device
 from ablate.config import ConfigError, ExperimentConfig, check_inputs
+from ablate.progress import Heartbeat
 from ablate.recipe import Recipe
 from ablate.resources import Resources, check_resources, machine_resources
+from ablate.safe_yaml import dump_yaml
 from ablate.storage import experiment_dir, make_private
 from ablate.tracking import Tracker
+from ablate.ui import browse_line
 from trainables.ciard import train_ciard
 
 # Quiet Ray: our callback prints one line per trial; Ray's tables, TensorBoard hints and
@@ -36,6 +39,7 @@ for _key, _value in (("RAY_AIR_NEW_OUTPUT", "0"), ("RAY_TQDM_PATCH_PRINT", "0"),
                      ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")):
     os.environ.setdefault(_key, _value)
 EXIT_INTERRUPTED = 130
+EXIT_FAILED = 1
 _ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*?: .+")
 
 
@@ -47,7 +51,9 @@ def init_ray(address: str | None, resources: dict[str, float]) -> dict[str, floa
         if address:
             ray.init(address=address, **quiet)
         else:
-            ray.init(num_cpus=int(resources["CPU"]), num_gpus=int(resources["GPU"]), **quiet)
+            # "local": a new Ray of our own even when `ray start` runs one on this machine
+            ray.init(address="local", num_cpus=int(resources["CPU"]),
+                     num_gpus=int(resources["GPU"]), **quiet)
     return {k: float(v) for k, v in ray.cluster_resources().items()}
 
 
@@ -75,22 +81,29 @@ def trial_dirname(trial: Any) -> str:
 class TrialLogger(tune.Callback):
     """One MLflow child run per trial, per-epoch metrics, a console line per finished trial.
 
-    A restored search finds each trial's run again by its ``trial_id`` tag, so a resumed trial
-    keeps logging into the same run.
+    A child run's params are what varies between trials (``run_params``); its full config is
+    its ``config.yaml`` artifact (``run_config``). A restored search finds each trial's run
+    again by its ``trial_id`` tag, so a resumed trial keeps logging into the same run.
     """
 
     def __init__(self, tracker: Tracker, experiment: str, parent_run_id: str, *,
                  run_params: Callable[[dict[str, Any]], dict[str, Any]],
                  run_tags: Callable[[dict[str, Any]], dict[str, str]],
-                 describe: Callable[[dict[str, Any]], str], epochs: int, log: Log = print):
+                 describe: Callable[[dict[str, Any]], str], epochs: int, log: Log = print,
+                 run_name: Callable[[dict[str, Any], int, str], str] | None = None,
+                 run_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None):
         self.tracker, self.experiment, self.parent = tracker, experiment, parent_run_id
         self.run_params, self.run_tags, self.describe = run_params, run_tags, describe
+        self.run_name = run_name or (lambda sampled, number, tid: f"trial-{tid}")
+        self.run_config = run_config
         self.epochs, self.log = epochs, log
         self.runs: dict[str, str] = {}
+        self.names: dict[str, str] = {}
         self.open: set[str] = set()
         self.last_epoch: dict[str, int] = {}
         self.known: set[str] = set()  # every trial Ray holds (restored ones included)
         self.done: set[str] = set()  # trials seen to finish, stop early or fail for good
+        self.failed: dict[str, str] = {}  # trial id -> why it failed for good
         self.stepped = False
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
@@ -125,16 +138,24 @@ class TrialLogger(tune.Callback):
         if tid not in self.runs:
             found = self.tracker.find_run(self.experiment, {"trial_id": tid,
                                                             "mlflow.parentRunId": self.parent})
-            self.runs[tid] = found or self.tracker.start(
-                self.experiment, f"trial-{tid}", params=self.run_params(trial.config),
-                tags={"trial_id": tid, "trial_number": str(trial_number(trial)),
-                      "kind": "trial", **self.run_tags(trial.config)},
-                parent_run_id=self.parent)
+            self.names[tid] = self.run_name(trial.config, trial_number(trial), tid)
+            self.runs[tid] = found or self._start(trial)
         if tid not in self.open:  # a resumed trial continues its run (a no-op for a new one)
             self.tracker.reopen(self.runs[tid])
             self.open.add(tid)
             self.last_epoch[tid] = self.tracker.last_step(self.runs[tid], "epoch")
         return self.runs[tid]
+
+    def _start(self, trial: Any) -> str:
+        tid = trial.trial_id
+        run = self.tracker.start(
+            self.experiment, self.names[tid], params=self.run_params(trial.config),
+            tags={"trial_id": tid, "trial_number": str(trial_number(trial)), "kind": "trial",
+                  **self.run_tags(trial.config)},
+            parent_run_id=self.parent)
+        if self.run_config is not None:
+            self.tracker.log_text(run, dump_yaml(self.run_config(trial.config)), "config.yaml")
+        return run
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.run_id(trial)
@@ -154,7 +175,9 @@ class TrialLogger(tune.Callback):
         epochs = int(result.get("training_iteration", 0))
         stopped = epochs < self.epochs
         run = self.run_id(trial)
-        tags = {"epochs_trained": epochs, "stopped_early": stopped}
+        tags: dict[str, Any] = {"epochs_trained": epochs, "stopped_early": stopped}
+        if stopped:  # visible in the runs table's name column
+            tags["mlflow.runName"] = f"{self.names[trial.trial_id]}-stopped"
         if trial.checkpoint is not None:  # trainer.pt + config.yaml: `ablate eval RUN_ID`
             tags["checkpoint"] = trial.checkpoint.path
         self.tracker.set_tags(run, tags)
@@ -182,6 +205,7 @@ class TrialLogger(tune.Callback):
         self.tracker.end(run, "FAILED")
         self.open.discard(trial.trial_id)
         self.done.add(trial.trial_id)
+        self.failed[trial.trial_id] = reason
         self.log(f"trial {trial_number(trial)} ({trial.trial_id}): FAILED: {reason}  "
                  f"{self.describe(trial.config)}")
 
@@ -225,6 +249,7 @@ class Options:
     resume: bool = False
     fresh: bool = False
     connect_timeout: float = 30.0  # seconds to wait for --address to answer
+    heartbeat: float = 30.0  # seconds between progress lines; 0 = none
     command: str = "ablate search SPEC"  # how the job was started, for the resume hint
 
 
@@ -250,7 +275,9 @@ class Job(Protocol):
     def tune_config(self) -> tune.TuneConfig: ...
     def param_space(self) -> dict[str, Any] | None: ...
     def describe(self, sampled: dict[str, Any]) -> str: ...  # a trial on the console
-    def run_params(self, sampled: dict[str, Any]) -> dict[str, Any]: ...  # a child run's
+    def run_name(self, sampled: dict[str, Any], number: int, trial_id: str) -> str: ...
+    def run_params(self, sampled: dict[str, Any]) -> dict[str, Any]: ...  # what varies
+    def run_config(self, sampled: dict[str, Any]) -> dict[str, Any]: ...  # config.yaml
     def run_tags(self, sampled: dict[str, Any]) -> dict[str, str]: ...
     def summarize(self, results: tune.ResultGrid, tracker: Tracker, parent: str,
                   params: dict[str, Any]) -> None: ...
@@ -268,6 +295,9 @@ class JobFields:
     trials: int = field(init=False)
     max_failures: int = field(init=False)
     recipe: Recipe = field(init=False)
+
+    def run_config(self, sampled: dict[str, Any]) -> dict[str, Any]:
+        return self.recipe.config(sampled).model_dump(mode="json")
 
 
 def teacher_states(cfg: ExperimentConfig, log: Log) -> dict[str, dict[str, Any]]:
@@ -296,7 +326,7 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
     else:
         check_resources(job.resources, machine_resources(), "this machine")
     make_private(path)
-    params = dict(recipe=job.recipe, teachers=teacher_states(job.base, log),
+    params = dict(recipe=job.recipe.rooted(Path.cwd()), teachers=teacher_states(job.base, log),
                   threads=job.resources.cpu)
     available = init_ray(opts.address, machine_resources())
     check_resources(job.resources, available,
@@ -311,15 +341,24 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
                                                          test_at_end=job.test_at_end),
                                     {"cpu": job.resources.cpu, "gpu": job.resources.gpu})
     logger = TrialLogger(tracker, job.name, parent, epochs=job.base.optim.epochs, log=log,
-                         describe=job.describe, run_params=job.run_params, run_tags=job.run_tags)
+                         describe=job.describe, run_params=job.run_params, run_tags=job.run_tags,
+                         run_name=job.run_name, run_config=job.run_config)
     try:
-        results = _tuner(job, trainable, path, opts.resume, [logger]).fit()
+        heartbeat = Heartbeat(planned=job.trials, epochs=job.base.optim.epochs,
+                              every=opts.heartbeat, log=log)
+        results = _tuner(job, trainable, path, opts.resume, [logger, heartbeat]).fit()
         for tid in logger.discard_orphans():
             log(f"discarded the child run of trial {tid}: it was lost with the interrupted "
                 "driver before Ray saved it, and a new trial took its place")
         left = logger.unfinished(results, job.trials)
         if left:  # Ray caught the Ctrl-C, stopped the trials and saved their state
             raise KeyboardInterrupt(f"{job.trials - left} of {job.trials} trials ended")
+        if results.num_errors == job.trials:  # nothing to summarise: not a finished job
+            reason = next(iter(logger.failed.values()), "see the trials' error tags")
+            log(f"error: all {job.trials} trials failed, so there is no result (first "
+                f"reason: {reason})")
+            tracker.end(parent, "FAILED")
+            return EXIT_FAILED
         job.summarize(results, tracker, parent, params)
     except KeyboardInterrupt as exc:
         logger.close_open("KILLED")
@@ -336,8 +375,7 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
     if opts.resume:
         tracker.set_tags(parent, {"interrupted": "false"})
     tracker.end(parent, "FINISHED")
-    uri = f" --tracking-uri {opts.tracking_uri}" if opts.tracking_uri else ""
-    log(f"browse: ablate ui{uri}  (experiment '{job.name}', parent run {parent})")
+    log(browse_line(tracker, parent, opts.tracking_uri))
     return 0
 
 

@@ -1,5 +1,5 @@
 """Search specs: a base experiment, a space over dotted config paths, objective, searcher,
-scheduler and per-trial resources (SPEC §5). Validated completely before Ray starts.
+scheduler and per-trial resources. Validated completely before Ray starts.
 
 A spec names its base experiment inline or by a path relative to the spec file; the space maps
 dotted paths of :class:`~ablate.config.ExperimentConfig` (``method.alpha``) to distributions.
@@ -7,7 +7,7 @@ dotted paths of :class:`~ablate.config.ExperimentConfig` (``method.alpha``) to d
 
 from __future__ import annotations
 
-import json
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,14 +17,29 @@ from ablate.config import (
     ConfigError,
     ExperimentConfig,
     Strict,
-    apply_overrides,
     config_hash,
     config_warnings,
-    format_validation_error,
     read_yaml,
     validate_model,
 )
 from ablate.core.limits import MAX_EPOCHS, MAX_SEED, MAX_TRIALS, SafeName
+from ablate.explain import (
+    KINDS,
+    check_kind,
+    close_match,
+    file_kind,
+    format_validation_error,
+    suggest_path,
+)
+from ablate.overrides import (
+    config_notes,
+    method_name,
+    parse_override,
+    set_path,
+    shown_override,
+    switch_method,
+    with_notes,
+)
 from ablate.recipe import Recipe
 from ablate.resources import Resources
 
@@ -137,13 +152,15 @@ class SearchSpec(Strict):
         return self.recipe().config(sampled)
 
     def warnings(self) -> list[str]:
-        """Trials in which a term is inert (ITT that never starts), one line each."""
+        """What loading changed in the base (a method switch), and trials in which a term is
+        inert (ITT that never starts), one line each."""
         searched = [k for k in self.space if "itt.freeze_epochs" in self.targets(k)]
         if not searched:
-            return config_warnings(self.base, "base: ")
+            return config_warnings(self.base, "base: ")  # with the notes of loading it
         key = searched[0]
         high = max(self.space[key].corners())
-        out = config_warnings(self.trial_config({key: high}), f"space `{key}` at {high}: ")
+        out = [f"base: {note}" for note in config_notes(self.base)]
+        out += config_warnings(self.trial_config({key: high}), f"space `{key}` at {high}: ")
         for i, point in enumerate(self.searcher.points_to_evaluate):
             out += config_warnings(self.trial_config(point),
                                    f"searcher.points_to_evaluate.{i}: ")
@@ -165,12 +182,14 @@ def _check_space(spec: SearchSpec, source: str) -> None:
     for key, param in spec.space.items():
         for path in spec.targets(key):
             if not _has_path(recipe.base, path):
-                raise ConfigError(f"{source}: space `{key}`: unknown config path `{path}`")
+                raise ConfigError(f"{source}: space `{key}`: unknown config path `{path}`"
+                                  f"{suggest_path(recipe.base, path)}")
         for value in param.corners():
             try:
                 recipe.config({key: value})
             except ValidationError as exc:
-                why = format_validation_error(exc, f"{source}: space `{key}`: value {value!r}")
+                why = format_validation_error(exc, f"{source}: space `{key}`: value {value!r}",
+                                              ExperimentConfig)
                 raise ConfigError(why) from None
     epochs = spec.base.optim.epochs
     for key, param in spec.space.items():
@@ -184,8 +203,10 @@ def _check_points(spec: SearchSpec, source: str) -> None:
     for i, point in enumerate(spec.searcher.points_to_evaluate):
         unknown = sorted(set(point) - set(spec.space))
         if unknown:
+            match = close_match(unknown[0], spec.space)
             raise ConfigError(f"{source}: field `searcher.points_to_evaluate.{i}`: "
-                              f"{unknown[0]!r} is not a key of `space`")
+                              f"{unknown[0]!r} is not a key of `space`"
+                              + (f" (did you mean {match!r}?)" if match else ""))
         missing = sorted(set(spec.space) - set(point))
         if missing:
             raise ConfigError(f"{source}: field `searcher.points_to_evaluate.{i}`: missing "
@@ -199,27 +220,108 @@ def _check_points(spec: SearchSpec, source: str) -> None:
                           f"the {len(spec.searcher.points_to_evaluate)} points to evaluate")
 
 
-def read_spec_dict(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """The spec as a dict with its base inlined (a path is relative to the spec file)."""
+def read_spec(path: str | Path, overrides: list[str] | None = None,
+              kind: str = "search") -> tuple[dict[str, Any], list[str]]:
+    """A search spec (or grid: ``kind``) as a dict with its base inlined and overridden, and
+    the notes of a method switch in the base (:func:`~ablate.config.switch_method`).
+
+    The base is built in this order: the base file (``base: PATH``, relative to the spec; a
+    command-line ``base=PATH``, relative to the working directory, replaces it); then the
+    spec's ``overrides`` (the file's, updated by command-line ``overrides.KEY=VALUE``, ``KEY`` a
+    whole dotted config path); then command-line ``base.KEY=VALUE``. Every other command-line
+    override sets a field of the spec itself (``num_samples=4``; in the space, whose keys are
+    dotted paths, ``space.method.alpha.high=0.9`` sets ``high`` of ``method.alpha``)."""
+    source = str(path)
     raw = read_yaml(path)
+    check_kind(raw, path, kind)
+    items = [(item, *parse_override(item)) for item in overrides or []]
     if isinstance(raw.get("base"), str):
-        raw["base"] = read_yaml(Path(path).parent / raw["base"])
-    base_overrides = raw.get("overrides") or {}
-    if isinstance(raw.get("base"), dict) and isinstance(base_overrides, dict):
-        items = [f"{k}={json.dumps(v)}" for k, v in base_overrides.items()]
-        raw["base"] = apply_overrides(raw["base"], items)
-    return apply_overrides(raw, overrides or [])  # the command line wins
+        raw["base"] = _read_base(Path(path).parent / raw["base"], source)
+    for _, key, value in items:
+        if key == "base":
+            raw["base"] = _read_base(Path(value), source) if isinstance(value, str) else value
+    for item, key, value in items:
+        if key == "overrides":
+            raw["overrides"] = value
+        elif key.startswith("overrides."):  # one entry, set (or added last, so it wins) whole
+            block = raw.setdefault("overrides", {})
+            if not isinstance(block, dict):
+                raise ConfigError(f"{source}: override {shown_override(item)}: `overrides` "
+                                  "is not a mapping")
+            block[key.removeprefix("overrides.")] = value
+    base_items = [(key.removeprefix("base."), value) for _, key, value in items
+                  if key.startswith("base.")]
+    notes = _build_base(raw, base_items, source)
+    for item, key, value in items:
+        where = f"{source}: override {shown_override(item)}"
+        if key.startswith("space.") and isinstance(raw.get("space"), dict):
+            _set_space(raw["space"], key.removeprefix("space."), value, where)
+        elif key.split(".")[0] not in ("base", "overrides"):
+            set_path(raw, key, value, where=where)
+    return raw, notes
+
+
+def read_spec_dict(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """:func:`read_spec` without the notes (and without checking the file's kind)."""
+    return read_spec(path, overrides, kind=file_kind(read_yaml(path)) or "search")[0]
+
+
+def _read_base(path: Path, source: str) -> dict[str, Any]:
+    raw = read_yaml(path)
+    kind = file_kind(raw)
+    if kind not in (None, "experiment"):
+        raise ConfigError(f"{source}: field `base`: {path} is {KINDS[kind][0]}, not an "
+                          "experiment config")
+    return raw
+
+
+def _build_base(raw: dict[str, Any], base_items: list[tuple[str, Any]], source: str
+                ) -> list[str]:
+    """Apply the spec's ``overrides``, then the command line's ``base.*``, to ``raw["base"]``
+    in place; the note of a method switch, if any."""
+    base, block = raw.get("base"), raw.get("overrides")
+    if not isinstance(base, dict):
+        return []  # validation names the field
+    before = method_name(base)
+    pairs = list(block.items()) if isinstance(block, dict) else []
+    for key, value in pairs:  # a copy: the spec's own `overrides` must not change with base
+        set_path(base, key, copy.deepcopy(value), where=f"{source}: field `overrides.{key}`")
+    for key, value in base_items:
+        set_path(base, key, value, where=f"{source}: override `base.{key}`")
+    note = switch_method(base, before, [k for k, _ in pairs + base_items])
+    return [note] if note else []
+
+
+def _set_space(space: dict[str, Any], key: str, value: Any, where: str) -> None:
+    """``space.KEY[.FIELD]=value``: ``KEY`` is a whole key of the space (a dotted config path),
+    ``FIELD`` a field of its :class:`Param`; a new ``KEY`` without ``FIELD`` adds a parameter.
+    A ``FIELD`` of a missing ``KEY`` is a typo, not a new nested mapping."""
+    parts = key.split(".")
+    if any(".".join(parts[:j]) in space for j in range(len(parts), 0, -1)):
+        set_path(space, key, value, where=where)  # matches the longest existing key
+        return
+    if len(parts) > 1 and parts[-1] in Param.model_fields:
+        missing = ".".join(parts[:-1])
+        match = close_match(missing, space)
+        hint = (f"did you mean `{match}`?" if match else
+                f"the space has {', '.join(f'`{k}`' for k in space)}; add a parameter whole: "
+                f"space.{missing}={{type: float, low: ..., high: ...}}")
+        raise ConfigError(f"{where}: field `space`: no parameter `{missing}` in the space "
+                          f"({hint})")
+    space[key] = value
 
 
 def load_search_spec(path: str | Path, overrides: list[str] | None = None) -> SearchSpec:
-    """Read, override and validate a search spec, including its space against the config."""
+    """Read, override (in the order of :func:`read_spec`) and validate a search spec,
+    including its space against the config."""
     source = str(path)
-    raw = read_spec_dict(path, overrides)
+    raw, notes = read_spec(path, overrides)
     objective = raw.get("objective")
     if isinstance(raw.get("base"), dict) and isinstance(objective, dict) and "w" in objective:
         # The objective's clean weight is the experiment's W-acc weight.
         raw["base"].setdefault("eval", {})["w"] = objective["w"]
     spec: SearchSpec = validate_model(SearchSpec, raw, source)
+    with_notes(spec.base, notes)
     _check_space(spec, source)
     _check_points(spec, source)
     return spec

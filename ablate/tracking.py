@@ -14,6 +14,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,8 @@ class Tracker:
         self.client.delete_run(run_id)
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+        # None is an unset option, not a value: logged, it only adds empty-looking columns.
+        flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items() if v is not None]
         for i in range(0, len(flat), 100):
             self.client.log_batch(run_id, params=flat[i:i + 100])
 
@@ -180,13 +182,60 @@ class Tracker:
         """A run as a plain dict (run_id, experiment name, status, tags, params)."""
         run = self.client.get_run(run_id)
         exp = self.client.get_experiment(run.info.experiment_id)
-        return {"run_id": run_id, "experiment": exp.name, "status": run.info.status,
+        return {"run_id": run_id, "experiment": exp.name, "experiment_id": exp.experiment_id,
+                "status": run.info.status,
                 "tags": dict(run.data.tags), "params": dict(run.data.params)}
+
+    def experiment_by_name(self, name: str) -> str | None:
+        exp = self.client.get_experiment_by_name(name)
+        return None if exp is None else exp.experiment_id
+
+    def newest_experiment(self) -> str | None:
+        """The id of the most recently created experiment (MLflow's empty 'Default' only when
+        there is no other)."""
+        exps = self.client.search_experiments(order_by=["creation_time DESC"])
+        named = [e for e in exps if e.name != "Default"] or exps
+        return named[0].experiment_id if named else None
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
 
     def log_table(self, run_id: str, columns: Mapping[str, list[Any]], name: str) -> None:
         """An MLflow table artifact (shown in the UI); logged once, as MLflow appends to it."""
         if not any(f.path == name for f in self.client.list_artifacts(run_id)):
             self.client.log_table(run_id, data=dict(columns), artifact_file=name)
+
+    def replace_table(self, run_id: str, columns: Mapping[str, list[Any]], name: str) -> None:
+        """An MLflow table artifact (shown in the UI) holding exactly ``columns``: logged
+        like :meth:`log_table` the first time, overwritten (not appended to) after that, so a
+        summary written again (``ablate report``, a resumed search) replaces the old table."""
+        folder = os.path.dirname(name) or None
+        if not any(f.path == name for f in self.client.list_artifacts(run_id, folder)):
+            self.client.log_table(run_id, data=dict(columns), artifact_file=name)
+            return
+        import pandas as pd  # what MlflowClient.log_table writes with, in its JSON layout
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(name).name
+            pd.DataFrame(dict(columns)).to_json(path, orient="split", index=False,
+                                                date_format="iso")
+            self.log_artifact(run_id, path, folder)
+
+    def metric_history(self, run_id: str, key: str) -> dict[int, float]:
+        """Step -> value of one metric of a run (the latest value where a step repeats)."""
+        points = sorted(self.client.get_metric_history(run_id, key),
+                        key=lambda m: (m.step, m.timestamp))
+        return {m.step: m.value for m in points}
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        """The latest value of every metric of a run."""
+        return dict(self.client.get_run(run_id).data.metrics)
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the local SQLite store's lock (``mlflow.db.lock``; a no-op for other stores),
+        e.g. while creating a database beside the store. Use it only once the client exists:
+        creating the client takes the same lock."""
+        return self._store_lock()
 
     def download(self, run_id: str, path: str, dst: str | os.PathLike) -> str:
         """Download one artifact of the run into ``dst``; returns the local path."""

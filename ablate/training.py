@@ -24,6 +24,7 @@ from ablate.core.trainer import Trainer
 from ablate.inputs import RUN_ID_FILE, check_resume
 from ablate.report import attack_line, plot_curves, progress_line, test_line
 from ablate.tracking import Tracker
+from ablate.ui import browse_line
 
 
 def run_train(cfg: ExperimentConfig, *, run_dir: Path, resume: bool, tracking_uri: str | None,
@@ -64,7 +65,7 @@ def run_train(cfg: ExperimentConfig, *, run_dir: Path, resume: bool, tracking_ur
     print(f"test (best epoch {int(test['best_epoch']) + 1}): {test_line(test)}")
     if cfg.eval.attacks:
         print(attack_line(test, cfg.eval.attacks))
-    print(f"browse: ablate ui{f' --tracking-uri {tracking_uri}' if tracking_uri else ''}")
+    print(browse_line(tracker, run_id, tracking_uri))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Wall time and accuracies of the final-evaluation attack suite (SPEC §3) on the digits set.
+"""Wall time and accuracies of the final-evaluation attack suite (docs/evaluation.md) on digits.
 
 Trains two small digits models, as the tests do (``small_cnn``, undefended CE and PGD-AT at
 ε = 0.2, step 0.05, 5 steps), then runs :func:`ablate.core.robustness.run_suite` with every attack

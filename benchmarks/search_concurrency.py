@@ -3,7 +3,7 @@
     python benchmarks/search_concurrency.py [--trials 4] [--epochs 6] [--cpus-per-trial 1]
 
 Each trial pins torch to its CPU share, so N trials on N cores should take about 1/N of the
-serial time (SPEC §7). The trials are fixed points (no sampling, no early stopping), so both runs
+serial time. The trials are fixed points (no sampling, no early stopping), so both runs
 train exactly the same work; the MLflow store and Ray storage are temporary.
 """
 

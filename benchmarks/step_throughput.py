@@ -2,9 +2,10 @@
 
 What is measured
 ----------------
-One full CIARD training step per batch (SPEC §2): a 10-step PGD inner maximisation, the forward
-passes the loss needs, the student loss (Eq. 7) with the push term and the auto λ, the student SGD
-step and, with ITT on, the robust teacher's SGD step on CE(t'(x*), y) (Eq. 8). Two settings:
+One full CIARD training step per batch (docs/ciard.md): a 10-step PGD inner maximisation, the
+forward passes the loss needs, the student loss (Eq. 7) with the push term and the auto λ, the
+student SGD step and, with ITT on, the robust teacher's SGD step on CE(t'(x*), y) (Eq. 8). Two
+settings:
 
 - ``digits``: student ``small_cnn`` (width 8), both teachers ``small_cnn`` (width 32), 1x8x8 inputs,
   batch 64, ε = 0.2, step 0.05;
@@ -18,7 +19,7 @@ Why the two differ
 ------------------
 Both sides run the *same* PGD attack (``ablate.core.attacks.attack`` with the method's objective)
 and the same loss functions from ``ablate.core.losses``; the difference measured is only in the
-forward/backward passes around the attack (SPEC §2.2, §7). The baseline follows the released CIARD
+forward/backward passes around the attack (docs/ciard.md). The baseline follows the released CIARD
 code's pass structure: it also runs the robust teacher on clean inputs, t'(x), whose output no
 loss uses; it runs the clean teacher on x* with autograd enabled, building a graph nobody
 backpropagates; and it always runs t'(x*) in train mode with a graph, even while the teacher is

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,12 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ABLATE_CACHE", str(tmp_path / "cache"))
     return tmp_path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shutdown_ray() -> Iterator[None]:
+    """A module that started Ray (a search or grid in-process) leaves none to the next: tests
+    check that refused commands never start it."""
+    yield
+    if "ray" in sys.modules:
+        sys.modules["ray"].shutdown()

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
 import signal
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -168,3 +170,23 @@ def grid_runs(workdir: Path) -> tuple[MlflowClient, Any, list[Any]]:
     parents = [r for r in runs if r.data.tags.get("kind") == "grid"]
     assert len(parents) == 1
     return client, parents[0], [r for r in runs if r.data.tags.get("kind") == "trial"]
+
+
+def write_fake_cifar10(root: str, per_batch: int = 20, n_test: int = 30) -> None:
+    """Official CIFAR-10 python layout: pickled dicts, ``data`` uint8 (N, 3072) in CHW order."""
+    folder = os.path.join(root, "cifar-10-batches-py")
+    os.makedirs(folder)
+    rng = np.random.default_rng(0)
+    files = [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", n_test)]
+    for fname, n in files:
+        entry = {
+            "batch_label": fname,
+            "labels": [int(v) for v in np.arange(n) % 10],
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "filenames": [f"img_{j}.png" for j in range(n)],
+        }
+        with open(os.path.join(folder, fname), "wb") as f:
+            pickle.dump(entry, f, protocol=2)
+    with open(os.path.join(folder, "batches.meta"), "wb") as f:
+        pickle.dump({"label_names": [f"c{k}" for k in range(10)], "num_cases_per_batch":
+                     per_batch, "num_vis": 3072}, f)

@@ -358,7 +358,7 @@ def test_bad_input_exits_2_with_one_line(case: str, argv: list[str], files: dict
     _make(inputs, files)
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    monkeypatch.delenv("ABLATE_CACHE", raising=False)  # the teacher cache is then in the cwd
+    monkeypatch.setenv("ABLATE_CACHE", str(cwd / "cache"))  # anything written would show below
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     before = _listing(cwd)
 
@@ -425,6 +425,10 @@ def test_good_inputs_still_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     from ablate.tracking_uri import check_tracking_uri
 
     assert read_yaml(inputs / "d.yaml") == {"name": "2024-01-01"}  # a date stays text
+    for driver in ("psycopg", "pymysql"):  # database URIs need their driver importable
+        (tmp_path / "drivers" / driver).mkdir(parents=True)
+        (tmp_path / "drivers" / driver / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "drivers"))
     for uri in (f"sqlite:///{inputs}/new.db", f"file://{inputs}", str(inputs),
                 f"file://{inputs}/mlruns", "http://127.0.0.1:5000", "https://mlflow.example",
                 "postgresql://u:p@db:5432/mlflow", "mysql+pymysql://db/mlflow", "databricks"):

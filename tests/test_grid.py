@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -17,9 +17,11 @@ import ray
 import torch
 
 from ablate.build import build_data, build_net, build_trainer
-from ablate.cli import SEARCH_SPACES, main
-from ablate.config import ConfigError, ExperimentConfig, apply_overrides
-from ablate.grid_spec import load_grid, resolve
+from ablate.cli import main
+from ablate.config import ConfigError, ExperimentConfig
+from ablate.grid_spec import load_grid
+from ablate.overrides import apply_overrides
+from ablate.spec_paths import resolve_spec
 from tests.helpers import (
     GRID,
     TINY,
@@ -31,12 +33,6 @@ from tests.helpers import (
     steps,
     write,
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def shutdown_ray() -> Any:
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.parametrize("raw, needle", [
@@ -73,16 +69,13 @@ def test_bad_grid_is_one_line_naming_the_problem(tmp_path: Path, raw: dict, need
 def test_bad_grid_exits_2_before_anything_starts(workdir: Path, capsys) -> None:
     path = write(workdir / "g.yaml", edited(baseline="nope"))
     assert "baseline" in run_bad(workdir, capsys, ["grid", str(path)])
-    assert "no_such_grid.yaml: file not found" in run_bad(workdir, capsys,
-                                                          ["grid", "no_such_grid"])
+    err = run_bad(workdir, capsys, ["grid", "no_such_grid"])
+    assert "no spec named 'no_such_grid'" in err and "ablation_table7_digits" in err
     assert not ray.is_initialized()
 
 
-def test_names_resolve_under_search_spaces(tmp_path: Path) -> None:
-    assert resolve("ablation_table7_digits", SEARCH_SPACES) == (
-        SEARCH_SPACES / "ablation_table7_digits.yaml")
-    assert resolve(str(tmp_path / "x.yaml"), SEARCH_SPACES) == tmp_path / "x.yaml"
-    grid = load_grid(resolve("ablation_table7", SEARCH_SPACES))
+def test_the_shipped_table7_grid_has_the_papers_numbers() -> None:
+    grid = load_grid(resolve_spec("ablation_table7"))
     assert len(grid.rows) == 4 and grid.rows[3].paper["pgd_trades_wr"] == 71.70
     assert grid.metrics == ["pgd_trades_acc", "clean_acc", "pgd_trades_wr"]
 
@@ -103,10 +96,18 @@ def test_itt_disabled_never_updates_the_robust_teacher() -> None:
 def test_grid_logs_cells_and_the_table_and_report_rebuilds_it(workdir: Path, capsys) -> None:
     grid = edited(overrides={"eval.attacks": ["fgsm", "transfer_cw_inf"]},
                   metrics=["pgd_sat_acc", "clean_acc", "pgd_sat_wr", "fgsm_acc"])
-    assert main(["grid", str(write(workdir / "g.yaml", grid))]) == 0
+    assert main(["grid", str(write(workdir / "g.yaml", grid)), "--heartbeat", "0.5"]) == 0
     out = capsys.readouterr().out
     client, parent, children = grid_runs(workdir)
     assert parent.info.status == "FINISHED" and len(children) == 4
+    # progress: teachers per epoch, a heartbeat while cells run, the parent run's URL at the end
+    assert "clean teacher epoch   2/2" in out and "robust teacher epoch   1/1" in out
+    assert re.search(r"\] \d running, \d done, 0 stopped early, 0 failed of 4; ", out), out
+    exp = parent.info.experiment_id
+    assert f"/#/experiments/{exp}/runs/{parent.info.run_id}" in out.splitlines()[-1]
+    assert {c.info.run_name for c in children} == {"no-push-s0", "no-push-s1", "push-s0",
+                                                   "push-s1"}
+    assert set(children[0].data.params) == {"method.push", "row", "seed", "method"}
     cells = {(c.data.tags["row"], int(c.data.tags["seed"])) for c in children}
     assert cells == {(r, s) for r in ("no push", "push") for s in (0, 1)}
     for c in children:
@@ -173,3 +174,12 @@ def test_interrupted_grid_resumes_the_missing_cells_only(workdir: Path) -> None:
         if c.data.tags["trial_id"] in before:
             assert steps(client, c) == before[c.data.tags["trial_id"]]
     assert "| push |" in done.stdout
+
+
+def test_a_grid_whose_every_cell_fails_is_not_finished(workdir: Path, capsys) -> None:
+    grid = edited(rows=GRID["rows"][:1], seeds=[0], overrides={"optim.lr": 1e30})
+    assert main(["grid", str(write(workdir / "g.yaml", grid))]) == 1
+    out = capsys.readouterr().out
+    assert "error: all 1 trials failed, so there is no result" in out and "| no push |" not in out
+    _, parent, children = grid_runs(workdir)
+    assert parent.info.status == "FAILED" and [c.info.status for c in children] == ["FAILED"]

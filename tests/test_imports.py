@@ -153,4 +153,4 @@ def test_trainables_depend_one_way() -> None:
         assert not bad, f"{module} imports {', '.join(bad)}"
     importers = {m for m in MODULES.keys() - trainables
                  if any(n.split(".")[0] == "trainables" for n in imported(m, deferred=True))}
-    assert importers == {"ablate.runner", "ablate.search"}
+    assert importers == {"ablate.runner", "ablate.search_summary"}

@@ -9,11 +9,14 @@ import pytest
 
 from ablate.report import (
     aggregate,
+    optuna_figures,
     pareto_front,
     plot_grid,
     plot_importances,
     plot_objective,
     plot_pareto,
+    trials_markdown,
+    write_html,
 )
 
 
@@ -96,3 +99,51 @@ def test_grid_plot_shows_every_seed_and_clips_intervals_to_0_100(tmp_path: Path,
     assert dots == pytest.approx([2.0, 99.0, 100.0])
     (interval,) = ax.lines
     assert list(interval.get_ydata()) == [0.0, 100.0]
+
+
+def test_trials_markdown_lists_every_trial_with_percentages_and_escapes_pipes() -> None:
+    rows = [{"trial": 1, "status": "failed", "epochs": 0, "param/method_alpha": 0.123456,
+             "param/optim_lr": 1e30, "val/best_w_acc": None, "val/best_clean_acc": None,
+             "val/best_robust_acc": None, "pareto": False, "push_active": None,
+             "push_empty": None, "error": "FloatingPointError: a | b"},
+            {"trial": 2, "status": "stopped", "epochs": 2, "param/method_alpha": 0.5,
+             "param/optim_lr": 0.1, "val/best_w_acc": 0.6, "val/best_clean_acc": 0.9,
+             "val/best_robust_acc": 0.3, "pareto": True, "push_active": 0.2,
+             "push_empty": 0.0, "error": ""}]
+    md = trials_markdown(rows, ["param/method_alpha", "param/optim_lr"])
+    lines = md.splitlines()
+    assert lines[0] == ("| trial | status | epochs | param/method_alpha | param/optim_lr | "
+                        "val W-acc (%) | val clean (%) | val PGD (%) | Pareto | push | error |")
+    assert lines[2] == ("| 1 | failed | 0 | 0.1235 | 1e+30 | – | – | – |  | – | "
+                        "FloatingPointError: a \\| b |")
+    assert lines[3].startswith("| 2 | stopped | 2 | 0.5 | 0.1 | 60.0 | 90.0 | 30.0 | yes | J ")
+
+
+def test_optuna_figures_are_written_as_offline_html(tmp_path: Path) -> None:
+    import optuna
+
+    space = {"a.b": optuna.distributions.FloatDistribution(0, 1),
+             "c": optuna.distributions.CategoricalDistribution([1, 2])}
+    single = optuna.create_study(direction="maximize")
+    multi = optuna.create_study(directions=["maximize", "maximize"])
+    for i in range(6):
+        params = {"a.b": i / 6, "c": 1 + i % 2}
+        single.add_trial(optuna.trial.create_trial(params=params, distributions=space,
+                                                   value=i / 10))
+        multi.add_trial(optuna.trial.create_trial(params=params, distributions=space,
+                                                  values=[i / 10, 1 - i / 10],
+                                                  user_attrs={"w": i / 5}))
+    figures, skipped = optuna_figures(single, target_name="W", title="s",
+                                      importance_title="importances at epoch 3")
+    assert set(figures) == {"history", "parallel_coordinate", "slice", "contour",
+                            "importances"} and not skipped
+    assert figures["importances"].layout.title.text == "importances at epoch 3"
+    assert figures["slice"].layout.title.text.startswith("s: ")
+    figures, skipped = optuna_figures(multi, target=lambda t: t.user_attrs["w"],
+                                      target_name="W", title="m", pareto_names=("x", "y"))
+    assert "pareto_front" in figures and "history" in figures and not skipped
+    path = write_html(figures, tmp_path / "optuna" / "figures.html", title="m")
+    page = path.read_text()
+    assert page.count("<h2>") == len(figures) and "<h2>pareto front</h2>" in page
+    assert '<script src="http' not in page and len(page) > 1_000_000  # plotly.js inline
+    assert page.count("plotly.js v") == 1  # once, not once per figure

@@ -5,6 +5,7 @@ reason while the others finish; an interrupted search resumes without re-trainin
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import os
 import subprocess
@@ -12,12 +13,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pyarrow.parquet as pq
 import pytest
 import ray
 import yaml
+from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
+from ablate.config import ConfigError
+from ablate.search import SearchJob
+from ablate.search_spec import load_search_spec
+from ablate.search_trials import SearchFacts, at_fidelity, param_columns
+from ablate.tracking import flatten
 from tests.helpers import (
     REPO,
     SPEC,
@@ -30,12 +38,6 @@ from tests.helpers import (
     store,
     write,
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def shutdown_ray() -> Any:
-    yield
-    ray.shutdown()
 
 
 def test_dry_run_prints_the_plan_without_cifar_or_gpu(workdir: Path, capsys) -> None:
@@ -85,7 +87,12 @@ def test_search_logs_parent_and_children_and_reports_a_diverging_trial(workdir: 
     for c in finished:  # one metric point per trained epoch, no duplicates
         trained = int(c.data.tags["epochs_trained"])
         assert steps(client, c) == list(range(trained)) and 1 <= trained <= 4
-        assert c.data.params["optim.epochs"] == "4"
+        # params: only what varies; the full config is the run's config.yaml
+        assert set(c.data.params) == {*spec["space"], "method"}
+        config = Path(client.download_artifacts(c.info.run_id, "config.yaml", str(workdir)))
+        assert yaml.safe_load(config.read_text())["optim"]["epochs"] == 4
+        assert c.info.run_name.startswith(f"trial-{int(c.data.tags['trial_number']):02d}-")
+        assert c.info.run_name.endswith("-stopped") == (c.data.tags["stopped_early"] == "True")
     assert any(c.data.tags["stopped_early"] == "True" for c in finished), "ASHA stopped none"
 
     table = pq.read_table(client.download_artifacts(parent.info.run_id, "trials.parquet"))
@@ -94,7 +101,7 @@ def test_search_logs_parent_and_children_and_reports_a_diverging_trial(workdir: 
         c.data.tags["trial_id"] for c in children}
     assert [r["trial"] for r in rows] == [1, 2, 3, 4, 5]
     assert any(r["pareto"] for r in rows) and not rows[0]["pareto"]
-    assert rows[0]["status"] == "failed" and rows[0]["param/optim.lr"] == 1e30
+    assert rows[0]["status"] == "failed" and rows[0]["param/optim_lr"] == 1e30
     for r in rows:  # the run-level push diagnostics of every trial that trained
         if r["status"] != "failed":
             assert 0 <= r["push_active"] <= 1 and 0 <= r["push_empty"] <= 1
@@ -105,19 +112,105 @@ def test_search_logs_parent_and_children_and_reports_a_diverging_trial(workdir: 
         parent.data.metrics)
     assert parent.data.metrics["best/val/best_w_acc"] == pytest.approx(best["val/best_w_acc"])
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"best_config.yaml", "trials.parquet", "trials.json", "importances.json"} <= names
+    assert {"best_config.yaml", "trials.parquet", "trials.csv", "trials.md", "trials.json",
+            "importances.json"} <= names
+    assert_trials_artifacts(client, parent.info.run_id, rows)
+    assert_importances(client, parent.info.run_id, rows, epochs=4)
+    assert_study(client, parent, rows, workdir)
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "optuna")] == [
+        "optuna/figures.html"]
+    page = Path(client.download_artifacts(parent.info.run_id, "optuna/figures.html",
+                                          str(workdir))).read_text()
+    assert [h for h in ("history", "parallel coordinate", "slice", "contour", "importances",
+                        "pareto front") if f"<h2>{h}</h2>" in page] == [
+        "history", "parallel coordinate", "slice", "contour", "importances"]
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert plots == {"plots/objective.png", "plots/pareto.png", "plots/importances.png",
                      "plots/best_curves.png"}
     best_cfg = yaml.safe_load(Path(client.download_artifacts(
         parent.info.run_id, "best_config.yaml")).read_text())
-    assert best_cfg["method"]["alpha"] == pytest.approx(best["param/method.alpha"])
+    assert best_cfg["method"]["alpha"] == pytest.approx(best["param/method_alpha"])
 
     # `ablate eval PARENT` evaluates the best trial's checkpoint and logs into that trial's run.
     assert main(["eval", parent.info.run_id, "--attacks", "fgsm"]) == 0
     assert "FGSM" in capsys.readouterr().out
     (best_run,) = [c for c in children if c.data.tags["trial_id"] == best["trial_id"]]
     assert "test/fgsm_acc" in client.get_run(best_run.info.run_id).data.metrics
+
+    # `ablate report PARENT` rebuilds the summary from MLflow alone: the same table, printed
+    # and logged again (replaced, not appended to), the study rebuilt, the best trial's test.
+    for target in (parent.info.run_id, "tiny-search"):  # a run id, or the experiment's name
+        assert main(["report", target]) == 0
+        out = capsys.readouterr().out
+        assert "| trial | status | epochs | param/itt_teacher_lr | param/method_alpha |" in out
+        assert f"best trial {best['trial_id']}: val W" in out and "test (best epoch" in out
+        again = pq.read_table(client.download_artifacts(parent.info.run_id, "trials.parquet"))
+        keys = ["trial", "trial_id", "status", "epochs", "param/method_alpha",
+                "param/itt_teacher_lr", "param/optim_lr", "val/best_w_acc", "pareto"]
+        assert [{k: r[k] for k in keys} for r in again.to_pylist()] == [
+            {k: r[k] for k in keys} for r in rows]
+        assert_trials_artifacts(client, parent.info.run_id, rows)
+        assert_importances(client, parent.info.run_id, rows, epochs=4)
+        assert_study(client, client.get_run(parent.info.run_id), rows, workdir)
+
+
+def download(client: MlflowClient, run_id: str, path: str) -> Path:
+    return Path(client.download_artifacts(run_id, path))
+
+
+def assert_trials_artifacts(client: MlflowClient, run_id: str, rows: list[dict]) -> None:
+    """trials.json (the MLflow table), .csv and .md hold the rows of trials.parquet, under
+    column names without dots (MLflow's table view shows a dotted column blank)."""
+    columns = list(rows[0])
+    assert not any("." in c for c in columns)
+    assert {"param/method_alpha", "param/itt_teacher_lr", "param/optim_lr"} <= set(columns)
+    table = json.loads(download(client, run_id, "trials.json").read_text())
+    assert table["columns"] == columns and len(table["data"]) == len(rows)
+    with download(client, run_id, "trials.csv").open() as f:
+        lines = list(csv.DictReader(f))
+    assert list(lines[0]) == columns
+    assert [r["trial_id"] for r in lines] == [r["trial_id"] for r in rows]
+    markdown = download(client, run_id, "trials.md").read_text()
+    assert markdown.startswith("| trial | status | epochs | param/itt_teacher_lr | "
+                               "param/method_alpha | param/optim_lr | val W-acc (%) |")
+    for r in rows:
+        assert f"\n| {r['trial']} | {r['status']} | {r['epochs']} |" in markdown
+
+
+def assert_importances(client: MlflowClient, run_id: str, rows: list[dict],
+                       epochs: int) -> None:
+    """importances.json is JSON and names the epoch its trials reached: the last one that
+    min(5, trials that trained) trials reached."""
+    info = json.loads(download(client, run_id, "importances.json").read_text())
+    assert info["metric"] == "val/best_w_acc" and info["max_epochs"] == epochs
+    reached = {r["trial"]: r["epochs"] for r in rows if r["epochs"] >= 1}
+    need = min(5, len(reached))
+    assert sum(e >= info["epoch"] for e in reached.values()) >= need
+    assert sum(e > info["epoch"] for e in reached.values()) < need
+    assert info["trial_numbers"] == [t for t, e in reached.items() if e >= info["epoch"]]
+    assert info["trials"] == len(info["trial_numbers"])
+    assert set(info["importances"]) <= {"method.alpha", "itt.teacher_lr", "optim.lr"}
+
+
+def assert_study(client: MlflowClient, parent: Any, rows: list[dict], workdir: Path) -> None:
+    """The Optuna study opens from optuna.db beside mlflow.db: one trial per trial, COMPLETE
+    with the objective (ASHA-stopped ones too, as Ray's searcher saw them) or FAIL."""
+    tags = parent.data.tags
+    assert tags["optuna_storage"] == f"sqlite:///{(workdir / 'optuna.db').resolve()}"
+    assert tags["optuna_study"] == f"tiny-search-{tags['spec_hash']}-{parent.info.run_id}"
+    study = optuna.load_study(study_name=tags["optuna_study"], storage=tags["optuna_storage"])
+    assert len(study.trials) == len(rows)
+    by_id = {r["trial_id"]: r for r in rows}
+    for t in study.trials:
+        r = by_id[t.user_attrs["trial_id"]]
+        assert t.user_attrs["trial"] == r["trial"] and t.user_attrs["status"] == r["status"]
+        assert t.params["method.alpha"] == pytest.approx(r["param/method_alpha"])
+        if r["status"] == "failed":
+            assert t.state == optuna.trial.TrialState.FAIL
+            continue
+        assert t.state == optuna.trial.TrialState.COMPLETE
+        assert t.value == pytest.approx(r["val/best_w_acc"])
+        assert sorted(t.intermediate_values) == list(range(1, r["epochs"] + 1))
 
 
 def test_multi_objective_search_reports_the_pareto_front(workdir: Path, capsys) -> None:
@@ -136,6 +229,13 @@ def test_multi_objective_search_reports_the_pareto_front(workdir: Path, capsys) 
         point = (r["val/best_clean_acc"], r["val/best_robust_acc"])
         assert r["pareto"] or any(f[0] >= point[0] and f[1] >= point[1] for f in front)
     assert "Pareto front" in out and "test (best epoch" in out
+    page = Path(client.download_artifacts(parent.info.run_id, "optuna/figures.html",
+                                          str(workdir))).read_text()
+    assert "<h2>pareto front</h2>" in page
+    tags = parent.data.tags
+    study = optuna.load_study(study_name=tags["optuna_study"], storage=tags["optuna_storage"])
+    assert len(study.directions) == 2 and len(study.trials) == 3
+    assert {tuple(t.values) for t in study.best_trials} == set(front)
 
 
 def test_interrupted_search_resumes_without_retraining(workdir: Path) -> None:
@@ -174,3 +274,43 @@ def test_interrupted_search_resumes_without_retraining(workdir: Path) -> None:
         after = next((workdir / "runs/ray").glob(f"*/{name}")) / "result.json"
         assert after.read_text() == text
         assert [json.loads(ln)["training_iteration"] for ln in text.splitlines()] == [1, 2, 3, 4]
+
+
+def test_trials_table_columns_have_no_dots_and_a_fixed_rule() -> None:
+    assert param_columns(["method.alpha", "push_temp", "itt.teacher_lr"]) == {
+        "method.alpha": "param/method_alpha", "push_temp": "param/push_temp",
+        "itt.teacher_lr": "param/itt_teacher_lr"}
+    # two keys that meet: the later in sorted order gets _2, whatever order the space has
+    for keys in (["a.b", "a_b"], ["a_b", "a.b"]):
+        assert param_columns(keys) == {"a.b": "param/a_b", "a_b": "param/a_b_2"}
+
+
+def test_importances_compare_trials_at_the_last_epoch_enough_of_them_reached() -> None:
+    histories = {"a": {1: .1, 2: .2, 3: .3, 4: .4}, "b": {1: .2, 2: .3}, "c": {1: .1},
+                 "d": {1: .5, 2: .1}, "failed": {}}
+    assert at_fidelity(histories, min_trials=3) == (2, {"a": .2, "b": .3, "d": .1})
+    assert at_fidelity(histories, min_trials=1) == (4, {"a": .4})
+    assert at_fidelity(histories, min_trials=9) == (1, {"a": .1, "b": .2, "c": .1, "d": .5})
+    assert at_fidelity({"failed": {}}) == (0, {})
+
+
+def test_report_reads_the_search_back_from_the_parent_runs_params(workdir: Path) -> None:
+    """What `ablate report` knows of a search comes from the params its parent run logged
+    (each value as str() wrote it): the same as the spec's."""
+    spec = copy.deepcopy(SPEC) | {"objective": {"metric": ["clean_acc", "robust_acc"]}}
+    spec["space"]["push_temp"] = {"type": "float", "low": 1, "high": 8,
+                                  "paths": ["method.push_student_temp",
+                                            "method.push_teacher_temp"]}
+    spec["space"]["itt.freeze_epochs"] = {"type": "int", "low": 0, "high": 3}
+    spec["space"]["attack.objective"] = {"type": "categorical",
+                                         "choices": ["ce", "kl_clean_teacher"]}
+    spec["base"]["eval"]["attacks"] = ["fgsm"]
+    loaded = load_search_spec(write(workdir / "spec.yaml", spec))
+    params = {k: str(v) for k, v in flatten(SearchJob(loaded).parent_params()).items()
+              if v is not None}
+    info = {"run_id": "r", "experiment": loaded.name, "params": params,
+            "tags": {"spec_hash": loaded.digest()}}
+    assert SearchFacts.from_run(info) == SearchFacts.of(loaded)
+    assert SearchFacts.of(loaded).multi and SearchFacts.of(loaded).attacks == ("fgsm",)
+    with pytest.raises(ConfigError, match="do not hold a search spec"):
+        SearchFacts.from_run(info | {"params": {"grid.seeds": "[0]"}})

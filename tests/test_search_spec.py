@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from ablate.config import ConfigError, apply_overrides, set_path
+from ablate.config import ConfigError
+from ablate.overrides import apply_overrides, set_path
 from ablate.resources import Resources, check_resources, concurrency
 from ablate.search_spec import load_search_spec
 from tests.helpers import TINY

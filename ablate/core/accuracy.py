@@ -1,4 +1,4 @@
-"""Per-epoch validation and final test evaluation (SPEC §2.6).
+"""Per-epoch validation and final test evaluation (docs/evaluation.md).
 
 Robust accuracy is PGD with CE on the student, uniform start. The teachers' "robust" accuracy is
 measured on the *student's* adversarial examples, as in the released code and the paper's Fig. 3

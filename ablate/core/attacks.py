@@ -1,4 +1,4 @@
-"""One L∞ PGD loop; methods differ only in the objective it maximises (SPEC §2.1, §4).
+"""One L∞ PGD loop; methods differ only in the objective it maximises (docs/ciard.md).
 
 An objective factory takes ``(student, clean_teacher, x, y, robust_teacher)`` and returns a
 function of the perturbed input ``x_adv`` giving the scalar to maximise. Callers put the models in

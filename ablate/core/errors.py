@@ -6,6 +6,10 @@ Defined without torch so the CLI can catch them before torch is imported.
 from __future__ import annotations
 
 
+class ConfigError(ValueError):
+    """A bad configuration, override or flag (one-line message naming the file and field)."""
+
+
 class DatasetError(Exception):
     """A dataset cannot be used: missing, unsafe or malformed files (one-line message)."""
 

@@ -1,5 +1,5 @@
 """Memoised forward passes of the student and teachers on one batch, the only way a method's
-loss (and the IGDM add-on) reaches the models (SPEC §2.2, §7)."""
+loss (and the IGDM add-on) reaches the models (docs/ciard.md)."""
 
 from __future__ import annotations
 

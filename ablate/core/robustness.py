@@ -1,5 +1,5 @@
-"""Final-evaluation attack suite (SPEC §3): clean, FGSM, PGD_SAT, PGD_TRADES, CW∞, Square,
-AutoAttack and black-box transfer, all L∞ at radius ε on inputs in [0, 1].
+"""Final-evaluation attack suite (docs/evaluation.md): clean, FGSM, PGD_SAT, PGD_TRADES, CW∞,
+Square, AutoAttack and black-box transfer, all L∞ at radius ε on inputs in [0, 1].
 
 The white-box attacks are objectives for the one PGD loop in :mod:`ablate.core.attacks`; step
 sizes are fractions of ε so the protocol carries over from CIFAR (ε = 8/255) to digits (ε = 0.2).
@@ -38,7 +38,8 @@ class _PGDSpec:
     loss: str  # "ce" or "cw"
 
 
-# SPEC §3 at ε = 8/255: PGD_SAT step 2/255 = ε/4; PGD_TRADES step 0.003 = 0.095625·ε; CW step 2/255.
+# docs/evaluation.md at ε = 8/255: PGD_SAT step 2/255 = ε/4; PGD_TRADES step 0.003 =
+# 0.095625·ε; CW step 2/255.
 _WHITE_BOX: dict[str, _PGDSpec] = {
     "fgsm": _PGDSpec(1, 1.0, "none", "ce"),
     "pgd_sat": _PGDSpec(20, 0.25, "uniform", "ce"),
@@ -49,7 +50,7 @@ _TRANSFER: dict[str, str] = {"transfer_pgd_trades": "pgd_trades", "transfer_cw_i
 
 
 def cw_margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = CW_KAPPA) -> torch.Tensor:
-    """Per-sample CW∞ loss −max(z_y − max_{j≠y} z_j + κ, 0) (SPEC §3), to be maximised."""
+    """Per-sample CW∞ loss −max(z_y − max_{j≠y} z_j + κ, 0), to be maximised."""
     z_y = logits.gather(1, y[:, None]).squeeze(1)
     # Mask the true class with -inf so the max runs over j ≠ y only.
     others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
@@ -93,7 +94,8 @@ def adversarial_examples(
     name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     surrogate: nn.Module | None = None, seed: int = 0, batch_size: int = 256,
 ) -> torch.Tensor:
-    """x_adv of attack ``name`` (SPEC §3) on ``model``; transfer attacks craft on ``surrogate``.
+    """x_adv of attack ``name`` (docs/evaluation.md) on ``model``; transfer attacks craft on
+    ``surrogate``.
 
     Models are put in eval mode and restored; the attack runs under a forked RNG seeded by ``seed``.
     """
@@ -136,7 +138,8 @@ def run_suite(
     log: Callable[[str], None] | None = None,
     on_adv: Callable[[str, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Clean and per-attack robust / W-R accuracy (fractions) of ``model`` on (x, y) (SPEC §3).
+    """Clean and per-attack robust / W-R accuracy (fractions) of ``model`` on (x, y)
+    (docs/evaluation.md).
 
     W-R = w·clean + (1−w)·robust. AutoAttack runs on the first ``autoattack_subset`` samples
     (None: all); its "clean" and "n" refer to that subset. ``on_adv(name, x_adv, y)`` sees

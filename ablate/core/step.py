@@ -2,7 +2,7 @@
 
 The step is method-agnostic: a method's loss pulls passes from
 :class:`~ablate.core.passes.Passes`, which runs each one at most once and only when asked
-(SPEC §2.2, §7).
+(docs/ciard.md).
 """
 
 from __future__ import annotations

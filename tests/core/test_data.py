@@ -23,6 +23,7 @@ from ablate.core.data import (
     load_digits,
     synthetic_cifar,
 )
+from tests.helpers import write_fake_cifar10
 
 
 @pytest.fixture(scope="module")
@@ -226,26 +227,6 @@ def test_synthetic_cifar() -> None:
 # --- CIFAR --------------------------------------------------------------------------------------
 
 
-def _write_fake_cifar10(root: str, per_batch: int = 20, n_test: int = 30) -> None:
-    """Official CIFAR-10 python layout: pickled dicts, ``data`` uint8 (N, 3072) in CHW order."""
-    folder = os.path.join(root, "cifar-10-batches-py")
-    os.makedirs(folder)
-    rng = np.random.default_rng(0)
-    files = [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", n_test)]
-    for fname, n in files:
-        entry = {
-            "batch_label": fname,
-            "labels": [int(v) for v in np.arange(n) % 10],
-            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-            "filenames": [f"img_{j}.png" for j in range(n)],
-        }
-        with open(os.path.join(folder, fname), "wb") as f:
-            pickle.dump(entry, f, protocol=2)
-    with open(os.path.join(folder, "batches.meta"), "wb") as f:
-        pickle.dump({"label_names": [f"c{k}" for k in range(10)], "num_cases_per_batch":
-                     per_batch, "num_vis": 3072}, f)
-
-
 def test_load_cifar_missing(tmp_path) -> None:
     with pytest.raises(DatasetMissingError) as info:
         load_cifar("cifar10", root=str(tmp_path), download=False, val_size=0.1, seed=0)
@@ -258,7 +239,7 @@ def test_load_cifar_missing(tmp_path) -> None:
 
 
 def test_load_cifar_fake_folder(tmp_path) -> None:
-    _write_fake_cifar10(str(tmp_path))
+    write_fake_cifar10(str(tmp_path))
     ds = load_cifar("cifar10", root=str(tmp_path), download=False, val_size=0.2, seed=0)
     assert ds.num_classes == 10 and ds.augment and ds.image_shape == (3, 32, 32)
     assert [len(ds.train), len(ds.val), len(ds.test)] == [80, 20, 30]
@@ -283,7 +264,7 @@ def test_load_cifar_fake_folder(tmp_path) -> None:
 
 
 def test_load_cifar_refuses_code_in_pickles(tmp_path) -> None:
-    _write_fake_cifar10(str(tmp_path))
+    write_fake_cifar10(str(tmp_path))
     with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "wb") as f:
         pickle.dump({"data": os.getcwd, "labels": []}, f)  # references a global function
     with pytest.raises(DatasetError, match="data_batch_3.*refusing to unpickle (posix|nt)"):
@@ -297,7 +278,7 @@ def test_download_only_fetches_missing_files(tmp_path, monkeypatch) -> None:
 
     def fake_download(url: str, root: str, filename: str, md5: str) -> None:
         calls.append(filename)
-        _write_fake_cifar10(root)
+        write_fake_cifar10(root)
 
     monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", fake_download)
     monkeypatch.setattr("torchvision.datasets.CIFAR10.__init__", None)  # would fail if used
@@ -308,7 +289,7 @@ def test_download_only_fetches_missing_files(tmp_path, monkeypatch) -> None:
 
 
 def test_check_cifar_reads_every_batch_safely(tmp_path) -> None:
-    _write_fake_cifar10(str(tmp_path))
+    write_fake_cifar10(str(tmp_path))
     assert check_cifar("cifar10", str(tmp_path)) == 100  # training images
     with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as f:
         pickle.dump({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 10]}, f, protocol=2)

@@ -15,12 +15,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ablate.build import build_net, build_trainer
-from ablate.cli import SEARCH_SPACES
 from ablate.config import load_config
 from ablate.core.data import Dataset, iterate_batches, load_dataset
 from ablate.core.methods import get_method
+from tests.helpers import REPO
 
-PRESET = SEARCH_SPACES / "base" / "cifar10_released.yaml"
+PRESET = REPO / "search_spaces" / "base" / "cifar10_released.yaml"
 TINY_MODELS = ["device=cpu", "data.name=synthetic", "student.arch=small_cnn",
                "student.kwargs={width: 4}", "teachers.clean.arch=small_cnn",
                "teachers.clean.kwargs={width: 8}", "teachers.robust.arch=small_cnn",

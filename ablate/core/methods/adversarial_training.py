@@ -1,6 +1,6 @@
-"""Adversarial training without a teacher, CIARD's reference points (SPEC §4): PGD-AT and TRADES
-as registry entries. Each is a PGD objective (``ablate.core.attacks``) plus an outer loss over
-the memoised passes; the loop itself is shared."""
+"""Adversarial training without a teacher, CIARD's reference points (the README's Methods
+table): PGD-AT and TRADES as registry entries. Each is a PGD objective (``ablate.core.attacks``)
+plus an outer loss over the memoised passes; the loop itself is shared."""
 
 from __future__ import annotations
 
