@@ -4,6 +4,7 @@ starts; a real `ablate train` on digits lands in a real MLflow SQLite store."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from ablate.cli import main
+from ablate.cli import _options, _parse, main
 from ablate.config import load_config, read_yaml
 from ablate.core.models import build_model
 from ablate.grid_spec import load_grid
@@ -89,6 +90,16 @@ def test_every_yaml_under_search_spaces_validates(capsys) -> None:
         if cfg.data.name == "digits":  # the CIFAR ones need data and checkpoints absent here
             assert main(["validate", str(f)]) == 0, capsys.readouterr().err
             assert "OK" in capsys.readouterr().out
+
+
+def test_resume_hint_is_shell_safe() -> None:
+    """The command printed after Ctrl-C pastes back as typed: `seeds=[0,1]` unquoted is a glob
+    in zsh, and a path may hold spaces."""
+    argv = ["grid", "g.yaml", "seeds=[0,1]", "--storage", "/shared/ray runs"]
+    args = _parse(argv)
+    command = _options(args, ["ablate", "grid", args.grid]).command
+    assert command == "ablate grid g.yaml 'seeds=[0,1]' --storage '/shared/ray runs'"
+    assert shlex.split(command)[1:] == argv
 
 
 def test_console_script_exit_code(workdir) -> None:

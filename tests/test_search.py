@@ -8,6 +8,7 @@ import copy
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,9 +74,11 @@ def test_search_logs_parent_and_children_and_reports_a_diverging_trial(workdir: 
     spec["space"]["optim.lr"]["choices"].append(1e30)
     spec["searcher"]["points_to_evaluate"] = [
         {"method.alpha": 0.5, "itt.teacher_lr": 1e-3, "optim.lr": 1e30}]
-    code = main(["search", str(write(workdir / "spec.yaml", spec))])
+    code = main(["search", str(write(workdir / "spec.yaml", spec)), "--heartbeat", "0.5"])
     out = capsys.readouterr().out
     assert code == 0, out
+    assert re.search(r"^\[\d+m\d\ds\] \d running, \d done, \d stopped early, \d failed of 5; ",
+                     out, re.MULTILINE), out
     client, exp = store(workdir)
     parent, children = runs_by_kind(client, exp)
     assert parent.info.status == "FINISHED" and len(children) == 5
