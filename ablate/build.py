@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from ablate.config import ConfigError, ExperimentConfig, ModelConfig, TeacherConfig, config_hash
 from ablate.core.accuracy import evaluate
+from ablate.core.compute import compile_works
 from ablate.core.data import Dataset, Split, load_dataset
 from ablate.core.models import build_model, load_checkpoint
 from ablate.core.teachers import train_teacher
@@ -158,7 +159,8 @@ def build_trainer(
         eval_eps=e.eps, eval_step_size=e.step_size, eval_steps=e.val_steps,
         val_subset=e.val_subset, w=e.w, seed=cfg.seed,
         igdm=cfg.igdm.model_dump(exclude={"enabled"}) if cfg.igdm.enabled else None,
-        surrogate=robust,
+        surrogate=robust, amp=cfg.compute.amp, channels_last=cfg.compute.channels_last,
+        compile=cfg.compute.compile and compile_works(),
     )
 
 

@@ -28,7 +28,7 @@ from ablate.core.errors import CheckpointError, DatasetError
 from ablate.core.limits import MAX_BATCH, MAX_IMAGES
 from ablate.safe_yaml import dump_yaml
 from ablate.spec_paths import resolve_spec
-from ablate.tracking_uri import check_tracking_uri, default_uri, store_exists
+from ablate.tracking_uri import check_tracking_uri, default_uri, redact, store_exists
 
 EXIT_USAGE = 2
 BAD_INPUT = (ConfigError, DatasetError, CheckpointError)  # exit 2, one line
@@ -91,32 +91,48 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from ablate.cost import timing_options
     from ablate.search_spec import load_search_spec
+
+    timing = timing_options(dry_run=args.dry_run, probe=args.probe,
+                            peak_tflops=args.peak_tflops, mfu=args.mfu)
 
     spec = load_search_spec(resolve_spec(args.spec), args.overrides)
     from ablate.resources import machine_resources
     from ablate.search import plan, run_search
 
     if args.dry_run:
-        return _dry_run(spec, plan(spec, machine_resources()), spec.base, spec.warnings())
+        from ablate.cost_report import search_estimate
+
+        return _dry_run(spec, plan(spec, machine_resources()), spec.base, spec.warnings(),
+                        lambda: search_estimate(spec, timing))
     return run_search(spec, _options(args, ["ablate", "search", args.spec]))
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
+    from ablate.cost import timing_options
     from ablate.grid_spec import load_grid
+
+    timing = timing_options(dry_run=args.dry_run, probe=args.probe,
+                            peak_tflops=args.peak_tflops, mfu=args.mfu)
 
     grid = load_grid(resolve_spec(args.grid), args.overrides)
     from ablate.grid import plan, run_grid
     from ablate.resources import machine_resources
 
     if args.dry_run:
-        return _dry_run(grid, plan(grid, machine_resources()), grid.base, grid.warnings())
+        from ablate.cost_report import grid_estimate
+
+        return _dry_run(grid, plan(grid, machine_resources()), grid.base, grid.warnings(),
+                        lambda: grid_estimate(grid, timing))
     return run_grid(grid, _options(args, ["ablate", "grid", args.grid]))
 
 
-def _dry_run(spec: Any, plan: str, base: ExperimentConfig, warnings: list[str]) -> int:
-    """``--dry-run``: the resolved spec, the plan, warnings, and whether the inputs are
-    present."""
+def _dry_run(spec: Any, plan: str, base: ExperimentConfig, warnings: list[str],
+             estimate: Callable[[], list[str]]) -> int:
+    """``--dry-run``: the resolved spec, the plan, warnings, whether the inputs are present,
+    and the estimated compute (:mod:`ablate.cost`; a failure to estimate is one line, not an
+    error: the dry run has validated what it was asked to)."""
     print(dump_yaml(spec.model_dump(mode="json")).rstrip())
     print(plan)
     warn(warnings)
@@ -125,6 +141,13 @@ def _dry_run(spec: Any, plan: str, base: ExperimentConfig, warnings: list[str]) 
         print("inputs: dataset and teacher checkpoints found")
     except BAD_INPUT as exc:
         print(f"inputs: a real run stops here: {exc}")
+    sys.stdout.flush()  # the plan first: counting a CIFAR step takes a few seconds
+    try:
+        lines = estimate()
+    except Exception as exc:  # any failure of the estimate (a probe on a missing GPU ...)
+        why = " ".join(str(exc).split())[:300] or type(exc).__name__
+        lines = [f"cost: not estimated ({type(exc).__name__}: {why})"]
+    print("\n".join(lines))
     return 0
 
 
@@ -134,7 +157,7 @@ def _options(args: argparse.Namespace, head: list[str]) -> Any:
     from ablate.runner import Options
 
     flags = [token for k in ("tracking_uri", "storage", "address") if getattr(args, k)
-             for token in (f"--{k.replace('_', '-')}", getattr(args, k))]
+             for token in (f"--{k.replace('_', '-')}", redact(getattr(args, k)))]
     return Options(tracking_uri=args.tracking_uri, storage=args.storage, address=args.address,
                    resume=args.resume, fresh=args.fresh, connect_timeout=args.connect_timeout,
                    heartbeat=args.heartbeat,
@@ -147,7 +170,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     tracker = Tracker(args.tracking_uri)
     if not tracker.exists():  # opening a missing SQLite store would create it
-        raise ConfigError(f"--tracking-uri: no MLflow store at {tracker.uri}, so no run "
+        raise ConfigError(f"--tracking-uri: no MLflow store at {redact(tracker.uri)}, so no run "
                           f"{args.target!r} to report")
     report(args.target, tracker)
     return 0
@@ -156,8 +179,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     uri = args.tracking_uri or default_uri()
     if not Path(args.target).exists() and not store_exists(uri):  # refused before torch loads
-        raise ConfigError(f"{args.target!r}: neither a checkpoint path nor a run id in {uri} "
-                          "(no such store)")
+        raise ConfigError(f"{args.target!r}: neither a checkpoint path nor a run id in "
+                          f"{redact(uri)} (no such store)")
     from ablate.evaluation import run_eval
     from ablate.tracking import Tracker
 
@@ -232,7 +255,18 @@ def _job_args(p: argparse.ArgumentParser) -> None:
     again.add_argument("--fresh", action="store_true", help="start again even if this spec "
                        "ran before (the earlier run is kept)")
     p.add_argument("--dry-run", action="store_true",
-                   help="validate and print the spec and resource plan; start nothing")
+                   help="validate and print the spec, the resource plan and the estimated "
+                   "compute (FLOPs, time); start nothing")
+    from ablate.cost import mfu_arg, tflops_arg
+
+    p.add_argument("--probe", action="store_true",
+                   help="with --dry-run: time a few real training steps of the config's "
+                   "models at its batch size here, for the hours on this machine")
+    p.add_argument("--peak-tflops", type=tflops_arg, metavar="T",
+                   help="with --dry-run: GPU-hours at this peak, e.g. 989 (an H100's dense "
+                   "bf16 TFLOP/s)")
+    p.add_argument("--mfu", type=mfu_arg, metavar="M",
+                   help="with --peak-tflops: the fraction of the peak achieved (default 0.35)")
 
 
 def build_parser() -> argparse.ArgumentParser:

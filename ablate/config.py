@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -226,8 +227,25 @@ class IgdmConfig(Strict):
                                                 "differences (paper: KL)")
 
 
+class ComputeConfig(Strict):
+    """How the training step computes, not what: mixed precision, memory layout, compilation.
+    Validation and the final test always run in fp32."""
+
+    amp: Literal["none", "bf16", "fp16"] = Field(
+        "none", description="autocast of the student and teacher passes of the training step "
+        "(attack and loss); the perturbation, its projection and the loss reductions stay fp32; "
+        "fp16 scales the loss for the backward pass")
+    channels_last: bool = Field(False, description="models and input batches in channels-last "
+                                "memory (faster convolutions on recent CPUs and GPUs)")
+    compile: bool = Field(False, description="torch.compile the models (in place); falls back "
+                          "to eager with a warning where the backend is missing")
+
+
 # Every registered method's params, told apart by `name` (in ``ablate methods`` order).
 AnyMethodParams = Annotated[Union[METHOD_PARAMS], Field(discriminator="name")]  # noqa: UP007
+
+
+_DEFAULT_COMPUTE = ComputeConfig().model_dump()
 
 
 class ExperimentConfig(Strict):
@@ -246,6 +264,7 @@ class ExperimentConfig(Strict):
     itt: IttConfig = Field(default_factory=IttConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     igdm: IgdmConfig = Field(default_factory=IgdmConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -255,6 +274,15 @@ class ExperimentConfig(Strict):
         if isinstance(method, dict) and "name" not in method:
             raw = {**raw, "method": {"name": "ciard", **method}}
         return raw
+
+    @model_serializer(mode="wrap")
+    def _without_default_compute(self, handler: Any) -> Any:
+        # The default compute block is left out of every dump: configs, hashes, run names and
+        # resumable experiments from before it existed stay what they were.
+        out = handler(self)
+        if isinstance(out, dict) and out.get("compute") == _DEFAULT_COMPUTE:
+            out.pop("compute")
+        return out
 
     def digest(self) -> str:
         """Stable short hash of the resolved config (tags, cache keys)."""

@@ -35,6 +35,7 @@ from ablate.core.models import CheckpointError, load_state, read_checkpoint
 from ablate.core.robustness import run_suite, suite_metrics, suite_table
 from ablate.core.trainer import CHECKPOINT_NAME
 from ablate.tracking import Tracker
+from ablate.tracking_uri import redact
 
 STUDENT_ARTIFACT = "checkpoints/best_student.pt"
 
@@ -100,7 +101,7 @@ def resolve_target(target: str, tracker: Tracker, config: str | None, tmp: Path)
         found = _from_path(Path(target), config)
         found.run_id = _run_of(Path(target), tracker)
         return found
-    missing = f"{target!r}: neither a checkpoint path nor a run id in {tracker.uri}"
+    missing = f"{target!r}: neither a checkpoint path nor a run id in {redact(tracker.uri)}"
     if not tracker.exists():
         raise ConfigError(missing + " (no such store)")
     try:
@@ -191,4 +192,4 @@ def _log(tracker: Tracker, t: Target, cfg: ExperimentConfig,
     tracker.log_table(run_id, columns, "eval/robustness.json")
     if t.run_id is None:
         tracker.end(run_id)
-    log(f"logged to MLflow run {run_id} in {tracker.uri}")
+    log(f"logged to MLflow run {run_id} in {redact(tracker.uri)}")

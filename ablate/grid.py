@@ -31,6 +31,7 @@ from ablate.report import (
 from ablate.resources import concurrency
 from ablate.runner import JobFields, Log, Options, run_job, trial_dirname
 from ablate.tracking import Tracker, flatten
+from ablate.tracking_uri import redact
 
 
 def plan(grid: GridSpec, available: dict[str, float]) -> str:
@@ -188,7 +189,7 @@ def report(target: str, tracker: Tracker, log: Log = print) -> str:
             target, {"kind": "search"})
         if run_id is None:
             raise ConfigError(f"{target!r}: neither a run id nor an experiment with a grid or "
-                              f"search run in {tracker.uri}") from None
+                              f"search run in {redact(tracker.uri)}") from None
         info = tracker.run_info(run_id)
     if info["tags"].get("kind") == "search":
         from ablate.search_summary import report_search  # Optuna: only for searches

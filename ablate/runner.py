@@ -28,6 +28,7 @@ from ablate.resources import Resources, check_resources, machine_resources
 from ablate.safe_yaml import dump_yaml
 from ablate.storage import experiment_dir, make_private
 from ablate.tracking import Tracker
+from ablate.tracking_uri import redact
 from ablate.ui import browse_line
 from trainables.ciard import train_ciard
 
@@ -180,6 +181,8 @@ class TrialLogger(tune.Callback):
             tags["mlflow.runName"] = f"{self.names[trial.trial_id]}-stopped"
         if trial.checkpoint is not None:  # trainer.pt + config.yaml: `ablate eval RUN_ID`
             tags["checkpoint"] = trial.checkpoint.path
+        if result.get("node_id"):  # the Ray node it finished on (after a resume: the last)
+            tags["node_id"] = result["node_id"]
         self.tracker.set_tags(run, tags)
         self.tracker.end(run, "FINISHED")
         self.open.discard(trial.trial_id)
@@ -336,7 +339,7 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
     log(job.plan({"CPU": available.get("CPU", 0), "GPU": available.get("GPU", 0)}))
     for line in job.warnings():
         log(f"warning: {line}")
-    log(f"MLflow parent run {parent} in {tracker.uri}; Ray experiment {path}")
+    log(f"MLflow parent run {parent} in {redact(tracker.uri)}; Ray experiment {path}")
     trainable = tune.with_resources(tune.with_parameters(train_ciard, **params,
                                                          test_at_end=job.test_at_end),
                                     {"cpu": job.resources.cpu, "gpu": job.resources.gpu})

@@ -52,6 +52,7 @@ from ablate.search_trials import (
     trials_table,
 )
 from ablate.tracking import Tracker
+from ablate.tracking_uri import redact
 from trainables.ciard import final_test
 
 
@@ -152,8 +153,8 @@ def _log_study(facts: SearchFacts, rows: list[dict[str, Any]],
     storage, name = optuna_storage(tracker), study_name(facts, parent)
     study = None
     if storage is None:
-        log(f"Optuna study: not stored (the MLflow store {tracker.uri} is not a local SQLite "
-            f"file, beside which {OPTUNA_DB} would go); its figures are under {OPTUNA_DIR}/")
+        log(f"Optuna study: not stored (the MLflow store {redact(tracker.uri)} is not a local "
+            f"SQLite file, beside which {OPTUNA_DB} would go); its figures are under {OPTUNA_DIR}/")
     else:
         try:
             with tracker.lock():  # two commands creating optuna.db at once race in its schema

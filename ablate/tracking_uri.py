@@ -48,12 +48,12 @@ def check_tracking_uri(uri: str | None, *, existing: bool = False) -> None:
     command started); ``None``: the default store, checked when ``$MLFLOW_TRACKING_URI`` names
     it. ``existing``: the store must already be there (read-only commands). Local stores need
     their directory: MLflow creates the file, not its parent."""
-    where = f"--tracking-uri {uri!r}"
+    where = f"--tracking-uri {redact(uri)!r}"
     if uri is None:
         uri = env_uri()
         if uri is None:
             return  # ./mlflow.db: the working directory exists
-        where = f"{ENV_VAR}={uri!r}"
+        where = f"{ENV_VAR}={redact(uri)!r}"
     if uri == "databricks":
         return
     try:
@@ -159,3 +159,16 @@ def store_exists(uri: str) -> bool:
     """Whether the store is there (a SQLite file that was never written is not)."""
     db = sqlite_file(uri)
     return db is None or db.is_file()
+
+
+def redact(uri: str) -> str:
+    """The URI as shown in messages and logs: a password in it becomes ``***``."""
+    try:
+        parts = urlsplit(uri)
+        password = parts.password
+    except ValueError:
+        return uri
+    if not password:
+        return uri
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

@@ -24,6 +24,7 @@ from ablate.core.trainer import Trainer
 from ablate.inputs import RUN_ID_FILE, check_resume
 from ablate.report import attack_line, plot_curves, progress_line, test_line
 from ablate.tracking import Tracker
+from ablate.tracking_uri import redact
 from ablate.ui import browse_line
 
 
@@ -41,7 +42,7 @@ def run_train(cfg: ExperimentConfig, *, run_dir: Path, resume: bool, tracking_ur
     resumed = resume and trainer.restore(run_dir)
     tracker = Tracker(tracking_uri)
     run_id = _open_run(tracker, cfg, run_dir, resume)
-    print(f"MLflow run {run_id} in {tracker.uri}; checkpoints in {run_dir}"
+    print(f"MLflow run {run_id} in {redact(tracker.uri)}; checkpoints in {run_dir}"
           + (f" (resumed at epoch {trainer.epoch})" if resumed else ""))
     try:
         tick = time.perf_counter()

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from ablate.config import ConfigError
 from ablate.tracking import Tracker, ui_command
+from ablate.tracking_uri import redact
 
 DEFAULT_PORT = 5000
 START_TIMEOUT_S = 120.0  # the MLflow server migrates a new store before it answers
@@ -42,7 +43,7 @@ def browse_line(tracker: Tracker, run_id: str, tracking_uri: str | None) -> str:
     url = run_url(ui_base(tracker.uri), tracker.run_info(run_id)["experiment_id"], run_id)
     if tracker.uri.startswith(("http://", "https://")):
         return f"browse: {url}"
-    flag = f" --tracking-uri {tracking_uri}" if tracking_uri else ""
+    flag = f" --tracking-uri {redact(tracking_uri)}" if tracking_uri else ""
     return f"browse: ablate ui{flag}, then {url}"
 
 
@@ -72,7 +73,7 @@ def _experiment(tracker: Tracker, name: str | None) -> str | None:
         return tracker.newest_experiment()
     found = tracker.experiment_by_name(name)
     if found is None:
-        raise ConfigError(f"--experiment {name!r}: no such experiment in {tracker.uri}")
+        raise ConfigError(f"--experiment {name!r}: no such experiment in {redact(tracker.uri)}")
     return found
 
 
@@ -100,7 +101,7 @@ def serve(tracking_uri: str, *, host: str, port: int, experiment: str | None = N
                 return 1
             time.sleep(0.5)
         url = runs_url(base, experiment_id) if experiment_id else base
-        log(f"MLflow UI for {tracking_uri}: {url}  (Ctrl-C stops it)")
+        log(f"MLflow UI for {redact(tracking_uri)}: {url}  (Ctrl-C stops it)")
         sys.stdout.flush()
         return proc.wait()
     except KeyboardInterrupt:

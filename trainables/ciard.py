@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 from typing import Any
 
+import ray
 import torch
 import torch.nn as nn
 from ray import tune
@@ -53,7 +54,9 @@ def train_ciard(config: dict[str, Any], *, recipe: Recipe, teachers: TeacherStat
     """The trainable. ``config`` holds the sampled values keyed like the search space (a grid:
     ``row`` and ``seed``); ``recipe`` turns them into the trial's experiment. With
     ``test_at_end`` the last report also carries ``test/*``, the best checkpoint on the test
-    split with the final PGD protocol (a grid cell's result)."""
+    split with the final PGD protocol (a grid cell's result). Every report carries
+    ``node_id``, the Ray node the trial runs on (a child run's ``node_id`` tag)."""
+    node = ray.get_runtime_context().get_node_id()
     cfg = recipe.config(config)
     trainer = make_trainer(cfg, teachers, threads)
     checkpoint = tune.get_checkpoint()
@@ -67,7 +70,8 @@ def train_ciard(config: dict[str, Any], *, recipe: Recipe, teachers: TeacherStat
         with tempfile.TemporaryDirectory() as directory:
             trainer.save(directory)
             save_config(cfg, directory)  # makes the checkpoint self-describing for `ablate eval`
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+            tune.report({**metrics, "node_id": node},
+                        checkpoint=tune.Checkpoint.from_directory(directory))
 
 
 def final_test(sampled: dict[str, Any], checkpoint: tune.Checkpoint, *, recipe: Recipe,

@@ -37,7 +37,7 @@ def ce_objective(
     robust_teacher: nn.Module | None = None,
 ) -> Objective:
     """CE(s(x+δ), y) on the student alone (released code, Eq. 5)."""
-    return lambda x_adv: F.cross_entropy(student(x_adv), y)
+    return lambda x_adv: F.cross_entropy(student(x_adv).float(), y)
 
 
 def _needs(model: nn.Module | None, objective: str, role: str) -> nn.Module:
@@ -51,8 +51,8 @@ def _joint_kl(student: nn.Module, teacher: nn.Module, detach_teacher: bool = Fal
     """KL(s(x+δ) ‖ t(x+δ)), gradients through both models (or the student only)."""
 
     def objective(x_adv: torch.Tensor) -> torch.Tensor:
-        log_ps = F.log_softmax(student(x_adv), dim=1)
-        log_pt = F.log_softmax(teacher(x_adv), dim=1)
+        log_ps = F.log_softmax(student(x_adv).float(), dim=1)
+        log_pt = F.log_softmax(teacher(x_adv).float(), dim=1)
         if detach_teacher:
             log_pt = log_pt.detach()
         return F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
@@ -63,8 +63,8 @@ def _joint_kl(student: nn.Module, teacher: nn.Module, detach_teacher: bool = Fal
 def _fixed_target_kl(student: nn.Module, target: nn.Module, x: torch.Tensor) -> Objective:
     """KL(s(x+δ) ‖ target(x)), the target computed once on the clean input, without grad."""
     with torch.no_grad():
-        p_target = F.softmax(target(x), dim=1)
-    return lambda x_adv: F.kl_div(F.log_softmax(student(x_adv), dim=1), p_target,
+        p_target = F.softmax(target(x).float(), dim=1)
+    return lambda x_adv: F.kl_div(F.log_softmax(student(x_adv).float(), dim=1), p_target,
                                   reduction="batchmean")
 
 
@@ -158,6 +158,8 @@ def pgd(
     """Signed-gradient ascent on ``objective`` inside the ε-ball and [0, 1]; returns x* detached.
 
     Gradients are taken with respect to the input only, so no parameter ``.grad`` is touched.
+    x* stays fp32 under autocast: objectives read fp32 logits, and the step and projection
+    are done on the fp32 input.
     """
     x = x.detach()
     x_adv = random_start(x, eps, start, sigma).detach()

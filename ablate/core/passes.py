@@ -43,7 +43,8 @@ class Passes:
     def _memo(self, key: str, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
         if key not in self._cache:
             self.count += 1
-            self._cache[key] = fn()
+            # Logits in fp32 whatever autocast computed them in: losses reduce in fp32.
+            self._cache[key] = fn().float()
         return self._cache[key]
 
     def s_nat(self) -> torch.Tensor:

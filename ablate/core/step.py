@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from ablate.core.attacks import attack
+from ablate.core.compute import Amp, autocast
 from ablate.core.igdm import igdm_term
 from ablate.core.methods import get_method
 from ablate.core.passes import Passes
@@ -41,6 +42,8 @@ def train_step(
     student_mode: str = "eval",
     clean_pass_first: bool = False,
     igdm: dict[str, Any] | None = None,
+    amp: Amp = "none",
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """Run one step of ``method`` on the batch (x, y); returns the loss terms as floats.
 
@@ -51,7 +54,9 @@ def train_step(
     the released code: batch statistics, running statistics updated, weights untouched).
     ``student_mode`` is the student's mode while x* is crafted (ARD and Madry's code: train);
     ``clean_pass_first`` runs s(x) before the attack, as the released CIARD code does, so the
-    eval-mode attack sees BatchNorm statistics that include the current batch.
+    eval-mode attack sees BatchNorm statistics that include the current batch. ``amp`` runs the
+    model calls of the attack and the loss in bf16/fp16 (:mod:`ablate.core.compute`); fp16
+    backpropagates through ``scaler``.
     """
     spec = get_method(method)
     update_teacher = update_teacher and spec.itt  # only ITT methods ever train the teacher
@@ -60,39 +65,51 @@ def train_step(
             model.eval()
     passes = Passes(student=student, clean_teacher=clean_teacher, robust_teacher=robust_teacher,
                     x=x, update_teacher=update_teacher)
-    if clean_pass_first:
+    with autocast(x.device, amp):
+        if clean_pass_first:
+            student.train()
+            passes.s_nat()
+        student.train(student_mode == "train")
+        passes.x_adv = attack(
+            objective or spec.objective, student, clean_teacher, x, y,
+            robust_teacher=robust_teacher, eps=eps, step_size=step_size, steps=steps, start=start,
+        )
         student.train()
-        passes.s_nat()
-    student.train(student_mode == "train")
-    passes.x_adv = attack(
-        objective or spec.objective, student, clean_teacher, x, y, robust_teacher=robust_teacher,
-        eps=eps, step_size=step_size, steps=steps, start=start,
-    )
-    student.train()
-    if spec.itt and robust_teacher is not None:
-        robust_teacher.train((teacher_bn if update_teacher else frozen_teacher_bn) == "train")
-    out = spec.loss(passes, y, params, state)
-    if igdm is not None and igdm["weight"] > 0:
-        term = igdm_term(passes, beta=igdm["beta"], gamma=igdm["gamma"],
-                         distance=igdm["distance"])
-        out["igdm"] = term.detach()
-        out["loss"] = out["loss"] + igdm["weight"] * term
+        if spec.itt and robust_teacher is not None:
+            robust_teacher.train((teacher_bn if update_teacher else frozen_teacher_bn) == "train")
+        out = spec.loss(passes, y, params, state)
+        if igdm is not None and igdm["weight"] > 0:
+            term = igdm_term(passes, beta=igdm["beta"], gamma=igdm["gamma"],
+                             distance=igdm["distance"])
+            out["igdm"] = term.detach()
+            out["loss"] = out["loss"] + igdm["weight"] * term
     total = out["loss"]
     if not torch.isfinite(total):
         raise FloatingPointError(f"{method} loss is not finite ({total.item()})")
     optimizer.zero_grad(set_to_none=True)
+    optimizers = [optimizer]
     if update_teacher and "teacher_loss" in out:
         assert teacher_optimizer is not None, "update_teacher needs a teacher optimizer"
         teacher_optimizer.zero_grad(set_to_none=True)
+        optimizers.append(teacher_optimizer)
         # The two graphs are disjoint (student targets are detached), so one backward serves both.
-        (total + out["teacher_loss"]).backward()
-        optimizer.step()
-        teacher_optimizer.step()
-    else:
-        total.backward()
-        optimizer.step()
+        total = total + out["teacher_loss"]
+    _backward_and_step(total, optimizers, scaler)
     if robust_teacher is not None:
         robust_teacher.eval()
     metrics = {k: float(v.detach()) for k, v in out.items()}
     metrics["passes"] = float(passes.count)  # model calls, for benchmarks and tests
     return metrics
+
+
+def _backward_and_step(loss: torch.Tensor, optimizers: list[torch.optim.Optimizer],
+                       scaler: torch.amp.GradScaler | None) -> None:
+    if scaler is None:
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+        return
+    scaler.scale(loss).backward()
+    for opt in optimizers:
+        scaler.step(opt)  # skipped when the scaled gradients overflowed
+    scaler.update()

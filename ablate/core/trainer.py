@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from ablate.core.accuracy import correct, eval_mode, evaluate
+from ablate.core.compute import Amp, grad_scaler, memory_format, prepare
 from ablate.core.data import Dataset, augment_crop_flip, iterate_batches
 from ablate.core.methods import get_method
 from ablate.core.models import CheckpointError, read_checkpoint
@@ -95,6 +96,7 @@ class Trainer:
         eval_eps: float | None = None, eval_step_size: float | None = None, eval_steps: int = 10,
         val_subset: int | None = None, w: float = 0.5, seed: int = 0,
         igdm: dict[str, Any] | None = None, surrogate: nn.Module | None = None,
+        amp: Amp = "none", channels_last: bool = False, compile: bool = False,
     ) -> None:
         spec = get_method(method)
         self.method, self.params = method, spec.params(**(method_params or {})).model_dump()
@@ -103,10 +105,16 @@ class Trainer:
         self.data, self.epochs, self.batch_size = data, epochs, batch_size
         self.lr, self.lr_min, self.lr_schedule = lr, lr_min, lr_schedule
         self.lr_milestones, self.lr_gamma = tuple(lr_milestones), lr_gamma
+        self.device = next(student.parameters()).device
+        for model in (student, clean_teacher, robust_teacher):
+            if model is not None:
+                prepare(model, channels_last=channels_last, compile=compile)
+        self.memory_format = memory_format(channels_last)
+        self.scaler = grad_scaler(self.device, amp)
         self.step_kw = dict(objective=objective, eps=eps, step_size=step_size, steps=steps,
                             start=start, student_mode=student_mode,
                             clean_pass_first=clean_pass_first, teacher_bn=teacher_bn,
-                            frozen_teacher_bn=frozen_teacher_bn)
+                            frozen_teacher_bn=frozen_teacher_bn, amp=amp, scaler=self.scaler)
         self.freeze_epochs, self.teacher_lr_base = freeze_epochs, teacher_lr
         self.teacher_lr_schedule = teacher_lr_schedule
         self.eval_kw = dict(eps=eval_eps if eval_eps is not None else eps,
@@ -125,7 +133,6 @@ class Trainer:
         # neither disturb each other nor depend on what ran before: same seed, same result.
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
-        self.device = next(student.parameters()).device
         self.rng = self._seeded_rng(seed)
         self.state: dict[str, Any] = spec.init_state()
         self.epoch = 0
@@ -193,6 +200,7 @@ class Trainer:
                                     generator=self.generator):
             if self.data.augment:
                 x = augment_crop_flip(x, generator=self.generator)
+            x = x.contiguous(memory_format=self.memory_format)
             out = train_step(
                 method=self.method, params=params, state=self.state,
                 student=self.student, clean_teacher=self.clean_teacher,
@@ -306,6 +314,7 @@ class Trainer:
             "best": self.best,
             "history": self.history,
             "rng": dict(self.rng, generator=self.generator.get_state()),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
@@ -321,6 +330,8 @@ class Trainer:
         rng = dict(sd["rng"])
         self.generator.set_state(rng.pop("generator"))
         self.rng = {k: v for k, v in rng.items() if k == "cpu" or self.device.type == "cuda"}
+        if self.scaler is not None and sd.get("scaler"):  # fp16's loss scale goes on as it was
+            self.scaler.load_state_dict(sd["scaler"])
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the resumable checkpoint atomically (a crash never leaves a half-written file)."""

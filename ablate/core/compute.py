@@ -1,0 +1,64 @@
+"""Compute switches of the training step: mixed precision, channels-last memory, torch.compile.
+
+Autocast covers the model calls of the inner maximisation and of the loss (student and teacher
+passes); the perturbation, its projection onto the ε-ball and [0, 1], and the loss reductions
+stay in fp32 (pass outputs are cast back to fp32 before any loss reads them). fp16 scales the
+loss for the backward pass (a gradient scaler); bf16 needs none. Validation and the final test
+run in fp32, so the accuracy a run reports is measured the same way whatever trained it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Literal
+
+import torch
+import torch.nn as nn
+
+Amp = Literal["none", "bf16", "fp16"]
+DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, amp: Amp) -> Iterator[None]:
+    """Mixed precision for the model calls inside (a no-op for ``none``)."""
+    if amp == "none":
+        yield
+        return
+    with torch.autocast(device.type, dtype=DTYPES[amp]):
+        yield
+
+
+def grad_scaler(device: torch.device, amp: Amp) -> torch.amp.GradScaler | None:
+    """A loss scaler for fp16 (whose small gradients underflow); None otherwise."""
+    return torch.amp.GradScaler(device.type) if amp == "fp16" else None
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def compile_works(log: Callable[[str], None] = print) -> bool:
+    """Whether torch.compile's default backend runs here (a tiny probe); one warning line and
+    False when it does not (no C++ compiler for the CPU backend, say)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.compile(lambda t: t * 2 + 1)(torch.ones(2))
+        return True
+    except Exception as exc:  # the backend's own error types vary
+        why = " ".join(str(exc).split())[:160] or type(exc).__name__
+        log(f"warning: compute.compile: torch.compile does not work here ({why}); "
+            "running uncompiled")
+        return False
+
+
+def prepare(model: nn.Module, *, channels_last: bool, compile: bool) -> nn.Module:
+    """The model in channels-last memory and/or compiled in place (``nn.Module.compile`` keeps
+    the state-dict keys, so checkpoints stay interchangeable)."""
+    model.to(memory_format=memory_format(channels_last))
+    if compile:
+        model.compile()
+    return model
