@@ -40,6 +40,21 @@ def memory_format(channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
+# Dense bf16/fp16 tensor-core peaks (FLOP/s, datasheets, without sparsity), by a fragment of
+# torch.cuda.get_device_name, most specific first. fp32 has no MFU here: cuDNN convolutions use
+# TF32 by default, which no single fp32 peak describes.
+TENSOR_PEAKS = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12,
+                "L40S": 362e12, "A10G": 70e12}
+
+
+def peak_flops(device: torch.device, amp: Amp) -> float | None:
+    """The device's peak for ``amp`` when known (CUDA, bf16/fp16, a listed GPU), else None."""
+    if device.type != "cuda" or amp == "none":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in TENSOR_PEAKS.items() if key in name), None)
+
+
 def compile_works(log: Callable[[str], None] = print) -> bool:
     """Whether torch.compile's default backend runs here (a tiny probe); one warning line and
     False when it does not (no C++ compiler for the CPU backend, say)."""

@@ -15,24 +15,19 @@ teacher's prediction (class 0) is wrong on the labels :func:`tiny_split` gives (
 CIARD's push term is always computed. With ``shapes_only=False`` every operation runs for real
 (a CIFAR step with a WRN-34-10 teacher then takes 5-20 s on 2 CPU cores, against 0.5-1 s).
 
-``FlopCounterMode`` normally also tracks modules, with hooks that break ``torch.autograd.grad``
-on a leaf input, which is exactly what PGD does (pytorch/pytorch#131753); :class:`_Counter`
-switches that tracking off (only the total is read here).
+The counting itself is :mod:`ablate.core.flop_counter` (also used by the trainer to log each
+run's achieved FLOP/s).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves, tree_map
-from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from ablate.core.data import Split
+from ablate.core.flop_counter import count_flops
 from ablate.core.trainer import Trainer
 
 
@@ -47,63 +42,6 @@ class ImageFlops:
     @property
     def itt_differs(self) -> bool:
         return self.train_itt != self.train
-
-
-class _NoModules:
-    """Stands in for FlopCounterMode's module tracker: every count goes to ``Global``."""
-
-    parents = ("Global",)
-
-    def __enter__(self) -> _NoModules:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-class _Counter(FlopCounterMode):
-    def __init__(self) -> None:
-        super().__init__(display=False)
-        self.mod_tracker = _NoModules()  # type: ignore[assignment]
-
-
-class _ShapesOnly(TorchDispatchMode):
-    """Answer every operation FlopCounterMode has a formula for with zeros of the shape, dtype
-    and device it would return, without computing it; all others run normally."""
-
-    counted = frozenset(flop_registry)
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (),
-                           kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        if func._overloadpacket not in self.counted or "out" in kwargs:
-            return func(*args, **kwargs)
-        tensors = [a for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
-        if not tensors:
-            return func(*args, **kwargs)
-        device = tensors[0].device
-
-        def to_meta(t: Any) -> Any:
-            return t.to("meta") if isinstance(t, torch.Tensor) else t
-
-        def zeros(t: Any) -> Any:
-            if isinstance(t, torch.Tensor):
-                return torch.zeros(t.shape, dtype=t.dtype, device=device)
-            return t
-
-        return tree_map(zeros, func(*tree_map(to_meta, args), **tree_map(to_meta, kwargs)))
-
-
-def count_flops(fn: Callable[[], Any], *, shapes_only: bool = True) -> int:
-    """FLOPs of running ``fn()`` (forward and backward), by FlopCounterMode."""
-    counter = _Counter()
-    if shapes_only:
-        with _ShapesOnly(), counter:  # the counter above: it counts, then the zeros answer
-            fn()
-    else:
-        with counter:
-            fn()
-    return int(counter.get_total_flops())
 
 
 def tiny_split(image_shape: tuple[int, int, int], n: int = 2,

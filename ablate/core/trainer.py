@@ -7,9 +7,11 @@ Epochs are counted from 0; the robust teacher is updated in epoch e iff e >= fre
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,8 +21,9 @@ import torch
 import torch.nn as nn
 
 from ablate.core.accuracy import correct, eval_mode, evaluate
-from ablate.core.compute import Amp, grad_scaler, memory_format, prepare
+from ablate.core.compute import Amp, grad_scaler, memory_format, peak_flops, prepare
 from ablate.core.data import Dataset, augment_crop_flip, iterate_batches
+from ablate.core.flop_counter import FlopCounter
 from ablate.core.methods import get_method
 from ablate.core.models import CheckpointError, read_checkpoint
 from ablate.core.robustness import run_suite, suite_metrics
@@ -32,6 +35,7 @@ TRAINER_KEYS = ("epoch", "student", "robust_teacher", "optimizer", "teacher_opti
 # Per-batch push diagnostics of the methods with a push term (CIARD): mean |J|/B, and the
 # fraction of batches whose push set J was empty.
 PUSH_DIAGNOSTICS = ("push_active_frac", "push_empty_frac")
+_FLOPS = "flops_per_image"  # train_epoch -> run_epoch only; logged as perf/gflop_per_image
 
 
 def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
@@ -110,6 +114,8 @@ class Trainer:
             if model is not None:
                 prepare(model, channels_last=channels_last, compile=compile)
         self.memory_format = memory_format(channels_last)
+        self.amp = amp
+        self.step_flops: dict[bool, float] = {}  # per image, by whether ITT updates the teacher
         self.scaler = grad_scaler(self.device, amp)
         self.step_kw = dict(objective=objective, eps=eps, step_size=step_size, steps=steps,
                             start=start, student_mode=student_mode,
@@ -201,17 +207,22 @@ class Trainer:
             if self.data.augment:
                 x = augment_crop_flip(x, generator=self.generator)
             x = x.contiguous(memory_format=self.memory_format)
-            out = train_step(
-                method=self.method, params=params, state=self.state,
-                student=self.student, clean_teacher=self.clean_teacher,
-                robust_teacher=self.robust_teacher, x=x, y=y, optimizer=self.optimizer,
-                teacher_optimizer=self.teacher_optimizer, update_teacher=update_teacher,
-                igdm=igdm, **self.step_kw)
+            counting = update_teacher not in self.step_flops  # first step of its kind
+            with FlopCounter() if counting else contextlib.nullcontext() as counter:
+                out = train_step(
+                    method=self.method, params=params, state=self.state,
+                    student=self.student, clean_teacher=self.clean_teacher,
+                    robust_teacher=self.robust_teacher, x=x, y=y, optimizer=self.optimizer,
+                    teacher_optimizer=self.teacher_optimizer, update_teacher=update_teacher,
+                    igdm=igdm, **self.step_kw)
+            if counting:
+                self.step_flops[update_teacher] = counter.get_total_flops() / len(x)
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + v
                 counts[k] = counts.get(k, 0) + 1
         metrics = {k: v / counts[k] for k, v in sums.items()}
         metrics.update(lr=lr, teacher_lr=t_lr, **{k: float(v) for k, v in self.state.items()})
+        metrics[_FLOPS] = self.step_flops.get(update_teacher, 0.0)
         if igdm is not None:
             metrics["igdm_weight"] = igdm["weight"]
         return metrics
@@ -222,11 +233,17 @@ class Trainer:
                             robust_teacher=self.robust_teacher, **self.eval_kw)
 
     def run_epoch(self) -> dict[str, float]:
-        """Train one epoch, validate, keep the best student by W-acc; returns prefixed metrics."""
+        """Train one epoch, validate, keep the best student by W-acc; returns prefixed metrics
+        (the history keeps them without the wall-clock ``perf/*``, so a resumed run's history
+        equals an uninterrupted one's)."""
+        start = time.perf_counter()
         try:
             train = self.train_epoch()
         except FloatingPointError as exc:  # a non-finite loss: say when, for the trial table
             raise FloatingPointError(f"diverged in epoch {self.epoch + 1}: {exc}") from None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        perf = self._perf(time.perf_counter() - start, train.pop(_FLOPS))
         val = self.validate()
         if val["w_acc"] > self.best["w_acc"]:
             teacher = (copy.deepcopy(self.robust_teacher.state_dict())
@@ -243,7 +260,20 @@ class Trainer:
             metrics[f"val/best_{k}"] = self.best[k]
         self.history.append(metrics)
         self.epoch += 1
-        return metrics
+        return {**metrics, **perf}
+
+    def _perf(self, seconds: float, flops_per_image: float) -> dict[str, float]:
+        """Training throughput of the epoch: images/s, and from the FLOPs counted on its first
+        step (FlopCounterMode: matrix products and convolutions), TFLOP/s and, on a GPU whose
+        peak is known, the model FLOPs utilisation."""
+        img_per_s = len(self.data.train) / max(seconds, 1e-9)
+        out = {"perf/img_per_s": img_per_s, "perf/epoch_s": seconds,
+               "perf/gflop_per_image": flops_per_image / 1e9,
+               "perf/tflops": img_per_s * flops_per_image / 1e12}
+        peak = peak_flops(self.device, self.amp)
+        if peak:
+            out["perf/mfu"] = img_per_s * flops_per_image / peak
+        return out
 
     def _run_means(self, metrics: dict[str, float]) -> dict[str, float]:
         """Push diagnostics over the run so far (every epoch has the same batches), so the last
