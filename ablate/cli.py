@@ -28,7 +28,7 @@ from ablate.core.errors import CheckpointError, DatasetError
 from ablate.core.limits import MAX_BATCH, MAX_IMAGES
 from ablate.safe_yaml import dump_yaml
 from ablate.spec_paths import resolve_spec
-from ablate.tracking_uri import check_tracking_uri, default_uri, redact, store_exists
+from ablate.tracking_uri import check_eval_target, check_tracking_uri, default_uri, redact
 
 EXIT_USAGE = 2
 BAD_INPUT = (ConfigError, DatasetError, CheckpointError)  # exit 2, one line
@@ -177,10 +177,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    uri = args.tracking_uri or default_uri()
-    if not Path(args.target).exists() and not store_exists(uri):  # refused before torch loads
-        raise ConfigError(f"{args.target!r}: neither a checkpoint path nor a run id in "
-                          f"{redact(uri)} (no such store)")
+    check_eval_target(args.target, args.tracking_uri or default_uri())  # before torch loads
     from ablate.evaluation import run_eval
     from ablate.tracking import Tracker
 

@@ -35,7 +35,7 @@ from ablate.core.models import CheckpointError, load_state, read_checkpoint
 from ablate.core.robustness import run_suite, suite_metrics, suite_table
 from ablate.core.trainer import CHECKPOINT_NAME
 from ablate.tracking import Tracker
-from ablate.tracking_uri import redact
+from ablate.tracking_uri import check_eval_target, not_a_target, redact
 
 STUDENT_ARTIFACT = "checkpoints/best_student.pt"
 
@@ -101,13 +101,11 @@ def resolve_target(target: str, tracker: Tracker, config: str | None, tmp: Path)
         found = _from_path(Path(target), config)
         found.run_id = _run_of(Path(target), tracker)
         return found
-    missing = f"{target!r}: neither a checkpoint path nor a run id in {redact(tracker.uri)}"
-    if not tracker.exists():
-        raise ConfigError(missing + " (no such store)")
+    check_eval_target(target, tracker.uri)
     try:
         info = tracker.run_info(target)
     except Exception:  # MLflow raises its own exception types for unknown ids
-        raise ConfigError(missing) from None
+        raise ConfigError(not_a_target(target, tracker.uri)) from None
     best = info["tags"].get("best_trial")
     if best:  # a search's parent run: its best trial
         child = tracker.find_run(info["experiment"], {"trial_id": best,

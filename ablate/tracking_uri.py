@@ -172,3 +172,15 @@ def redact(uri: str) -> str:
         return uri
     netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
     return parts._replace(netloc=netloc).geturl()
+
+
+def not_a_target(target: str, uri: str) -> str:
+    """How ``ablate eval`` refuses a target that is neither a path nor a run id of ``uri``."""
+    return f"{target!r}: neither a checkpoint path nor a run id in {redact(uri)}"
+
+
+def check_eval_target(target: str, uri: str) -> None:
+    """Refuse a target that is no path when the store does not exist (opening a missing
+    SQLite store would create it); needs neither torch nor MLflow."""
+    if not Path(target).exists() and not store_exists(uri):
+        raise ConfigError(not_a_target(target, uri) + " (no such store)")
