@@ -115,7 +115,7 @@ def teacher_progress(model: nn.Module, role: str, epochs: int, val: Split,
     def on_epoch(epoch: int, loss: float) -> None:
         nonlocal tick
         seconds = time.perf_counter() - tick
-        with torch.random.fork_rng(devices=[val.x.device] if val.x.is_cuda else []):
+        with torch.random.fork_rng(devices=[val.device] if val.device.type == "cuda" else []):
             r = evaluate(model, val, eps=eps, step_size=eps / 4, steps=10)
         log(f"  {role} teacher epoch {epoch + 1:>3}/{epochs}  loss {loss:.4f}  val clean "
             f"{100 * r['clean_acc']:5.1f}%  PGD-10 {100 * r['robust_acc']:5.1f}% "

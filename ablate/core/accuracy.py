@@ -66,17 +66,17 @@ def evaluate(
     batch_size: int = 512,
 ) -> dict[str, float]:
     """Clean, PGD-k robust and W accuracy (in [0, 1]) of the student, plus the teachers'."""
-    n = max(len(split), 1)
+    n, x = max(len(split), 1), split.x  # x: converted to float once
     with eval_mode(student, clean_teacher, robust_teacher):
-        x_adv = pgd_examples(student, split.x, split.y, eps=eps, step_size=step_size,
+        x_adv = pgd_examples(student, x, split.y, eps=eps, step_size=step_size,
                              steps=steps, batch_size=batch_size)
         out = {
-            "clean_acc": correct(student, split.x, split.y, batch_size) / n,
+            "clean_acc": correct(student, x, split.y, batch_size) / n,
             "robust_acc": correct(student, x_adv, split.y, batch_size) / n,
         }
         for name, model in (("clean_teacher", clean_teacher), ("robust_teacher", robust_teacher)):
             if model is not None:
-                out[f"{name}_clean_acc"] = correct(model, split.x, split.y, batch_size) / n
+                out[f"{name}_clean_acc"] = correct(model, x, split.y, batch_size) / n
                 out[f"{name}_robust_acc"] = correct(model, x_adv, split.y, batch_size) / n
     out["w_acc"] = w * out["clean_acc"] + (1 - w) * out["robust_acc"]
     return out

@@ -311,9 +311,9 @@ class Trainer:
         teachers = {name: net for name, net in (("clean_teacher", self.clean_teacher),
                                                 ("robust_teacher", self.best_robust_teacher()))
                     if net is not None}
-        n = max(len(split), 1)
+        n, x = max(len(split), 1), split.x  # x: converted to float once
         with eval_mode(*teachers.values()):
-            out = {f"{label}_clean_acc": correct(net, split.x, split.y) / n
+            out = {f"{label}_clean_acc": correct(net, x, split.y) / n
                    for label, net in teachers.items()}
 
         def teacher_accuracy(name: str, x_adv: torch.Tensor, y: torch.Tensor) -> None:
@@ -323,7 +323,7 @@ class Trainer:
                         out[f"{label}_robust_acc"] = correct(net, x_adv, y) / n
 
         suite = ["pgd_sat", *(a for a in attacks if a != "pgd_sat")]
-        results = run_suite(model, split.x, split.y, attacks=suite, eps=self.eval_kw["eps"],
+        results = run_suite(model, x, split.y, attacks=suite, eps=self.eval_kw["eps"],
                             w=self.eval_kw["w"], surrogate=self.surrogate,
                             autoattack_subset=autoattack_subset, seed=self.seed,
                             on_adv=teacher_accuracy)

@@ -245,6 +245,9 @@ def test_load_cifar_fake_folder(tmp_path) -> None:
     assert [len(ds.train), len(ds.val), len(ds.test)] == [80, 20, 30]
     assert ds.train.x.dtype == torch.float32 and ds.train.y.dtype == torch.int64
     assert ds.train.x.min() >= 0 and ds.train.x.max() <= 1
+    # Stored as the files' uint8 bytes: a quarter of float32 on the GPU.
+    assert all(s.pixels.dtype == torch.uint8 for s in (ds.train, ds.val, ds.test))
+    assert ds.train.pixels.untyped_storage().nbytes() == 80 * 3072
     assert torch.bincount(ds.val.y, minlength=10).tolist() == [2] * 10  # stratified
     # Test set is the official one, in order; pixels are exactly uint8 / 255 in CHW layout.
     with open(tmp_path / "cifar-10-batches-py" / "test_batch", "rb") as f:
@@ -261,6 +264,27 @@ def test_load_cifar_fake_folder(tmp_path) -> None:
     assert got == train_rows and _rows(ds.train).isdisjoint(_rows(ds.val))
     again = load_dataset("cifar10", root=str(tmp_path), val_size=20, seed=0)
     assert torch.equal(again.val.x, ds.val.x)
+
+
+def test_uint8_cifar_gives_the_batches_of_the_float_path(tmp_path) -> None:
+    """The same seed gives bit-identical batches (order, crops, flips, values) from the uint8
+    pixels as from the float32 images the loader used to store; on CUDA the pixels are crop-
+    flipped on the device before conversion, here on the CPU by the same code."""
+    write_fake_cifar10(str(tmp_path))
+    ds = load_cifar("cifar10", root=str(tmp_path), download=False, val_size=0.2, seed=0)
+    as_floats = Split(ds.train.pixels.float() / 255, ds.train.y)
+    assert as_floats.pixels.dtype == torch.float32
+
+    def batches(split: Split) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(3)
+        return list(iterate_batches(split, 16, shuffle=True, generator=gen, augment=True))
+
+    got, want = batches(ds.train), batches(as_floats)
+    assert len(got) == len(want) == 5
+    for (x, y), (xf, yf) in zip(got, want):
+        assert x.dtype == torch.float32 and torch.equal(x, xf) and torch.equal(y, yf)
+    # The augmentation really ran: zero padding shows up in some crop.
+    assert any((x == 0).all(dim=(1, 2)).any() for x, _ in got)
 
 
 def test_load_cifar_refuses_code_in_pickles(tmp_path) -> None:
