@@ -38,6 +38,15 @@ def check_resources(res: Resources, available: dict[str, float], where: str) -> 
                           f"has {have:g}{hint}")
 
 
+def check_trial_device(res: Resources, device: str) -> None:
+    """``device: cuda`` needs a GPU share from Ray for every trial: a trial with none still
+    sees every GPU of its node (Ray leaves them visible) and would use one Ray counts as free."""
+    if device == "cuda" and res.gpu == 0:
+        raise ConfigError("field `resources.gpu`: 0 GPUs per trial, but the experiment's device "
+                          "is cuda; give each trial a GPU share (e.g. resources.gpu=0.25) or "
+                          "set base.device=auto")
+
+
 def concurrency(spec: Any, available: dict[str, float], trials: int | None = None) -> int:
     """How many trials of a search or grid spec (its ``resources`` and ``max_concurrent``) run
     at once on the given resources; ``trials`` defaults to a search's ``num_samples``."""

@@ -24,7 +24,12 @@ from ablate.build import Log, build_data, prepare_teachers, resolve_device
 from ablate.config import ConfigError, ExperimentConfig, check_inputs
 from ablate.progress import Heartbeat
 from ablate.recipe import Recipe
-from ablate.resources import Resources, check_resources, machine_resources
+from ablate.resources import (
+    Resources,
+    check_resources,
+    check_trial_device,
+    machine_resources,
+)
 from ablate.safe_yaml import dump_yaml
 from ablate.storage import experiment_dir, make_private
 from ablate.tracking import Tracker
@@ -322,6 +327,7 @@ def run_job(job: Job, opts: Options, log: Log = print) -> int:
 
 def _run_job(job: Job, opts: Options, log: Log) -> int:
     check_inputs(job.base)
+    check_trial_device(job.resources, job.base.device)
     path = experiment_dir(opts.storage, f"{job.name}-{job.digest}", resume=opts.resume,
                           fresh=opts.fresh)
     if opts.address:
@@ -331,10 +337,12 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
     make_private(path)
     params = dict(recipe=job.recipe.rooted(Path.cwd()), teachers=teacher_states(job.base, log),
                   threads=job.resources.cpu)
+    tracker = Tracker(opts.tracking_uri)
+    if not opts.address:  # resources already checked; open the store while Ray starts
+        tracker.open_in_background()
     available = init_ray(opts.address, machine_resources())
     check_resources(job.resources, available,
                     f"the Ray cluster at {opts.address}" if opts.address else "this machine")
-    tracker = Tracker(opts.tracking_uri)
     parent = _parent_run(job, tracker, path, opts.resume)
     log(job.plan({"CPU": available.get("CPU", 0), "GPU": available.get("GPU", 0)}))
     for line in job.warnings():

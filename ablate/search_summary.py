@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 import ray
+import torch
 from ray import tune
 
 from ablate.config import ConfigError
@@ -59,12 +61,59 @@ from trainables.ciard import final_test
 def summarize(spec: SearchSpec, results: tune.ResultGrid, tracker: Tracker, parent: str,
               params: dict[str, Any], log: Log) -> None:
     """Parent-run summary: tables, plots, importances, the Optuna study; best trial re-tested
-    on the test split."""
+    on the test split (on a cluster, while the driver writes the rest)."""
     rows = trials_table(spec, results)
-    best, _ = summarize_trials(SearchFacts.of(spec), rows, tracker, parent, log)
-    if best is not None:
+    best = best_trial(rows)
+    test = None if best is None else start_final_test(spec, best, results, params)
+    summarize_trials(SearchFacts.of(spec), rows, tracker, parent, log)
+    if best is not None and test is not None:
         with tempfile.TemporaryDirectory() as tmp:
-            _final_test(spec, best, results, tracker, parent, params, Path(tmp), log)
+            _final_test(spec, best, test, tracker, parent, Path(tmp), log)
+
+
+def best_trial(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The row of the trial with the highest objective among those that ended with one."""
+    done = _ended(rows)
+    return max(done, key=lambda r: r[OBJECTIVE]) if done else None
+
+
+def _ended(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r["status"] in ("finished", "stopped")
+            and r[OBJECTIVE] is not None]
+
+
+FinalTest = Callable[[], tuple[dict[str, float], list[dict[str, float]]]]
+
+
+def start_final_test(spec: SearchSpec, best: dict[str, Any], results: tune.ResultGrid,
+                     params: dict[str, Any]) -> FinalTest:
+    """Start testing the best trial's best checkpoint; the returned call waits for the result.
+    On a one-machine Ray the driver tests it itself when called: its imports are warm, where
+    a fresh Ray worker would spend seconds importing torch. On a cluster a Ray task with the
+    trial's resources runs it at once (the driver may have no GPU), alongside the summary."""
+    result = next(r for r in results if (r.metrics or {}).get("trial_id") == best["trial_id"])
+    sampled = sampled_values(best, param_columns(spec.space))
+    if on_one_machine():
+        return lambda: in_driver(final_test, sampled, result.checkpoint, **params)
+    remote = ray.remote(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)(final_test)
+    ref = remote.remote(sampled, result.checkpoint, **params)
+    return lambda: ray.get(ref)
+
+
+def on_one_machine() -> bool:
+    """Whether the Ray cluster is the driver's own node and nothing else."""
+    alive = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    return alive == [ray.get_runtime_context().get_node_id()]
+
+
+def in_driver(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn`` in this process, which gets back its torch thread count afterwards (a trial's
+    trainer pins it to the trial's CPU share)."""
+    threads = torch.get_num_threads()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def summarize_trials(facts: SearchFacts, rows: list[dict[str, Any]], tracker: Tracker,
@@ -73,8 +122,7 @@ def summarize_trials(facts: SearchFacts, rows: list[dict[str, Any]], tracker: Tr
     front, the trials table, plots, importances, the Optuna study and its figures (for
     :func:`summarize` and ``ablate report``). Returns the best trial's row (None if none
     ended with a value) and the trials table in Markdown."""
-    done = [r for r in rows if r["status"] in ("finished", "stopped")
-            and r[OBJECTIVE] is not None]
+    done = _ended(rows)
     front = pareto_front([(r[PARETO[0]], r[PARETO[1]]) for r in done])
     for r in rows:
         r["pareto"] = any(r is done[i] for i in front)
@@ -100,7 +148,7 @@ def summarize_trials(facts: SearchFacts, rows: list[dict[str, Any]], tracker: Tr
         imp, imp_study = _log_importances(facts, rows, histories, tracker, parent, Path(tmp),
                                           log)
         _log_study(facts, rows, histories, runs, imp, imp_study, tracker, parent, Path(tmp), log)
-    return (max(done, key=lambda r: r[OBJECTIVE]) if done else None), markdown
+    return best_trial(rows), markdown
 
 
 def _log_tables(facts: SearchFacts, rows: list[dict[str, Any]], tracker: Tracker, parent: str,
@@ -184,17 +232,14 @@ def _log_study(facts: SearchFacts, rows: list[dict[str, Any]],
         log(f"Optuna figure {fig} not drawn: {why}")
 
 
-def _final_test(spec: SearchSpec, best: dict[str, Any], results: tune.ResultGrid,
-                tracker: Tracker, parent: str, params: dict[str, Any], tmp: Path,
-                log: Log) -> None:
-    result = next(r for r in results if (r.metrics or {}).get("trial_id") == best["trial_id"])
+def _final_test(spec: SearchSpec, best: dict[str, Any], final: FinalTest, tracker: Tracker,
+                parent: str, tmp: Path, log: Log) -> None:
     sampled = sampled_values(best, param_columns(spec.space))
     cfg = spec.trial_config(sampled)
     # Readable by `ablate train` (whose YAML loader refuses aliases).
     (tmp / "best_config.yaml").write_text(dump_yaml(cfg.model_dump(mode="json")))
     tracker.log_artifact(parent, tmp / "best_config.yaml")
-    remote = ray.remote(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)(final_test)
-    test, history = ray.get(remote.remote(sampled, result.checkpoint, **params))
+    test, history = final()
     plot_curves(history, tmp / "best_curves.png", title=f"best trial {best['trial']}")
     tracker.log_artifact(parent, tmp / "best_curves.png", "plots")
     metrics = {f"test/{k}": v for k, v in test.items()}

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -56,15 +57,33 @@ class Tracker:
     def __init__(self, uri: str | None = None) -> None:
         self.uri = uri or default_uri()
         self._client: MlflowClient | None = None
+        self._opening = threading.Lock()
 
     @property
     def client(self) -> MlflowClient:
         # Created on first use: opening a SQLite store creates the file, which a command that
         # stops on bad input must not leave behind.
-        if self._client is None:
-            with self._store_lock():  # creating the client creates and migrates the schema
-                self._client = MlflowClient(tracking_uri=self.uri)
+        with self._opening:  # one client, also while open_in_background runs
+            if self._client is None:
+                with self._store_lock():  # creating the client creates and migrates the schema
+                    self._client = MlflowClient(tracking_uri=self.uri)
         return self._client
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks, which hold this
+        return {k: v for k, v in self.__dict__.items() if k != "_opening"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _opening=threading.Lock())
+
+    def open_in_background(self) -> None:
+        """Open the store (a new SQLite store: ~2 s of schema migrations) in a thread while
+        the caller does other work, e.g. starts Ray. The first use of :attr:`client` waits
+        for it; if it failed, that use opens the store again and raises."""
+        def open_store() -> None:
+            with contextlib.suppress(Exception):
+                _ = self.client
+
+        threading.Thread(target=open_store, name="mlflow-open", daemon=True).start()
 
     @contextlib.contextmanager
     def _store_lock(self) -> Iterator[None]:
@@ -170,13 +189,15 @@ class Tracker:
         return max((m.step for m in self.client.get_metric_history(run_id, key)), default=-1)
 
     def children(self, parent_run_id: str) -> list[dict[str, Any]]:
-        """Child runs of a parent as plain dicts: run_id, status, tags, metrics (latest), params."""
+        """Child runs of a parent as plain dicts: run_id, status, tags, metrics (latest), params,
+        start_time and end_time (ms since the epoch; end None while running)."""
         parent = self.client.get_run(parent_run_id)
         runs = self.client.search_runs(
             [parent.info.experiment_id],
             filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=10000)
         return [{"run_id": r.info.run_id, "status": r.info.status, "tags": dict(r.data.tags),
-                 "metrics": dict(r.data.metrics), "params": dict(r.data.params)} for r in runs]
+                 "metrics": dict(r.data.metrics), "params": dict(r.data.params),
+                 "start_time": r.info.start_time, "end_time": r.info.end_time} for r in runs]
 
     def run_info(self, run_id: str) -> dict[str, Any]:
         """A run as a plain dict (run_id, experiment name, status, tags, params)."""

@@ -43,6 +43,7 @@ from ray.cluster_utils import Cluster
 
 from ablate import runner
 from ablate.cli import main
+from ablate.search_summary import on_one_machine
 from tests.helpers import SPEC, duplicated_rows, runs_by_kind, steps, store, write
 
 EPOCHS = 6
@@ -180,6 +181,8 @@ def test_search_uses_both_nodes_and_teachers_from_the_object_store(
     parent, children = runs_by_kind(client, exp)
     assert parent.info.status == "FINISHED" and len(children) == 2
     assert len({c.data.tags["trial_id"] for c in children}) == 2  # one child run per trial
+    # Several nodes: the best trial was tested by a Ray task, not in the driver.
+    assert not on_one_machine() and 0 <= parent.data.metrics["test/clean_acc"] <= 1
     for c in children:
         assert c.info.status == "FINISHED" and steps(client, c) == [0, 1]
         assert not duplicated_rows(client, c)

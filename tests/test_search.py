@@ -25,6 +25,7 @@ from ablate.cli import main
 from ablate.config import ConfigError
 from ablate.search import SearchJob
 from ablate.search_spec import load_search_spec
+from ablate.search_summary import in_driver, on_one_machine
 from ablate.search_trials import SearchFacts, at_fidelity, param_columns
 from ablate.tracking import flatten
 from tests.helpers import (
@@ -138,7 +139,12 @@ def test_search_logs_parent_and_children_and_reports_a_diverging_trial(workdir: 
     assert main(["eval", parent.info.run_id, "--attacks", "fgsm"]) == 0
     assert "FGSM" in capsys.readouterr().out
     (best_run,) = [c for c in children if c.data.tags["trial_id"] == best["trial_id"]]
-    assert "test/fgsm_acc" in client.get_run(best_run.info.run_id).data.metrics
+    evaluated = client.get_run(best_run.info.run_id).data.metrics
+    assert "test/fgsm_acc" in evaluated
+    # The search's final test (run in the driver: Ray is this one machine) measured the same
+    # student: `ablate eval` recomputes its clean accuracy from the checkpoint independently.
+    assert on_one_machine()
+    assert evaluated["test/clean_acc"] == pytest.approx(parent.data.metrics["test/clean_acc"])
 
     # `ablate report PARENT` rebuilds the summary from MLflow alone: the same table, printed
     # and logged again (replaced, not appended to), the study rebuilt, the best trial's test.
@@ -277,6 +283,21 @@ def test_interrupted_search_resumes_without_retraining(workdir: Path) -> None:
         after = next((workdir / "runs/ray").glob(f"*/{name}")) / "result.json"
         assert after.read_text() == text
         assert [json.loads(ln)["training_iteration"] for ln in text.splitlines()] == [1, 2, 3, 4]
+
+
+def test_a_final_test_in_the_driver_gives_back_its_thread_count() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert in_driver(lambda n: torch.set_num_threads(n) or torch.get_num_threads(), 1) == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ZeroDivisionError):
+            in_driver(lambda: torch.set_num_threads(1) or 1 / 0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_trials_table_columns_have_no_dots_and_a_fixed_rule() -> None:

@@ -8,6 +8,7 @@ dicts through the object store (prepared once by the driver, never retrained per
 
 from __future__ import annotations
 
+import os
 import tempfile
 from typing import Any
 
@@ -39,10 +40,28 @@ def _teacher(cfg: ExperimentConfig, role: str, state: dict[str, torch.Tensor], d
     return net.to(device).eval()
 
 
+def trial_device(name: str) -> torch.device:
+    """The trial's device (``name``: the config's ``device``) from Ray's assignment: its first
+    GPU, else the CPU. Ray narrows ``CUDA_VISIBLE_DEVICES`` to the trial's GPUs, so that GPU is
+    ``cuda:0``, unless RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES is set (then its index is
+    Ray's id). A trial without a GPU share trains on the CPU even where GPUs are visible: Ray
+    leaves every GPU visible to it, and ``auto`` would take one Ray counts as free. Outside a
+    Ray task or actor (the driver testing the best trial) it is the config's device."""
+    in_ray = ray.is_initialized() and ray.get_runtime_context().get_task_id() is not None
+    if name == "cpu" or not in_ray:
+        return resolve_device(name)
+    gpus = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
+    if not gpus:
+        return resolve_device("cpu" if name == "auto" else name)
+    if os.environ.get("RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES", "0") not in ("", "0"):
+        return torch.device(f"cuda:{gpus[0]}")
+    return torch.device("cuda:0")
+
+
 def make_trainer(cfg: ExperimentConfig, teachers: TeacherStates, threads: float) -> Trainer:
     """The trial's Trainer, with torch pinned to the trial's CPU share (no oversubscription)."""
     torch.set_num_threads(max(1, int(threads)))
-    device = resolve_device(cfg.device)
+    device = trial_device(cfg.device)
     data = build_data(cfg)
     clean = _teacher(cfg, "clean", teachers["clean"], data, device)
     robust = _teacher(cfg, "robust", teachers["robust"], data, device)

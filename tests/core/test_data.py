@@ -281,7 +281,7 @@ def test_uint8_cifar_gives_the_batches_of_the_float_path(tmp_path) -> None:
 
     got, want = batches(ds.train), batches(as_floats)
     assert len(got) == len(want) == 5
-    for (x, y), (xf, yf) in zip(got, want):
+    for (x, y), (xf, yf) in zip(got, want, strict=True):
         assert x.dtype == torch.float32 and torch.equal(x, xf) and torch.equal(y, yf)
     # The augmentation really ran: zero padding shows up in some crop.
     assert any((x == 0).all(dim=(1, 2)).any() for x, _ in got)
