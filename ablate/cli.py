@@ -98,6 +98,10 @@ def cmd_search(args: argparse.Namespace) -> int:
                             peak_tflops=args.peak_tflops, mfu=args.mfu)
 
     spec = load_search_spec(resolve_spec(args.spec), args.overrides)
+    if args.confirm and spec.confirm is None:  # the spec's own confirm block wins
+        from ablate.search_spec import Confirm
+
+        spec.confirm = Confirm()
     from ablate.resources import machine_resources
     from ablate.search import plan, run_search
 
@@ -285,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the spec "
                    "(base.optim.epochs=5, num_samples=4)")
     _job_args(p)
+    p.add_argument("--confirm", action="store_true",
+                   help="then re-train the top 3 configurations on seeds 0, 1, 2 and choose "
+                   "the winner by the lower 95%% bound of its validation objective (the spec's "
+                   "confirm: block sets other values)")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("grid", help="ablation grid (rows x seeds) with the paper's table")

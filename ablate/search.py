@@ -7,7 +7,7 @@ best trial's best checkpoint on the test split with the final PGD protocol.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import optuna
@@ -43,6 +43,10 @@ def plan(spec: SearchSpec, available: dict[str, float]) -> str:
         "space: " + ", ".join(f"{k} {_range(p)}" for k, p in spec.space.items()),
         f"resources per trial: {r.cpu:g} CPU, {r.gpu:g} GPU; max concurrent "
         f"{spec.max_concurrent or 'unlimited'}; {here}; retries per trial {spec.max_failures}",
+        *([] if spec.confirm is None else [
+            f"then confirm: the top {spec.confirm.top_k} configurations re-trained on seeds "
+            f"{spec.confirm.seeds} ({spec.confirm.top_k * len(spec.confirm.seeds)} more runs of "
+            f"{spec.base.optim.epochs} epochs), winner by the lower 95% bound, only it tested"]),
     ])
 
 
@@ -82,6 +86,8 @@ class SearchJob(JobFields):
 
     spec: SearchSpec
     log: Log = print
+    ranked: list[dict[str, Any]] = field(default_factory=list)  # ended trials, best first
+    parent: str = ""  # the parent run, once summarised
     kind: ClassVar[str] = "search"
     test_at_end: ClassVar[bool] = False  # only the best trial is tested, by the driver
 
@@ -124,12 +130,20 @@ class SearchJob(JobFields):
 
     def summarize(self, results: tune.ResultGrid, tracker: Tracker, parent: str,
                   params: dict[str, Any]) -> None:
-        summarize(self.spec, results, tracker, parent, params, self.log)
+        self.ranked = summarize(self.spec, results, tracker, parent, params, self.log)
+        self.parent = parent
 
 
 def run_search(spec: SearchSpec, opts: Options, log: Log = print) -> int:
-    """Run (or resume) the search; returns the exit code (0, or 130 when interrupted)."""
-    return run_job(SearchJob(spec, log), opts, log)
+    """Run (or resume) the search, then its confirm stage if the spec has one; returns the
+    exit code (0, 1 when every trial failed, 130 when interrupted)."""
+    job = SearchJob(spec, log)
+    code = run_job(job, opts, log)
+    if code or spec.confirm is None:
+        return code
+    from ablate.confirm import run_confirm
+
+    return run_confirm(spec, job.parent, job.ranked, opts, log)
 
 
 # --- the summary: trials table, plots, importances, the Optuna study, the best trial's test ---

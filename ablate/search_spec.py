@@ -11,7 +11,7 @@ import copy
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ablate.config import (
     ConfigError,
@@ -22,7 +22,7 @@ from ablate.config import (
     read_yaml,
     validate_model,
 )
-from ablate.core.limits import MAX_EPOCHS, MAX_SEED, MAX_TRIALS, SafeName
+from ablate.core.limits import MAX_EPOCHS, MAX_SEED, MAX_TRIALS, SafeName, Seed
 from ablate.explain import (
     KINDS,
     check_kind,
@@ -119,6 +119,20 @@ class Scheduler(Strict):
                                     description="ASHA keeps 1/rf of trials per rung")
 
 
+class Confirm(Strict):
+    top_k: int = Field(3, ge=2, le=MAX_TRIALS, description="configurations re-trained: the "
+                       "best by the search's validation objective")
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2], min_length=2,
+                              description="training seeds each one is re-trained with")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be distinct")
+        return seeds
+
+
 class SearchSpec(Strict):
     name: SafeName = Field(description="MLflow experiment and Ray experiment name (a safe "
                            "slug: it becomes a directory)")
@@ -135,9 +149,13 @@ class SearchSpec(Strict):
                                        "(None: as many as the resources allow)")
     max_failures: int = Field(1, ge=0, le=MAX_TRIALS, description="retries of a failed trial "
                               "from its last checkpoint")
+    confirm: Confirm | None = Field(None, description="after the search, re-train the top_k "
+                                    "configurations on each seed and choose the winner by the "
+                                    "lower 95% bound of its validation objective")
 
     def digest(self) -> str:
-        return config_hash(self.model_dump(mode="json"))
+        """The search's hash; ``confirm`` is left out: it runs after the same search."""
+        return config_hash(self.model_dump(mode="json", exclude={"confirm"}))
 
     def targets(self, key: str) -> list[str]:
         return self.space[key].paths or [key]

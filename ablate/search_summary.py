@@ -33,6 +33,7 @@ from ablate.report import (
     write_html,
     write_table,
 )
+from ablate.resources import Resources
 from ablate.runner import Log
 from ablate.safe_yaml import dump_yaml
 from ablate.search_spec import SearchSpec
@@ -59,16 +60,23 @@ from trainables.ciard import final_test
 
 
 def summarize(spec: SearchSpec, results: tune.ResultGrid, tracker: Tracker, parent: str,
-              params: dict[str, Any], log: Log) -> None:
+              params: dict[str, Any], log: Log) -> list[dict[str, Any]]:
     """Parent-run summary: tables, plots, importances, the Optuna study; best trial re-tested
-    on the test split (on a cluster, while the driver writes the rest)."""
+    on the test split (on a cluster, while the driver writes the rest), unless a confirm
+    stage chooses the winner. Returns the ended trials' rows, best first."""
     rows = trials_table(spec, results)
     best = best_trial(rows)
-    test = None if best is None else start_final_test(spec, best, results, params)
+    test = None
+    if best is not None and spec.confirm is None:
+        result = next(r for r in results
+                      if (r.metrics or {}).get("trial_id") == best["trial_id"])
+        test = launch_test(sampled_values(best, param_columns(spec.space)), result.checkpoint,
+                           params, spec.resources)
     summarize_trials(SearchFacts.of(spec), rows, tracker, parent, log)
     if best is not None and test is not None:
         with tempfile.TemporaryDirectory() as tmp:
             _final_test(spec, best, test, tracker, parent, Path(tmp), log)
+    return sorted(_ended(rows), key=lambda r: (-r[OBJECTIVE], r["trial"]))
 
 
 def best_trial(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -85,18 +93,17 @@ def _ended(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 FinalTest = Callable[[], tuple[dict[str, float], list[dict[str, float]]]]
 
 
-def start_final_test(spec: SearchSpec, best: dict[str, Any], results: tune.ResultGrid,
-                     params: dict[str, Any]) -> FinalTest:
-    """Start testing the best trial's best checkpoint; the returned call waits for the result.
+def launch_test(sampled: dict[str, Any], checkpoint: tune.Checkpoint, params: dict[str, Any],
+                resources: Resources) -> FinalTest:
+    """Start testing a trial's best checkpoint (``sampled``: its values, ``params``: the
+    trainable's recipe, teachers and threads); the returned call waits for the result.
     On a one-machine Ray the driver tests it itself when called: its imports are warm, where
     a fresh Ray worker would spend seconds importing torch. On a cluster a Ray task with the
     trial's resources runs it at once (the driver may have no GPU), alongside the summary."""
-    result = next(r for r in results if (r.metrics or {}).get("trial_id") == best["trial_id"])
-    sampled = sampled_values(best, param_columns(spec.space))
     if on_one_machine():
-        return lambda: in_driver(final_test, sampled, result.checkpoint, **params)
-    remote = ray.remote(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)(final_test)
-    ref = remote.remote(sampled, result.checkpoint, **params)
+        return lambda: in_driver(final_test, sampled, checkpoint, **params)
+    remote = ray.remote(num_cpus=resources.cpu, num_gpus=resources.gpu)(final_test)
+    ref = remote.remote(sampled, checkpoint, **params)
     return lambda: ray.get(ref)
 
 
