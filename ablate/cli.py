@@ -120,6 +120,11 @@ def cmd_grid(args: argparse.Namespace) -> int:
     timing = timing_options(dry_run=args.dry_run, probe=args.probe,
                             peak_tflops=args.peak_tflops, mfu=args.mfu)
 
+    nested_in = None
+    if args.around:
+        args.grid, nested_in = _around(args)
+    elif args.grid is None or "=" in args.grid:
+        raise ConfigError("ablate grid: name a grid (a YAML path or name), or --around RUN")
     grid = load_grid(resolve_spec(args.grid), args.overrides)
     from ablate.grid import plan, run_grid
     from ablate.resources import machine_resources
@@ -129,7 +134,25 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
         return _dry_run(grid, plan(grid, machine_resources()), grid.base, grid.warnings(),
                         lambda: grid_estimate(grid, timing))
-    return run_grid(grid, _options(args, ["ablate", "grid", args.grid]))
+    return run_grid(grid, _options(args, ["ablate", "grid", args.grid]), nested_in=nested_in)
+
+
+def _around(args: argparse.Namespace) -> tuple[str, str]:
+    """``--around RUN``: write the grid around the search's best config; returns its path and
+    the search's parent run (the grid's runs nest in it)."""
+    from ablate.around import around_grid
+    from ablate.tracking import Tracker
+
+    if args.grid is not None:  # argparse took the first key=value for the grid's name
+        args.overrides = [args.grid, *args.overrides]
+    tracker = Tracker(args.tracking_uri)
+    if not tracker.exists():  # opening a missing SQLite store would create it
+        raise ConfigError(f"--tracking-uri: no MLflow store at {redact(tracker.uri)}, so no "
+                          f"search run {args.around!r}")
+    path, search = around_grid(tracker, args.around, Path.cwd())
+    tracker.log_artifact(search, path, "around")
+    print(f"around-grid of search run {search}: {path} (rerun: ablate grid {path})")
+    return str(path), search
 
 
 def _dry_run(spec: Any, plan: str, base: ExperimentConfig, warnings: list[str],
@@ -296,15 +319,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("grid", help="ablation grid (rows x seeds) with the paper's table")
-    p.add_argument("grid", help="grid: a YAML path, or a name looked up in ./search_spaces/ "
-                   "then in the specs shipped with ablate (ablation_table7_digits)")
+    p.add_argument("grid", nargs="?", help="grid: a YAML path, or a name looked up in "
+                   "./search_spaces/ then in the specs shipped with ablate "
+                   "(ablation_table7_digits); omitted with --around")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides (seeds=[0,1])")
+    p.add_argument("--around", metavar="SEARCH_RUN",
+                   help="a one-at-a-time grid around this search's best config (a search "
+                   "parent run id or experiment name): each searched knob moved to its off or "
+                   "reference value, paired with the optimum over seeds")
     _job_args(p)
     p.set_defaults(func=cmd_grid)
 
     p = sub.add_parser("report", help="rebuild a grid's table or a search's summary from "
                        "MLflow (no training)")
-    p.add_argument("target", help="grid parent run id, or experiment name (newest grid run)")
+    p.add_argument("target", help="search or grid parent run id, or experiment name (its "
+                   "newest search run, else its newest grid run)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlflow.db)")
     p.set_defaults(func=cmd_report)
 

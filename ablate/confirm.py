@@ -81,7 +81,6 @@ class ConfirmJob(GridJob):
     parent run is nested in the search's, validated only; summarised by :func:`select`."""
 
     search: SearchSpec | None = None
-    nested_in: str = ""  # the search's parent run
     candidates: dict[str, dict[str, Any]] = field(default_factory=dict)  # row -> trial row
     outcome: list[dict[str, Any]] = field(default_factory=list)
     kind: ClassVar[str] = "confirm"
@@ -101,7 +100,7 @@ def run_confirm(spec: SearchSpec, search_parent: str, ranked: list[dict[str, Any
         return 0
     grid = confirm_grid(spec, ranked)
     names = [r.name for r in grid.rows]
-    job = ConfirmJob(grid, log, search=spec, nested_in=search_parent,
+    job = ConfirmJob(grid, log, nested_in=search_parent, search=spec,
                      candidates=_candidates(grid, ranked))
     log(f"confirm: re-training the top {len(names)} configurations on seeds "
         f"{list(grid.seeds)} ({len(names) * len(grid.seeds)} runs)")
@@ -210,7 +209,7 @@ def confirm_markdown(ranked: Sequence[dict[str, Any]], trials: Mapping[str, dict
 def _log_outcome(job: ConfirmJob, ranked: list[dict[str, Any]], tests: dict[int, dict[str, float]],
                  sampled: dict[str, Any], markdown: str, tracker: Tracker, stage: str) -> None:
     spec, win, search = job.search, ranked[0], job.nested_in
-    assert spec is not None
+    assert spec is not None and search is not None
     cells = {(c["tags"].get("row"), c["tags"].get("seed")): c["run_id"]
              for c in tracker.children(stage)}
     for seed, test in tests.items():

@@ -50,6 +50,7 @@ class GridJob(JobFields):
 
     grid: GridSpec
     log: Log = print
+    nested_in: str | None = None  # a search's parent run (its confirm stage, an around-grid)
     kind: ClassVar[str] = "grid"
     test_at_end: ClassVar[bool] = True  # a cell's result is its best checkpoint's test
 
@@ -111,9 +112,11 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-") or "row"
 
 
-def run_grid(grid: GridSpec, opts: Options, log: Log = print) -> int:
-    """Run (or resume) every cell; returns the exit code (0, or 130 when interrupted)."""
-    return run_job(GridJob(grid, log), opts, log)
+def run_grid(grid: GridSpec, opts: Options, log: Log = print,
+             nested_in: str | None = None) -> int:
+    """Run (or resume) every cell; returns the exit code (0, or 130 when interrupted).
+    ``nested_in``: the parent run the grid's run nests in."""
+    return run_job(GridJob(grid, log, nested_in), opts, log)
 
 
 def cells_from_runs(children: list[dict[str, Any]], metrics: list[str]) -> list[dict[str, Any]]:
@@ -181,12 +184,13 @@ def grid_warnings(table: list[dict[str, Any]], seeds: int) -> list[str]:
 def report(target: str, tracker: Tracker, log: Log = print) -> str:
     """``ablate report``: rebuild a grid's table and plot, or a search's summary
     (:func:`ablate.search_summary.report_search`), from MLflow: a parent run id, or an
-    experiment name for its newest grid (else search) run."""
+    experiment name for its newest search (else grid) run."""
     try:
         info = tracker.run_info(target)
     except Exception:  # not a run id: an experiment name
-        run_id = tracker.find_run(target, {"kind": "grid"}) or tracker.find_run(
-            target, {"kind": "search"})
+        # A search first: its experiment may also hold around-grids, which its report shows.
+        run_id = tracker.find_run(target, {"kind": "search"}) or tracker.find_run(
+            target, {"kind": "grid"})
         if run_id is None:
             raise ConfigError(f"{target!r}: neither a run id nor an experiment with a grid or "
                               f"search run in {redact(tracker.uri)}") from None
@@ -194,8 +198,28 @@ def report(target: str, tracker: Tracker, log: Log = print) -> str:
     if info["tags"].get("kind") == "search":
         from ablate.search_summary import report_search  # Optuna: only for searches
 
-        return report_search(info, tracker, log)
+        return report_search(info, tracker, log) + report_stages(info["run_id"], tracker, log)
     if "grid" not in info["tags"]:
         raise ConfigError(f"run {info['run_id']} is neither a grid's nor a search's parent run "
                           f"(kind {info['tags'].get('kind', 'unknown')!r})")
     return summarize_cells(json.loads(info["tags"]["grid"]), tracker, info["run_id"], log)
+
+
+def report_stages(search: str, tracker: Tracker, log: Log = print) -> str:
+    """The runs nested in a search's parent run, after its summary: the confirm stage's table
+    (its ``confirm.md``) and each around-grid's table, rebuilt from its cells."""
+    out = ""
+    for run in sorted(tracker.children(search), key=lambda r: r["start_time"]):
+        kind, tags = run["tags"].get("kind"), run["tags"]
+        if kind == "confirm":
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    text = Path(tracker.download(run["run_id"], "confirm.md", tmp)).read_text()
+                except Exception:  # noqa: BLE001 - a stage that chose no winner has none
+                    text = f"Confirm stage {run['run_id']}: {run['status'].lower()}, no winner\n"
+            log(text)
+            out += "\n" + text
+        elif kind == "grid" and "grid" in tags:
+            log(f"Around-grid {run['run_id']} ({run['status'].lower()}):")
+            out += "\n" + summarize_cells(json.loads(tags["grid"]), tracker, run["run_id"], log)
+    return out

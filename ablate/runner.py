@@ -398,7 +398,7 @@ def _parent_run(job: Job, tracker: Tracker, path: str, resume: bool) -> str:
         return found
     return tracker.start(job.name, f"{job.kind}-{job.digest}", params=job.parent_params(),
                          tags={**tags, "method": job.base.method.name, **job.parent_tags()},
-                         parent_run_id=getattr(job, "nested_in", None))  # a search's stage
+                         parent_run_id=getattr(job, "nested_in", None))  # in a search's
 
 
 def _tuner(job: Job, trainable: Any, path: str, resume: bool,

@@ -23,6 +23,8 @@ from ablate.search_summary import summarize
 from ablate.search_trials import OBJECTIVE, PARETO, describe, optuna_space
 from ablate.tracking import Tracker
 
+_SAMPLERS = {"optuna_tpe": "TPE", "optuna_random": "random sampling"}
+
 
 def plan(spec: SearchSpec, available: dict[str, float]) -> str:
     """The resource plan of ``--dry-run``: trials, per-trial resources, concurrency here."""
@@ -38,7 +40,8 @@ def plan(spec: SearchSpec, available: dict[str, float]) -> str:
     return "\n".join([
         f"search {spec.name} (spec hash {spec.digest()}): {spec.num_samples} trials of "
         f"{spec.base.method.name} on {spec.base.data.name}, {spec.base.optim.epochs} epochs each",
-        f"objective: {objective}; searcher: Optuna TPE (seed {spec.searcher.seed}, "
+        f"objective: {objective}; searcher: Optuna {_SAMPLERS[spec.searcher.name]} (seed "
+        f"{spec.searcher.seed}, "
         f"{len(spec.searcher.points_to_evaluate)} given points); scheduler: {sched}",
         "space: " + ", ".join(f"{k} {_range(p)}" for k, p in spec.space.items()),
         f"resources per trial: {r.cpu:g} CPU, {r.gpu:g} GPU; max concurrent "
@@ -56,6 +59,12 @@ def _range(p: Any) -> str:
     return f"[{p.low:g}, {p.high:g}]" + (" log" if p.log else "") + (" int" * (p.type == "int"))
 
 
+def _sampler(spec: SearchSpec) -> optuna.samplers.BaseSampler:
+    if spec.searcher.name == "optuna_random":
+        return optuna.samplers.RandomSampler(seed=spec.searcher.seed)
+    return optuna.samplers.TPESampler(seed=spec.searcher.seed)
+
+
 def tune_config(spec: SearchSpec) -> tune.TuneConfig:
     """Optuna TPE (seeded, the given points first) and ASHA on the scalar objective."""
     multi = spec.objective.multi
@@ -63,7 +72,7 @@ def tune_config(spec: SearchSpec) -> tune.TuneConfig:
         space=optuna_space(spec), metric=list(PARETO) if multi else OBJECTIVE,
         mode=["max", "max"] if multi else "max",
         points_to_evaluate=[dict(p) for p in spec.searcher.points_to_evaluate] or None,
-        sampler=optuna.samplers.TPESampler(seed=spec.searcher.seed))
+        sampler=_sampler(spec))
     scheduler = None
     if spec.scheduler.name == "asha":
         # With a single objective Tune hands metric and mode to the scheduler itself.

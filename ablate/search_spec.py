@@ -104,7 +104,8 @@ class Objective(Strict):
 
 
 class Searcher(Strict):
-    name: Literal["optuna_tpe"] = "optuna_tpe"
+    name: Literal["optuna_tpe", "optuna_random"] = Field(
+        "optuna_tpe", description="Optuna's TPE sampler, or its random sampler (a baseline)")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="sampler seed")
     points_to_evaluate: list[dict[str, Any]] = Field(
         default_factory=list, description="first trials, e.g. the paper's defaults; keys are "

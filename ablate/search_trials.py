@@ -81,7 +81,7 @@ class SearchFacts:
         for name, text in params.items():
             key, _, field = name.removeprefix("search.space.").rpartition(".")
             if name.startswith("search.space.") and key and field in fields:
-                raw.setdefault(key, {})[field] = _literal(text)
+                raw.setdefault(key, {})[field] = literal(text)
         if not raw or "base.optim.epochs" not in params:
             raise ConfigError(f"run {info['run_id']}: its params do not hold a search spec "
                               "(search.space.*, base.optim.epochs)")
@@ -91,12 +91,12 @@ class SearchFacts:
             raise ConfigError(f"run {info['run_id']}: its search space does not parse: "
                               f"{exc.errors()[0]['msg']}") from None
         return cls(info["experiment"], info["tags"].get("spec_hash", ""), space,
-                   isinstance(_literal(params.get("search.objective.metric", "w_acc")), list),
+                   isinstance(literal(params.get("search.objective.metric", "w_acc")), list),
                    int(params["base.optim.epochs"]),
-                   tuple(_literal(params.get("base.eval.attacks", "[]")) or ()))
+                   tuple(literal(params.get("base.eval.attacks", "[]")) or ()))
 
 
-def _literal(text: str) -> Any:
+def literal(text: str) -> Any:
     """A param value back from ``str()``: numbers, booleans, None, lists; else the text."""
     try:
         return ast.literal_eval(text)

@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 
 from ablate.tracking_uri import default_uri, sqlite_file, store_exists
 
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stderr to errors
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -247,6 +248,11 @@ class Tracker:
         points = sorted(self.client.get_metric_history(run_id, key),
                         key=lambda m: (m.step, m.timestamp))
         return {m.step: m.value for m in points}
+
+    def metric_points(self, run_id: str, key: str) -> list[tuple[int, int, float]]:
+        """(timestamp ms, step, value) of every logged value of one metric, in time order."""
+        points = self.client.get_metric_history(run_id, key)
+        return sorted((m.timestamp, m.step, m.value) for m in points)
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         """The latest value of every metric of a run."""

@@ -111,3 +111,15 @@ def test_a_search_with_a_confirm_stage_tests_only_the_winner(workdir: Path, caps
     (trial_run,) = [r for r in runs if r.data.tags.get("trial_id") == trial]
     assert best["method"]["alpha"] == pytest.approx(float(trial_run.data.params["method.alpha"]))
     assert winner.endswith(f"trial {trial_run.data.tags['trial_number']}")
+
+    # An around-grid of the confirmed winner nests in the search's run too, and `ablate report`
+    # shows the search, the confirm stage and the around-grid together.
+    assert main(["grid", "--around", search.info.run_id, "seeds=[0]", "--heartbeat", "0"]) == 0
+    capsys.readouterr()
+    (around,) = [r for r in client.search_runs([exp]) if r.data.tags.get("kind") == "grid"]
+    assert around.data.tags["mlflow.parentRunId"] == search.info.run_id
+    assert around.info.status == "FINISHED"
+    assert main(["report", search.info.run_id]) == 0
+    out = capsys.readouterr().out
+    assert "Confirm stage: validation W-acc" in out and f"Around-grid {around.info.run_id}" in out
+    assert out.index("Confirm stage") < out.index("| optimum |") and "push off" in out

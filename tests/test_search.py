@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
 from ablate.config import ConfigError
-from ablate.search import SearchJob
+from ablate.search import SearchJob, tune_config
 from ablate.search_spec import load_search_spec
 from ablate.search_summary import in_driver, on_one_machine
 from ablate.search_trials import SearchFacts, at_fidelity, param_columns
@@ -338,3 +338,12 @@ def test_report_reads_the_search_back_from_the_parent_runs_params(workdir: Path)
     assert SearchFacts.of(loaded).multi and SearchFacts.of(loaded).attacks == ("fgsm",)
     with pytest.raises(ConfigError, match="do not hold a search spec"):
         SearchFacts.from_run(info | {"params": {"grid.seeds": "[0]"}})
+
+
+def test_random_search_is_a_searcher_choice(tmp_path: Path) -> None:
+    spec = load_search_spec(write(tmp_path / "s.yaml", SPEC), ["searcher.name=optuna_random"])
+    searcher = tune_config(spec).search_alg
+    assert isinstance(searcher._sampler, optuna.samplers.RandomSampler)
+    assert spec.digest() != load_search_spec(tmp_path / "s.yaml").digest()
+    assert isinstance(tune_config(load_search_spec(tmp_path / "s.yaml")).search_alg._sampler,
+                      optuna.samplers.TPESampler)

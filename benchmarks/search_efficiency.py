@@ -1,0 +1,133 @@
+"""Is the search worth it? TPE+ASHA vs random search (FIFO) vs TPE (FIFO) on digits at the same
+budget of trial-epochs, over several search seeds.
+
+    python benchmarks/search_efficiency.py [--seeds 0 1 2 3 4] [--epochs 8] [--budget 96]
+        [--grace 1] [--rf 2] [--out search_efficiency.png]
+
+Every variant searches the quickstart space (no given first points) with its own searcher seed;
+trials run 2 at a time on this machine. From the child runs in MLflow, each reported epoch of
+each trial (in time order) is one trial-epoch spent, and the best validation W-acc reported so
+far is what the search has found. Printed: the best found at the budget (mean ± std over search
+seeds), and for each search seed the trial-epochs each variant needed to reach the final best of
+random search; the ratio to random's own spend is the efficiency. A plot of the mean curves is
+written to --out. ASHA gets as many trials as fit the budget in expectation
+(:func:`ablate.cost.expected_epochs`); every curve is cut at the budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import ray  # noqa: E402
+
+from ablate.cost import expected_epochs  # noqa: E402
+from ablate.runner import Options, teacher_states  # noqa: E402
+from ablate.search import run_search  # noqa: E402
+from ablate.search_spec import load_search_spec  # noqa: E402
+from ablate.search_trials import OBJECTIVE  # noqa: E402
+from ablate.tracking import Tracker  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+VARIANTS = {"TPE+ASHA": ("optuna_tpe", "asha"), "random+FIFO": ("optuna_random", "none"),
+            "TPE+FIFO": ("optuna_tpe", "none")}
+
+
+def curve(tracker: Tracker, name: str) -> list[float]:
+    """Best validation objective found after each trial-epoch (index 0 = 1 epoch spent)."""
+    parent = tracker.find_run(name, {"kind": "search"})
+    assert parent is not None, name
+    points = sorted(p for run in tracker.children(parent)
+                    for p in tracker.metric_points(run["run_id"], OBJECTIVE))
+    best, out = -math.inf, []
+    for _, _, value in points:
+        best = max(best, value)
+        out.append(best)
+    return out
+
+
+def search(variant: str, seed: int, args: argparse.Namespace, tmp: Path) -> list[float]:
+    sampler, scheduler = VARIANTS[variant]
+    trials = args.budget // args.epochs
+    if scheduler == "asha":
+        trials = int(args.budget // expected_epochs(args.grace, args.rf, args.epochs))
+    name = f"eff-{variant.replace('+', '-')}-{seed}"
+    overrides = [f"name={name}", f"num_samples={trials}", f"base.optim.epochs={args.epochs}",
+                 f"space.itt.freeze_epochs.high={args.epochs}", "searcher.points_to_evaluate=[]",
+                 f"searcher.name={sampler}", f"searcher.seed={seed}",
+                 f"scheduler.name={scheduler}", f"scheduler.grace_period={args.grace}",
+                 f"scheduler.reduction_factor={args.rf}", "max_concurrent=2"]
+    spec = load_search_spec(REPO / "search_spaces/quickstart.yaml", overrides)
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    code = run_search(spec, Options(tracking_uri=uri, storage=str(tmp / "ray"), heartbeat=0),
+                      log=lambda _: None)
+    assert code == 0, f"{name} failed"
+    return curve(Tracker(uri), name)[:args.budget]
+
+
+def needed(values: list[float], target: float) -> float:
+    """Trial-epochs until ``values`` first reaches ``target`` (inf if never)."""
+    return next((i + 1 for i, v in enumerate(values) if v >= target - 1e-12), math.inf)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--budget", type=int, default=96, help="trial-epochs per search")
+    parser.add_argument("--grace", type=int, default=1)
+    parser.add_argument("--rf", type=float, default=2.0)
+    parser.add_argument("--out", default="search_efficiency.png")
+    args = parser.parse_args()
+    os.environ.setdefault("ABLATE_CACHE", str(REPO / ".cache/ablate"))
+    teacher_states(load_search_spec(REPO / "search_spaces/quickstart.yaml").base, log=print)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    curves: dict[str, dict[int, list[float]]] = {v: {} for v in VARIANTS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            for variant in VARIANTS:
+                curves[variant][seed] = search(variant, seed, args, Path(tmp))
+                print(f"seed {seed} {variant}: {len(curves[variant][seed])} trial-epochs, best "
+                      f"val W {100 * curves[variant][seed][-1]:.2f}%", flush=True)
+    ray.shutdown()
+    report(curves, args)
+
+
+def report(curves: dict[str, dict[int, list[float]]], args: argparse.Namespace) -> None:
+    print(f"\ndigits, quickstart space, {args.epochs} epochs per trial, budget {args.budget} "
+          f"trial-epochs, ASHA grace {args.grace} rf {args.rf:g}, search seeds {args.seeds}")
+    print("| variant | best val W at budget (%) | trial-epochs to reach random's final best "
+          "(per seed) | median ratio to random's spend |")
+    print("|---|---|---|---|")
+    for variant, by_seed in curves.items():
+        finals = [100 * c[-1] for c in by_seed.values()]
+        reach = [needed(by_seed[s], curves["random+FIFO"][s][-1]) for s in args.seeds]
+        ratios = [r / len(curves["random+FIFO"][s]) for r, s in zip(reach, args.seeds,
+                                                                    strict=True)]
+        print(f"| {variant} | {statistics.mean(finals):.2f} ± "
+              f"{statistics.stdev(finals) if len(finals) > 1 else 0:.2f} | "
+              f"{', '.join('never' if math.isinf(r) else str(r) for r in reach)} | "
+              f"{statistics.median(ratios):.2f} |")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for variant, by_seed in curves.items():
+        n = min(len(c) for c in by_seed.values())
+        mean = [100 * statistics.mean(c[i] for c in by_seed.values()) for i in range(n)]
+        ax.plot(range(1, n + 1), mean, label=variant)
+    ax.set_xlabel("trial-epochs spent")
+    ax.set_ylabel("best val W-acc found (%), mean over search seeds")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    print(f"plot: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
