@@ -55,11 +55,14 @@ def select(values: Mapping[str, Mapping[int, float]], order: Sequence[str]) -> l
     return ranked
 
 
-def confirm_grid(spec: SearchSpec, ranked: Sequence[dict[str, Any]]) -> GridSpec:
+def confirm_grid(spec: SearchSpec, ranked: Sequence[dict[str, Any]]
+                 ) -> tuple[GridSpec, dict[str, dict[str, Any]]]:
     """The grid of the stage: one row per distinct configuration among the best trials
-    (``ranked``: trials table rows, best first), up to ``top_k``, on the confirm seeds."""
+    (``ranked``: trials table rows, best first), up to ``top_k``, on the confirm seeds; and
+    each row's search trial."""
     assert spec.confirm is not None
     columns, rows, seen = param_columns(spec.space), [], set()
+    candidates: dict[str, dict[str, Any]] = {}
     for trial in ranked:
         sampled = sampled_values(trial, columns)
         key = config_hash(effective_config(spec.trial_config(sampled)))
@@ -68,11 +71,13 @@ def confirm_grid(spec: SearchSpec, ranked: Sequence[dict[str, Any]]) -> GridSpec
         seen.add(key)
         overrides = {p: v for k, v in sampled.items() for p in spec.targets(k)}
         rows.append(Row(name=f"#{len(rows) + 1} trial {trial['trial']}", overrides=overrides))
+        candidates[rows[-1].name] = trial
         if len(rows) == spec.confirm.top_k:
             break
-    return GridSpec(name=spec.name, base=spec.base, rows=rows, baseline=rows[0].name,
+    grid = GridSpec(name=spec.name, base=spec.base, rows=rows, baseline=rows[0].name,
                     seeds=spec.confirm.seeds, resources=spec.resources,
                     max_concurrent=spec.max_concurrent, max_failures=spec.max_failures)
+    return grid, candidates
 
 
 @dataclass
@@ -82,13 +87,12 @@ class ConfirmJob(GridJob):
 
     search: SearchSpec | None = None
     candidates: dict[str, dict[str, Any]] = field(default_factory=dict)  # row -> trial row
-    outcome: list[dict[str, Any]] = field(default_factory=list)
     kind: ClassVar[str] = "confirm"
     test_at_end: ClassVar[bool] = False  # only the winner is tested, after the selection
 
     def summarize(self, results: tune.ResultGrid, tracker: Tracker, parent: str,
                   params: dict[str, Any]) -> None:
-        self.outcome = summarize_confirm(self, results, tracker, parent, params)
+        summarize_confirm(self, results, tracker, parent, params)
 
 
 def run_confirm(spec: SearchSpec, search_parent: str, ranked: list[dict[str, Any]],
@@ -98,12 +102,10 @@ def run_confirm(spec: SearchSpec, search_parent: str, ranked: list[dict[str, Any
     if not ranked:
         log("confirm: no trial ended with a value, nothing to confirm")
         return 0
-    grid = confirm_grid(spec, ranked)
-    names = [r.name for r in grid.rows]
-    job = ConfirmJob(grid, log, nested_in=search_parent, search=spec,
-                     candidates=_candidates(grid, ranked))
-    log(f"confirm: re-training the top {len(names)} configurations on seeds "
-        f"{list(grid.seeds)} ({len(names) * len(grid.seeds)} runs)")
+    grid, candidates = confirm_grid(spec, ranked)
+    job = ConfirmJob(grid, log, nested_in=search_parent, search=spec, candidates=candidates)
+    log(f"confirm: re-training the top {len(grid.rows)} configurations on seeds "
+        f"{list(grid.seeds)} ({len(grid.rows) * len(grid.seeds)} runs)")
     tracker = Tracker(opts.tracking_uri)
     tracker.reopen(search_parent)
     tracker.set_tags(search_parent, {"confirm": "running"})
@@ -114,13 +116,6 @@ def run_confirm(spec: SearchSpec, search_parent: str, ranked: list[dict[str, Any
     tracker.set_tags(search_parent, {"confirm": state})
     tracker.end(search_parent, {0: "FINISHED", 130: "KILLED"}.get(code, "FAILED"))
     return code
-
-
-def _candidates(grid: GridSpec,
-                ranked: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Row name -> the search trial it re-trains (its number is in the name)."""
-    by_number = {f"trial {t['trial']}": t for t in ranked}
-    return {r.name: by_number[r.name.split(" ", 1)[1]] for r in grid.rows}
 
 
 def _values(results: tune.ResultGrid) -> tuple[dict[str, dict[int, float]],
@@ -138,7 +133,7 @@ def _values(results: tune.ResultGrid) -> tuple[dict[str, dict[int, float]],
 
 
 def summarize_confirm(job: ConfirmJob, results: tune.ResultGrid, tracker: Tracker, stage: str,
-                      params: dict[str, Any]) -> list[dict[str, Any]]:
+                      params: dict[str, Any]) -> None:
     """Select the winner, test it on every seed it trained, log the table and the winner into
     the stage run and the search's parent run."""
     spec, grid, log = job.search, job.grid, job.log
@@ -148,14 +143,15 @@ def summarize_confirm(job: ConfirmJob, results: tune.ResultGrid, tracker: Tracke
     win = ranked[0]
     if win["n"] == 0:
         log("confirm: no run of the stage ended with a value: no winner")
-        return ranked
+        return
     pending = {s: launch_test({"row": win["candidate"], "seed": s}, checkpoints[(
         win["candidate"], s)], params, spec.resources) for s in sorted(win["values"])}
     markdown = confirm_markdown(ranked, job.candidates, len(grid.seeds))
     log(markdown)
     tests = {s: run()[0] for s, run in pending.items()}
+    mean = _mean_tests(tests)
     sampled = sampled_values(job.candidates[win["candidate"]], param_columns(spec.space))
-    _log_outcome(job, ranked, tests, sampled, markdown, tracker, stage)
+    _log_outcome(job, ranked, tests, mean, sampled, markdown, tracker, stage)
     runner_up = ranked[1] if len(ranked) > 1 else None
     raw = job.candidates[grid.rows[0].name]
     log(f"confirmed winner: {win['candidate']} (val W {100 * win['mean']:.1f}% mean, lower "
@@ -166,10 +162,8 @@ def summarize_confirm(job: ConfirmJob, results: tune.ResultGrid, tracker: Tracke
         log(f"winner vs runner-up {runner_up['candidate']}: "
             f"{_distinguishable(runner_up, len(grid.seeds))}")
     log(f"winner: {describe(sampled)}")
-    mean = _mean_tests(tests)
     log(f"test of the winner, mean over seeds {sorted(tests)}: {test_line(mean)}   best "
         "config: best_config.yaml in the search's parent run")
-    return ranked
 
 
 def _distinguishable(runner_up: dict[str, Any], seeds: int) -> str:
@@ -207,7 +201,8 @@ def confirm_markdown(ranked: Sequence[dict[str, Any]], trials: Mapping[str, dict
 
 
 def _log_outcome(job: ConfirmJob, ranked: list[dict[str, Any]], tests: dict[int, dict[str, float]],
-                 sampled: dict[str, Any], markdown: str, tracker: Tracker, stage: str) -> None:
+                 mean_test: dict[str, float], sampled: dict[str, Any], markdown: str,
+                 tracker: Tracker, stage: str) -> None:
     spec, win, search = job.search, ranked[0], job.nested_in
     assert spec is not None and search is not None
     cells = {(c["tags"].get("row"), c["tags"].get("seed")): c["run_id"]
@@ -218,7 +213,7 @@ def _log_outcome(job: ConfirmJob, ranked: list[dict[str, Any]], tests: dict[int,
             tracker.log_summary(run, {f"test/{k}": v for k, v in test.items()},
                                 step=spec.base.optim.epochs)
             tracker.set_tags(run, {"best": "true"})
-    mean = {f"test/{k}": v for k, v in _mean_tests(tests).items()}
+    mean = {f"test/{k}": v for k, v in mean_test.items()}
     summary = {**mean, "confirm/mean": win["mean"], "confirm/lcb": win["lcb"]}
     runner_up = ranked[1] if len(ranked) > 1 else None
     tags = {"confirm_winner": win["candidate"],

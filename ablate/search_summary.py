@@ -65,7 +65,8 @@ def summarize(spec: SearchSpec, results: tune.ResultGrid, tracker: Tracker, pare
     on the test split (on a cluster, while the driver writes the rest), unless a confirm
     stage chooses the winner. Returns the ended trials' rows, best first."""
     rows = trials_table(spec, results)
-    best = best_trial(rows)
+    ranked = sorted(_ended(rows), key=lambda r: (-r[OBJECTIVE], r["trial"]))
+    best = ranked[0] if ranked else None
     test = None
     if best is not None and spec.confirm is None:
         result = next(r for r in results
@@ -76,7 +77,7 @@ def summarize(spec: SearchSpec, results: tune.ResultGrid, tracker: Tracker, pare
     if best is not None and test is not None:
         with tempfile.TemporaryDirectory() as tmp:
             _final_test(spec, best, test, tracker, parent, Path(tmp), log)
-    return sorted(_ended(rows), key=lambda r: (-r[OBJECTIVE], r["trial"]))
+    return ranked
 
 
 def best_trial(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
