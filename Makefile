@@ -10,12 +10,13 @@ BIN := $(VENV)/bin
 
 install: $(VENV)/.installed
 
-# The postgres extra (psycopg) for tests/test_postgres.py. Makefile is a prerequisite too, so
+# The postgres extra (psycopg) for tests/test_postgres.py, the robustbench extra for the zoo
+# teachers' tests (tests/core/test_zoo.py). Makefile is a prerequisite too, so
 # an existing .venv picks up a change of what is installed here.
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,postgres]"
+	$(BIN)/pip install --quiet -e ".[dev,postgres,robustbench]"
 	touch $@
 
 quickstart: install

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from ablate.config import ConfigError, ExperimentConfig, ModelConfig, TeacherConfig, config_hash
+from ablate.core import zoo
 from ablate.core.accuracy import evaluate
 from ablate.core.compute import compile_works
 from ablate.core.data import Dataset, Split, load_dataset
@@ -58,10 +59,34 @@ def build_net(spec: ModelConfig, data: Dataset) -> nn.Module:
 
 
 def build_spec(spec: ModelConfig, *, num_classes: int, in_channels: int) -> nn.Module:
-    """The configured architecture (with its normalisation layer) for data of this shape."""
+    """The configured architecture (with its normalisation layer) for data of this shape; a
+    RobustBench teacher's own architecture (its normalisation inside)."""
+    if isinstance(spec, TeacherConfig) and spec.robustbench is not None:
+        return zoo.build(*zoo_key(spec))
     norm = (spec.normalize.mean, spec.normalize.std) if spec.normalize else None
     return build_model(spec.arch, num_classes=num_classes, in_channels=in_channels,
                        normalize=norm, **spec.kwargs)
+
+
+def zoo_key(spec: TeacherConfig) -> tuple[str, str, str]:
+    """(name, dataset, threat model) of a RobustBench teacher; the dataset is resolved by the
+    experiment config (ExperimentConfig fills it in from data.name)."""
+    assert spec.robustbench is not None and spec.dataset is not None, spec
+    return spec.robustbench, spec.dataset, spec.threat_model
+
+
+def zoo_dir(spec: TeacherConfig) -> Path:
+    """RobustBench's model_dir for the teacher: its own, else the teacher cache's."""
+    return Path(spec.model_dir).expanduser() if spec.model_dir else cache_dir() / "robustbench"
+
+
+def load_zoo_teacher(role: str, spec: TeacherConfig, log: Log = print) -> nn.Module:
+    """A RobustBench teacher with its weights, downloading them first where allowed."""
+    name, dataset, threat = zoo_key(spec)
+    if zoo.missing(zoo_dir(spec), name, dataset, threat) and spec.download:
+        log(f"downloading the {role} teacher {name} ({dataset} {threat}) into {zoo_dir(spec)}")
+        zoo.download(zoo_dir(spec), name, dataset, threat)
+    return zoo.load(zoo_dir(spec), name, dataset, threat)
 
 
 def teacher_cache_path(role: str, spec: TeacherConfig, cfg: ExperimentConfig) -> Path:
@@ -76,7 +101,10 @@ def prepare_teacher(
     role: str, spec: TeacherConfig, cfg: ExperimentConfig, data: Dataset,
     device: torch.device, log: Log = print,
 ) -> nn.Module:
-    """Load the teacher's checkpoint, or train it once and cache it by config hash."""
+    """Load the teacher's checkpoint, or train it once and cache it by config hash, or load
+    it from the RobustBench zoo."""
+    if spec.robustbench is not None:
+        return load_zoo_teacher(role, spec, log).to(device).eval()
     torch.manual_seed(cfg.data.split_seed)  # a cached teacher must be reproducible from its key
     model = build_net(spec, data)
     path = Path(spec.checkpoint) if spec.checkpoint else teacher_cache_path(role, spec, cfg)

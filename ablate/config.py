@@ -81,7 +81,7 @@ class ModelConfig(Strict):
 
     @model_validator(mode="after")
     def _known_arch(self) -> ModelConfig:
-        if self.arch not in ARCHITECTURES:
+        if self.arch is not None and self.arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.arch!r}; known: {sorted(ARCHITECTURES)}")
         return self
 
@@ -99,14 +99,60 @@ class TeacherTrainConfig(Strict):
 
 
 class TeacherConfig(ModelConfig):
+    """A teacher from a checkpoint (``arch`` + ``checkpoint``), trained and cached (``arch`` +
+    ``train``), or from the RobustBench zoo (``robustbench`` + ``dataset`` + ``threat_model``)."""
+
+    arch: str | None = Field(None, description="registered architecture name "
+                             "(ablate.core.models); not with `robustbench`")
     checkpoint: str | None = Field(None, description="state-dict file; None = train and cache")
     train: TeacherTrainConfig | None = Field(None, description="recipe when no checkpoint")
+    robustbench: str | None = Field(None, description="a RobustBench model name, e.g. "
+                                    "Zhang2019Theoretically (the TRADES WRN-34-10); needs "
+                                    "ablate[robustbench]; takes [0,1] inputs")
+    dataset: Literal["cifar10", "cifar100"] | None = Field(
+        None, description="RobustBench: the model's dataset; None = data.name")
+    threat_model: Literal["Linf", "L2", "corruptions"] = Field(
+        "Linf", description="RobustBench: the leaderboard the model is from")
+    model_dir: str | None = Field(None, description="RobustBench: its model_dir (files in "
+                                  "DATASET/THREAT_MODEL/NAME.pt); None = the teacher cache's "
+                                  "robustbench/ folder")
+    download: bool = Field(True, description="RobustBench: download a missing checkpoint "
+                           "(needs the network); false = exit 2 naming the path")
 
     @model_validator(mode="after")
     def _source(self) -> TeacherConfig:
+        if self.robustbench is not None:
+            given = [k for k in ("arch", "checkpoint", "train", "normalize")
+                     if getattr(self, k) is not None] + (["kwargs"] if self.kwargs else [])
+            if given:
+                raise ValueError(f"`robustbench` names the model: drop {', '.join(given)}")
+            return self
+        if self.arch is None:
+            raise ValueError("a teacher needs `arch` (with `checkpoint` or `train`) or "
+                             "`robustbench`")
         if self.checkpoint is None and self.train is None:
             raise ValueError("a teacher needs either `checkpoint` or `train`")
         return self
+
+    @property
+    def label(self) -> str:
+        """What the teacher is, for logs: its architecture or its RobustBench name."""
+        if self.robustbench is not None:
+            return f"RobustBench {self.robustbench} ({self.dataset} {self.threat_model})"
+        return str(self.arch)
+
+    @model_serializer(mode="wrap")
+    def _without_unused_zoo_fields(self, handler: Any) -> Any:
+        # A teacher not from the zoo dumps as before the zoo fields existed: config hashes,
+        # teacher cache keys and resumable searches stay what they were.
+        out = handler(self)
+        if isinstance(out, dict) and self.robustbench is None:
+            for key in ZOO_FIELDS:
+                out.pop(key, None)
+        return out
+
+
+ZOO_FIELDS = ("robustbench", "dataset", "threat_model", "model_dir", "download")
 
 
 class TeachersConfig(Strict):
@@ -274,6 +320,22 @@ class ExperimentConfig(Strict):
         if isinstance(method, dict) and "name" not in method:
             raw = {**raw, "method": {"name": "ciard", **method}}
         return raw
+
+    @model_validator(mode="after")
+    def _zoo_teachers_fit_the_data(self) -> ExperimentConfig:
+        for role in ("clean", "robust"):
+            t = getattr(self.teachers, role)
+            if t.robustbench is None:
+                continue
+            data = self.data.name
+            zoo = t.dataset or ("cifar10" if data == "synthetic" else data)
+            fits = zoo == data or (data == "synthetic" and zoo == "cifar10")  # 10 classes, 32x32
+            if zoo not in ("cifar10", "cifar100") or not fits:
+                raise ValueError(f"teachers.{role}: a RobustBench {zoo} model cannot teach on "
+                                 f"data.name={data}")
+            if t.dataset is None:  # resolved here, so the dump says which zoo model it is
+                setattr(self.teachers, role, t.model_copy(update={"dataset": zoo}))
+        return self
 
     @model_serializer(mode="wrap")
     def _without_default_compute(self, handler: Any) -> Any:

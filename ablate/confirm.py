@@ -21,6 +21,7 @@ from ablate.config import config_hash, effective_config
 from ablate.grid import GridJob
 from ablate.grid_spec import GridSpec, Row
 from ablate.report import NAN, paired_test, seed_stats, test_line
+from ablate.resources import concurrency
 from ablate.runner import Log, Options, run_job
 from ablate.safe_yaml import dump_yaml
 from ablate.search_spec import SearchSpec
@@ -90,6 +91,13 @@ class ConfirmJob(GridJob):
     kind: ClassVar[str] = "confirm"
     test_at_end: ClassVar[bool] = False  # only the winner is tested, after the selection
 
+    def plan(self, available: dict[str, float]) -> str:
+        g = self.grid
+        runs = len(g.rows) * len(g.seeds)
+        return (f"confirm stage of search {g.name}: {len(g.rows)} candidates x {len(g.seeds)} "
+                f"seeds = {runs} runs of {g.base.optim.epochs} epochs, validated only; "
+                f"{concurrency(g, available, trials=runs)} at a time")
+
     def summarize(self, results: tune.ResultGrid, tracker: Tracker, parent: str,
                   params: dict[str, Any]) -> None:
         summarize_confirm(self, results, tracker, parent, params)
@@ -104,8 +112,6 @@ def run_confirm(spec: SearchSpec, search_parent: str, ranked: list[dict[str, Any
         return 0
     grid, candidates = confirm_grid(spec, ranked)
     job = ConfirmJob(grid, log, nested_in=search_parent, search=spec, candidates=candidates)
-    log(f"confirm: re-training the top {len(grid.rows)} configurations on seeds "
-        f"{list(grid.seeds)} ({len(grid.rows) * len(grid.seeds)} runs)")
     tracker = Tracker(opts.tracking_uri)
     tracker.reopen(search_parent)
     tracker.set_tags(search_parent, {"confirm": "running"})

@@ -141,6 +141,10 @@ class SearchFlops:
     freezes: list[int | None]  # the freeze epochs averaged over (None: no ITT)
 
 
+def confirm_runs(spec: SearchSpec) -> int:
+    return 0 if spec.confirm is None else spec.confirm.top_k * len(spec.confirm.seeds)
+
+
 def search_flops(spec: SearchSpec, counter: Counter) -> SearchFlops:
     cfg, n, big_r = spec.base, spec.num_samples, spec.base.optim.epochs
     train, val = split_sizes(cfg)
@@ -157,8 +161,12 @@ def search_flops(spec: SearchSpec, counter: Counter) -> SearchFlops:
     stops = (asha_stops(sched.grace_period, sched.reduction_factor, big_r)
              if sched.name == "asha" else [(big_r, 1.0)])
     expected = (n / len(freezes)) * total(p * run(e, f) for f in freezes for e, p in stops)
+    # The confirm stage: top_k configurations re-trained in full on each seed; their freeze
+    # epochs are the search's picks, so counted like a trial's.
+    k = confirm_runs(spec)
+    expected = expected + (k / len(freezes)) * total(run(big_r, f) for f in freezes)
     return SearchFlops(per=per, train_images=train, val_images=val,
-                       upper=n * run(big_r, earliest), expected=expected, stops=stops,
+                       upper=(n + k) * run(big_r, earliest), expected=expected, stops=stops,
                        freeze_key=searched[0] if searched else None, freezes=freezes)
 
 
@@ -178,7 +186,8 @@ def search_estimate(spec: SearchSpec, timing: Timing, counter: Counter | None = 
     elif expected != upper:
         head += f", ≈ {format_flops(expected.total, unit)} expected"
     lines = [head, f"  per image: {_per_image(s.per, cfg, s.train_images, s.val_images)}; "
-             f"{n} trials of up to {big_r} epochs"]
+             f"{n} trials of up to {big_r} epochs"
+             + (f", then {confirm_runs(spec)} confirm runs of {big_r}" if spec.confirm else "")]
     if asha:
         rungs = ", ".join(f"1/{sched.reduction_factor ** k:g} on to {e}"
                           for k, (e, _) in enumerate(s.stops) if k)

@@ -11,6 +11,7 @@ target run (a search's best trial run) or on a new ``eval`` run for a plain file
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -34,6 +35,7 @@ from ablate.core.catalog import ATTACKS, check_attacks
 from ablate.core.models import CheckpointError, load_state, read_checkpoint
 from ablate.core.robustness import run_suite, suite_metrics, suite_table
 from ablate.core.trainer import CHECKPOINT_NAME
+from ablate.robustbench_entry import check_protocol, entry, entry_folder
 from ablate.tracking import Tracker
 from ablate.tracking_uri import check_eval_target, not_a_target, redact
 
@@ -135,10 +137,13 @@ def load_student(target: Target, cfg: ExperimentConfig, data: Any,
 
 def run_eval(target: str, *, tracker: Tracker, attacks: Sequence[str] | None = None,
              config: str | None = None, autoattack_subset: int | None = -1,
-             batch_size: int = 256, log: Log = print) -> dict[str, dict[str, float]]:
+             batch_size: int = 256, robustbench_entry: str | None = None, link: str = "",
+             log: Log = print) -> dict[str, dict[str, float]]:
     """Evaluate, print the table, log metrics and the table to MLflow; returns the results.
 
-    ``attacks`` None = every attack; ``autoattack_subset`` -1 = the config's value.
+    ``attacks`` None = every attack; ``autoattack_subset`` -1 = the config's value;
+    ``robustbench_entry`` a model name ("" = the config's name) to also log RobustBench's
+    leaderboard entry, refused unless the evaluation follows its protocol.
     """
     chosen = list(ATTACKS if attacks is None else attacks)
     try:
@@ -158,6 +163,8 @@ def run_eval(target: str, *, tracker: Tracker, attacks: Sequence[str] | None = N
             surrogate = prepare_teacher("robust", cfg.teachers.robust, cfg, data, device, log)
         eps = cfg.eval.eps if cfg.eval.eps is not None else cfg.attack.eps
         test = data.test.to(device)
+        if robustbench_entry is not None:  # before any attack runs
+            check_protocol(cfg, chosen, subset, len(test), robustbench_entry)
         log(f"evaluating {t.label} ({cfg.student.arch}, method {cfg.method.name}) on "
             f"{len(test)} {cfg.data.name} test images at eps={eps:.4g}")
         start = time.perf_counter()
@@ -168,12 +175,21 @@ def run_eval(target: str, *, tracker: Tracker, attacks: Sequence[str] | None = N
                             f"test, eps={eps:.4g}")
         log(table)
         log(f"total {time.perf_counter() - start:.1f}s")
-        _log(tracker, t, cfg, results, table, Path(tmp), log)
+        files = []
+        if robustbench_entry is not None:
+            path = Path(tmp) / f"{robustbench_entry or cfg.name}.json"
+            path.write_text(json.dumps(entry(cfg, results, link=link, n_test=len(test)),
+                                       indent=2) + "\n")
+            files.append((path, entry_folder(cfg)))
+            log(f"RobustBench entry ({entry_folder(cfg)}/{path.name}):\n{path.read_text()}")
+        _log(tracker, t, cfg, results, table, Path(tmp), log, files)
     return results
 
 
 def _log(tracker: Tracker, t: Target, cfg: ExperimentConfig,
-         results: dict[str, dict[str, float]], table: str, tmp: Path, log: Log) -> None:
+         results: dict[str, dict[str, float]], table: str, tmp: Path, log: Log,
+         files: Sequence[tuple[Path, str]] = ()) -> None:
+    """Metrics, the table and ``files`` (path, artifact folder) into the target's run."""
     run_id = t.run_id
     if run_id is None:
         run_id = tracker.start(cfg.name, f"eval-{cfg.digest()}", params=cfg.model_dump(
@@ -188,6 +204,8 @@ def _log(tracker: Tracker, t: Target, cfg: ExperimentConfig,
     for key in ("clean", "robust", "w_r", "n"):
         columns[key] = [v.get(key) for _, v in rows]
     tracker.log_table(run_id, columns, "eval/robustness.json")
+    for path, folder in files:
+        tracker.log_artifact(run_id, path, folder)
     if t.run_id is None:
         tracker.end(run_id)
     log(f"logged to MLflow run {run_id} in {redact(tracker.uri)}")

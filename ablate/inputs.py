@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ablate.build import build_spec, teacher_cache_path
-from ablate.config import ConfigError, ExperimentConfig, ModelConfig
+from ablate.build import build_spec, teacher_cache_path, zoo_dir, zoo_key
+from ablate.config import ConfigError, ExperimentConfig, ModelConfig, TeacherConfig
+from ablate.core import zoo
 from ablate.core.data import DatasetMissingError, check_cifar, check_split, dataset_shape
 from ablate.core.models import load_checkpoint
 from ablate.core.trainer import CHECKPOINT_NAME, read_trainer_checkpoint
@@ -50,6 +51,9 @@ def _check_models(cfg: ExperimentConfig) -> None:
     _build("student", cfg.student, cfg.data.name)
     for role in ("clean", "robust"):
         spec = getattr(cfg.teachers, role)
+        if spec.robustbench is not None:
+            _check_zoo_teacher(role, spec)
+            continue
         net = _build(f"teachers.{role}", spec, cfg.data.name)
         if spec.checkpoint is not None and not Path(spec.checkpoint).is_file():
             raise ConfigError(f"teachers.{role}.checkpoint: file not found: {spec.checkpoint}")
@@ -57,6 +61,34 @@ def _check_models(cfg: ExperimentConfig) -> None:
         path = Path(spec.checkpoint or teacher_cache_path(role, spec, cfg))
         if path.is_file():
             load_checkpoint(net, path)
+
+
+def pending_downloads(cfg: ExperimentConfig) -> list[str]:
+    """What a run of ``cfg`` will download before it starts (files :func:`check_experiment`
+    let pass because their `download` is true), one phrase each, for ``--dry-run``."""
+    out = []
+    for role in ("clean", "robust"):
+        spec = getattr(cfg.teachers, role)
+        if spec.robustbench is not None and spec.download:
+            absent = zoo.missing(zoo_dir(spec), *zoo_key(spec))
+            if absent:
+                out.append(f"teachers.{role} {spec.robustbench} into {absent[0].parent}")
+    return out
+
+
+def _check_zoo_teacher(role: str, spec: TeacherConfig) -> None:
+    """A RobustBench teacher: a known model whose checkpoint is there and loads, or will be
+    downloaded (download=true)."""
+    name, dataset, threat = zoo_key(spec)
+    try:
+        absent = zoo.missing(zoo_dir(spec), name, dataset, threat)
+        if absent and not spec.download:
+            raise ConfigError(f"{name} ({dataset} {threat}) not found: looked for {absent[0]} "
+                              "(download=false; RobustBench's model_dir layout)")
+        if not absent:
+            zoo.load(zoo_dir(spec), name, dataset, threat)
+    except ConfigError as exc:
+        raise ConfigError(f"teachers.{role}.robustbench: {exc}") from None
 
 
 def _build(field: str, spec: ModelConfig, dataset: str) -> nn.Module:

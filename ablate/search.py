@@ -42,7 +42,8 @@ def plan(spec: SearchSpec, available: dict[str, float]) -> str:
         f"{spec.base.method.name} on {spec.base.data.name}, {spec.base.optim.epochs} epochs each",
         f"objective: {objective}; searcher: Optuna {_SAMPLERS[spec.searcher.name]} (seed "
         f"{spec.searcher.seed}, "
-        f"{len(spec.searcher.points_to_evaluate)} given points); scheduler: {sched}",
+        f"{len(spec.searcher.points_to_evaluate)} given points{_tpe_options(spec)}); "
+        f"scheduler: {sched}",
         "space: " + ", ".join(f"{k} {_range(p)}" for k, p in spec.space.items()),
         f"resources per trial: {r.cpu:g} CPU, {r.gpu:g} GPU; max concurrent "
         f"{spec.max_concurrent or 'unlimited'}; {here}; retries per trial {spec.max_failures}",
@@ -53,16 +54,27 @@ def plan(spec: SearchSpec, available: dict[str, float]) -> str:
     ])
 
 
+def _tpe_options(spec: SearchSpec) -> str:
+    s = spec.searcher
+    if s.name != "optuna_tpe":
+        return ""
+    joint = {None: "", True: ", multivariate", False: ", independent"}[s.multivariate]
+    return f", {s.n_startup_trials} random startup trials{joint}"
+
+
 def _range(p: Any) -> str:
     if p.type == "categorical":
         return "{" + ", ".join(map(str, p.choices)) + "}"
     return f"[{p.low:g}, {p.high:g}]" + (" log" if p.log else "") + (" int" * (p.type == "int"))
 
 
-def _sampler(spec: SearchSpec) -> optuna.samplers.BaseSampler:
+def make_sampler(spec: SearchSpec) -> optuna.samplers.BaseSampler:
+    """The spec's Optuna sampler (seeded)."""
     if spec.searcher.name == "optuna_random":
         return optuna.samplers.RandomSampler(seed=spec.searcher.seed)
-    return optuna.samplers.TPESampler(seed=spec.searcher.seed)
+    s = spec.searcher
+    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials,
+                                      multivariate=s.multivariate)
 
 
 def tune_config(spec: SearchSpec) -> tune.TuneConfig:
@@ -72,7 +84,7 @@ def tune_config(spec: SearchSpec) -> tune.TuneConfig:
         space=optuna_space(spec), metric=list(PARETO) if multi else OBJECTIVE,
         mode=["max", "max"] if multi else "max",
         points_to_evaluate=[dict(p) for p in spec.searcher.points_to_evaluate] or None,
-        sampler=_sampler(spec))
+        sampler=make_sampler(spec))
     scheduler = None
     if spec.scheduler.name == "asha":
         # With a single objective Tune hands metric and mode to the scheduler itself.
@@ -106,7 +118,9 @@ class SearchJob(JobFields):
         self.trials, self.max_failures, self.recipe = s.num_samples, s.max_failures, s.recipe()
 
     def parent_params(self) -> dict[str, Any]:
-        return {"search": self.spec.model_dump(mode="json", exclude={"base"}),
+        # MLflow returns params unordered: the space's order is kept for around-grids' rows.
+        return {"search": self.spec.model_dump(mode="json", exclude={"base"})
+                | {"space_order": list(self.spec.space)},
                 "base": self.spec.base.model_dump(mode="json")}
 
     def parent_tags(self) -> dict[str, str]:

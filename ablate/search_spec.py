@@ -110,6 +110,31 @@ class Searcher(Strict):
     points_to_evaluate: list[dict[str, Any]] = Field(
         default_factory=list, description="first trials, e.g. the paper's defaults; keys are "
         "space keys and count towards num_samples")
+    n_startup_trials: int = Field(10, ge=0, le=MAX_TRIALS, description="TPE: trials sampled "
+                                  "at random (given points included) before TPE's model is used")
+    multivariate: bool | None = Field(None, description="TPE: model the parameters jointly; "
+                                      "None = Optuna's default (jointly for the scalar "
+                                      "objective, independently for the Pareto one)")
+
+    @model_validator(mode="after")
+    def _tpe_only(self) -> Searcher:
+        changed = self._tpe_options_set()
+        if self.name != "optuna_tpe" and changed:
+            raise ValueError(f"{', '.join(changed)} set, but only optuna_tpe uses "
+                             f"{'them' if len(changed) > 1 else 'it'}")
+        return self
+
+    def _tpe_options_set(self) -> list[str]:
+        return [k for k in _TPE_ONLY if getattr(self, k) != Searcher.model_fields[k].default]
+
+    def hashed(self) -> dict[str, Any]:
+        """The fields in the spec hash: TPE options at their defaults are left out, so searches
+        from before they existed keep their hash (and resume)."""
+        unset = set(_TPE_ONLY) - set(self._tpe_options_set())
+        return self.model_dump(mode="json", exclude=unset)
+
+
+_TPE_ONLY = ("n_startup_trials", "multivariate")
 
 
 class Scheduler(Strict):
@@ -156,7 +181,8 @@ class SearchSpec(Strict):
 
     def digest(self) -> str:
         """The search's hash; ``confirm`` is left out: it runs after the same search."""
-        return config_hash(self.model_dump(mode="json", exclude={"confirm"}))
+        dump = self.model_dump(mode="json", exclude={"confirm"})
+        return config_hash(dump | {"searcher": self.searcher.hashed()})
 
     def targets(self, key: str) -> list[str]:
         return self.space[key].paths or [key]

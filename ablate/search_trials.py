@@ -85,6 +85,9 @@ class SearchFacts:
         if not raw or "base.optim.epochs" not in params:
             raise ConfigError(f"run {info['run_id']}: its params do not hold a search spec "
                               "(search.space.*, base.optim.epochs)")
+        order = literal(params.get("search.space_order", "[]"))  # older runs: none
+        order = order if isinstance(order, list) else []
+        raw = {k: raw[k] for k in order if k in raw} | raw
         try:
             space = {k: Param.model_validate(v) for k, v in raw.items()}
         except ValidationError as exc:

@@ -107,6 +107,6 @@ def train_teachers(cfg: ExperimentConfig) -> None:
     eps = cfg.eval.eps if cfg.eval.eps is not None else cfg.attack.eps
     for name, model in (("clean", clean), ("robust", robust)):
         r = evaluate(model, val, eps=eps, step_size=eps / 4, steps=20)
-        print(f"{name} teacher ({getattr(cfg.teachers, name).arch}): val clean "
+        print(f"{name} teacher ({getattr(cfg.teachers, name).label}): val clean "
               f"{100 * r['clean_acc']:.1f}%  PGD_SAT (20 x eps/4) {100 * r['robust_acc']:.1f}%"
               f" at eps={eps:.4g}")

@@ -84,7 +84,7 @@ def architectures(args: argparse.Namespace, device: torch.device) -> None:
         variants.append(("bf16+cl+compile", "bf16", True, True))
     print(f"{'student':<9} | {'variant':<16} | {'GFLOP/img':>9} | {'img/s':>8} | "
           f"{'TFLOP/s':>8} | MFU")
-    for student in STUDENTS:
+    for student in args.students:
         nets = models(student, "resnet56", "wrn34_10", device)
         flops = count_flops(stepper(nets, 2, device, "none", False, False),
                             shapes_only=device.type == "cpu") / 2
@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pack", type=int, nargs="*", default=[1, 2, 4])
     ap.add_argument("--pack-seconds", type=float, default=20.0)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=STUDENTS)
     ap.add_argument("--skip-architectures", action="store_true")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

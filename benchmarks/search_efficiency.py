@@ -2,7 +2,9 @@
 budget of trial-epochs, over several search seeds.
 
     python benchmarks/search_efficiency.py [--seeds 0 1 2 3 4] [--epochs 8] [--budget 96]
-        [--grace 1] [--rf 2] [--out search_efficiency.png]
+        [--grace 1] [--rf 2] [--startup 10] [--multivariate default|true|false]
+        [--variants TPE+ASHA random+FIFO TPE+FIFO] [--cache curves.json]
+        [--out search_efficiency.png]
 
 Every variant searches the quickstart space (no given first points) with its own searcher seed;
 trials run 2 at a time on this machine. From the child runs in MLflow, each reported epoch of
@@ -12,12 +14,17 @@ seeds), and for each search seed the trial-epochs each variant needed to reach t
 random search; the median over seeds of their ratio to the trial-epochs random search itself
 needed is the efficiency (the issue's target for TPE+ASHA: <= 1/3). A plot of the mean curves is
 written to --out. ASHA gets as many trials as fit the budget in expectation
-(:func:`ablate.cost.expected_epochs`); every curve is cut at the budget.
+(:func:`ablate.cost.expected_epochs`); every curve is cut at the budget. ``--startup`` and
+``--multivariate`` are TPE's ``searcher.n_startup_trials`` and ``searcher.multivariate``.
+``--cache`` keeps every curve in a JSON file under a key of all the settings that shape it, and
+reuses it: random search and FIFO runs are deterministic, so tuning ASHA or TPE reruns only them
+(ASHA curves depend on the order in which trials report, so a reused one is one sample).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -55,17 +62,26 @@ def curve(tracker: Tracker, name: str) -> list[float]:
     return out
 
 
-def search(variant: str, seed: int, args: argparse.Namespace, tmp: Path) -> list[float]:
+def settings(variant: str, seed: int, args: argparse.Namespace) -> list[str]:
+    """The search spec overrides of one variant and search seed (its cache key too)."""
     sampler, scheduler = VARIANTS[variant]
     trials = args.budget // args.epochs
+    out = [f"base.optim.epochs={args.epochs}", f"space.itt.freeze_epochs.high={args.epochs}",
+           "searcher.points_to_evaluate=[]", f"searcher.name={sampler}",
+           f"searcher.seed={seed}", f"scheduler.name={scheduler}", "max_concurrent=2"]
     if scheduler == "asha":
         trials = int(args.budget // expected_epochs(args.grace, args.rf, args.epochs))
+        out += [f"scheduler.grace_period={args.grace}", f"scheduler.reduction_factor={args.rf}"]
+    if sampler == "optuna_tpe":
+        out += [f"searcher.n_startup_trials={args.startup}"]
+        if args.multivariate != "default":
+            out += [f"searcher.multivariate={args.multivariate}"]
+    return [*out, f"num_samples={trials}"]
+
+
+def search(variant: str, seed: int, args: argparse.Namespace, tmp: Path) -> list[float]:
     name = f"eff-{variant.replace('+', '-')}-{seed}"
-    overrides = [f"name={name}", f"num_samples={trials}", f"base.optim.epochs={args.epochs}",
-                 f"space.itt.freeze_epochs.high={args.epochs}", "searcher.points_to_evaluate=[]",
-                 f"searcher.name={sampler}", f"searcher.seed={seed}",
-                 f"scheduler.name={scheduler}", f"scheduler.grace_period={args.grace}",
-                 f"scheduler.reduction_factor={args.rf}", "max_concurrent=2"]
+    overrides = [f"name={name}", *settings(variant, seed, args)]
     spec = load_search_spec(REPO / "search_spaces/quickstart.yaml", overrides)
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     code = run_search(spec, Options(tracking_uri=uri, storage=str(tmp / "ray"), heartbeat=0),
@@ -86,25 +102,39 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=96, help="trial-epochs per search")
     parser.add_argument("--grace", type=int, default=1)
     parser.add_argument("--rf", type=float, default=2.0)
+    parser.add_argument("--startup", type=int, default=10, help="TPE's n_startup_trials")
+    parser.add_argument("--multivariate", choices=["default", "true", "false"],
+                        default="default")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--cache", help="JSON file of curves, reused for identical settings")
     parser.add_argument("--out", default="search_efficiency.png")
     args = parser.parse_args()
+    args.variants = list(dict.fromkeys(["random+FIFO", *args.variants]))  # the reference
     os.environ.setdefault("ABLATE_CACHE", str(REPO / ".cache/ablate"))
     teacher_states(load_search_spec(REPO / "search_spaces/quickstart.yaml").base, log=print)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    curves: dict[str, dict[int, list[float]]] = {v: {} for v in VARIANTS}
+    cache = json.loads(Path(args.cache).read_text()) if args.cache and Path(
+        args.cache).exists() else {}
+    curves: dict[str, dict[int, list[float]]] = {v: {} for v in args.variants}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            for variant in VARIANTS:
-                curves[variant][seed] = search(variant, seed, args, Path(tmp))
-                print(f"seed {seed} {variant}: {len(curves[variant][seed])} trial-epochs, best "
-                      f"val W {100 * curves[variant][seed][-1]:.2f}%", flush=True)
+            for variant in args.variants:
+                key = " ".join(settings(variant, seed, args) + [f"budget={args.budget}"])
+                if key not in cache:
+                    cache[key] = search(variant, seed, args, Path(tmp))
+                    if args.cache:
+                        Path(args.cache).write_text(json.dumps(cache))
+                curves[variant][seed] = cache[key]
+                print(f"seed {seed} {variant}: {len(cache[key])} trial-epochs, best "
+                      f"val W {100 * cache[key][-1]:.2f}%", flush=True)
     ray.shutdown()
     report(curves, args)
 
 
 def report(curves: dict[str, dict[int, list[float]]], args: argparse.Namespace) -> None:
     print(f"\ndigits, quickstart space, {args.epochs} epochs per trial, budget {args.budget} "
-          f"trial-epochs, ASHA grace {args.grace} rf {args.rf:g}, search seeds {args.seeds}")
+          f"trial-epochs, ASHA grace {args.grace} rf {args.rf:g}, TPE {args.startup} startup "
+          f"trials, multivariate {args.multivariate}, search seeds {args.seeds}")
     print("| variant | best val W at budget (%) | trial-epochs to reach random's final best "
           "(per seed) | median ratio to random's |")
     print("|---|---|---|---|")

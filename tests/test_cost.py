@@ -16,6 +16,7 @@ from ablate.cli import main
 from ablate.config import ConfigError, ExperimentConfig
 from ablate.core.flops import ImageFlops
 from ablate.cost import (
+    MFU_DEFAULT,
     Compute,
     Counter,
     asha_stops,
@@ -153,6 +154,12 @@ def test_search_total_by_hand() -> None:
         4 * (11_980 / 2 + 23_960 / 4 + 53_760 / 8 + 89_400 / 8))  # 119,500
     no_asha = search_flops(search(scheduler={"name": "none"}), FixedCounter())
     assert no_asha.upper == no_asha.expected
+    # A confirm stage adds top_k x seeds full runs: 2 x 2 of 89,400.
+    confirmed = search_flops(search(scheduler={"name": "asha", "grace_period": 1,
+                                               "reduction_factor": 2},
+                                    confirm={"top_k": 2, "seeds": [0, 1]}), FixedCounter())
+    assert confirmed.upper.total == 8 * 89_400
+    assert confirmed.expected.total == pytest.approx(s.expected.total + 4 * 89_400)
 
 
 def test_search_with_a_searched_freeze_epoch_by_hand() -> None:
@@ -213,7 +220,7 @@ def test_timing_flags_need_the_dry_run() -> None:
         timing_options(dry_run=False, probe=True, peak_tflops=None, mfu=None)
     with pytest.raises(ConfigError, match="--mfu needs --peak-tflops"):
         timing_options(dry_run=True, probe=False, peak_tflops=None, mfu=0.5)
-    assert timing_options(dry_run=True, probe=False, peak_tflops=989, mfu=None).mfu == 0.35
+    assert timing_options(dry_run=True, probe=False, peak_tflops=989, mfu=None).mfu == MFU_DEFAULT
 
 
 # --- the CLI --------------------------------------------------------------------------------

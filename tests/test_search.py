@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
 from ablate.config import ConfigError
+from ablate.safe_yaml import dump_yaml
 from ablate.search import SearchJob, tune_config
 from ablate.search_spec import load_search_spec
 from ablate.search_summary import in_driver, on_one_machine
@@ -329,12 +330,16 @@ def test_report_reads_the_search_back_from_the_parent_runs_params(workdir: Path)
     spec["space"]["attack.objective"] = {"type": "categorical",
                                          "choices": ["ce", "kl_clean_teacher"]}
     spec["base"]["eval"]["attacks"] = ["fgsm"]
-    loaded = load_search_spec(write(workdir / "spec.yaml", spec))
-    params = {k: str(v) for k, v in flatten(SearchJob(loaded).parent_params()).items()
-              if v is not None}
+    spec["space"] = dict(reversed(spec["space"].items()))  # not alphabetical
+    (workdir / "spec.yaml").write_text(dump_yaml(spec, sort_keys=False))
+    loaded = load_search_spec(workdir / "spec.yaml")
+    params = {k: str(v) for k, v in sorted(flatten(SearchJob(loaded).parent_params()).items())
+              if v is not None}  # sorted by name, as MLflow may return them
     info = {"run_id": "r", "experiment": loaded.name, "params": params,
             "tags": {"spec_hash": loaded.digest()}}
     assert SearchFacts.from_run(info) == SearchFacts.of(loaded)
+    assert list(SearchFacts.from_run(info).space) == list(loaded.space)  # the spec's order
+    assert list(loaded.space) != sorted(loaded.space)
     assert SearchFacts.of(loaded).multi and SearchFacts.of(loaded).attacks == ("fgsm",)
     with pytest.raises(ConfigError, match="do not hold a search spec"):
         SearchFacts.from_run(info | {"params": {"grid.seeds": "[0]"}})

@@ -8,12 +8,14 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 import yaml
 
-from ablate.config import ConfigError
+from ablate.config import ConfigError, config_hash
 from ablate.overrides import apply_overrides, set_path
 from ablate.resources import Resources, check_resources, concurrency
+from ablate.search import make_sampler
 from ablate.search_spec import load_search_spec
 from tests.helpers import TINY
 
@@ -138,6 +140,9 @@ def test_overrides_reach_keys_that_contain_dots() -> None:
     (edited(searcher={"points_to_evaluate": [
         {"method.alpha": 5.0, "method.lam": 0.1, "temp": 4.0, "itt.freeze_epochs": 1,
          "method.kl_reduction": "mean"}]}), "outside the space"),
+    (edited(searcher={"name": "optuna_random", "n_startup_trials": 4}),
+     "n_startup_trials set, but only optuna_tpe uses it"),
+    (edited(searcher={"n_startup_trials": -1}), "field `searcher.n_startup_trials`"),
 ])
 def test_bad_spec_is_one_line_naming_the_problem(tmp_path: Path, raw: dict, needle: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -164,3 +169,33 @@ def test_concurrency_is_limited_by_cpus_gpus_and_the_cap(tmp_path: Path) -> None
     assert concurrency(spec, {"CPU": 16, "GPU": 1}) == 4  # four quarter-GPU trials
     assert concurrency(spec, {"CPU": 64, "GPU": 8}) == 6  # the cap
     assert concurrency(spec, {"CPU": 16, "GPU": 0}) == 0
+
+
+def test_tpe_options_at_their_defaults_keep_the_search_hash(tmp_path: Path) -> None:
+    plain = load(tmp_path, SPEC)
+    before = plain.model_dump(mode="json", exclude={"confirm"})  # a spec from before the options
+    for key in ("n_startup_trials", "multivariate"):
+        del before["searcher"][key]
+    assert plain.digest() == config_hash(before)
+    explicit = load(tmp_path, SPEC, ["searcher.n_startup_trials=10", "searcher.multivariate=null"])
+    assert explicit.digest() == plain.digest()
+    digests = {load(tmp_path, SPEC, [o]).digest() for o in
+               ("searcher.n_startup_trials=4", "searcher.multivariate=true",
+                "searcher.multivariate=false")}
+    assert len(digests) == 3 and plain.digest() not in digests
+
+
+@pytest.mark.parametrize("startup", [2, 6])
+def test_tpe_samples_at_random_for_exactly_n_startup_trials(tmp_path: Path, startup: int) -> None:
+    """The sampler the search builds follows the option: its first ``startup`` trials are the
+    seeded random sampler's, the next one is TPE's own."""
+    spec = load(tmp_path, SPEC, [f"searcher.n_startup_trials={startup}", "searcher.seed=3"])
+
+    def params(sampler: optuna.samplers.BaseSampler) -> list[float]:
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(lambda t: -(t.suggest_float("x", 0, 1) - 0.3) ** 2, n_trials=startup + 1)
+        return [t.params["x"] for t in study.trials]
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tpe, rand = params(make_sampler(spec)), params(optuna.samplers.RandomSampler(seed=3))
+    assert tpe[:startup] == rand[:startup] and tpe[startup] != rand[startup]
