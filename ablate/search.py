@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import optuna
 import yaml
 from ray import tune
+from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
@@ -77,14 +78,36 @@ def make_sampler(spec: SearchSpec) -> optuna.samplers.BaseSampler:
                                       multivariate=s.multivariate)
 
 
+class StoppedAsPruned(OptunaSearch):
+    """Ray's OptunaSearch tells Optuna that a trial ASHA stopped early is COMPLETE with its
+    value at the stopping epoch, so TPE ranks an epoch-1 value beside full-length ones. Here
+    such a trial is told PRUNED: Optuna keeps the intermediate values reported every epoch and
+    TPE ranks pruned trials by how far they got, then by their last value, as it does under
+    Optuna's own pruners. Scalar objective only (Optuna has no pruning for several)."""
+
+    def __init__(self, *args: Any, epochs: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.epochs = epochs
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        stopped = (not error and result is not None and not isinstance(self.metric, list)
+                   and result.get(TRAINING_ITERATION, self.epochs) < self.epochs)
+        if not stopped or trial_id in self._completed_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+        return None
+
+
 def tune_config(spec: SearchSpec) -> tune.TuneConfig:
     """Optuna TPE (seeded, the given points first) and ASHA on the scalar objective."""
     multi = spec.objective.multi
-    searcher = OptunaSearch(
+    searcher = StoppedAsPruned(
         space=optuna_space(spec), metric=list(PARETO) if multi else OBJECTIVE,
         mode=["max", "max"] if multi else "max",
         points_to_evaluate=[dict(p) for p in spec.searcher.points_to_evaluate] or None,
-        sampler=make_sampler(spec))
+        sampler=make_sampler(spec), epochs=spec.base.optim.epochs)
     scheduler = None
     if spec.scheduler.name == "asha":
         # With a single objective Tune hands metric and mode to the scheduler itself.

@@ -27,7 +27,7 @@ from ablate.safe_yaml import dump_yaml
 from ablate.search import SearchJob, tune_config
 from ablate.search_spec import load_search_spec
 from ablate.search_summary import in_driver, on_one_machine
-from ablate.search_trials import SearchFacts, at_fidelity, param_columns
+from ablate.search_trials import OBJECTIVE, SearchFacts, at_fidelity, param_columns
 from ablate.tracking import flatten
 from tests.helpers import (
     REPO,
@@ -352,3 +352,27 @@ def test_random_search_is_a_searcher_choice(tmp_path: Path) -> None:
     assert spec.digest() != load_search_spec(tmp_path / "s.yaml").digest()
     assert isinstance(tune_config(load_search_spec(tmp_path / "s.yaml")).search_alg._sampler,
                       optuna.samplers.TPESampler)
+
+
+def test_a_trial_asha_stopped_is_pruned_for_optuna_not_complete(tmp_path: Path) -> None:
+    """TPE must not rank a value ASHA stopped at epoch 1 beside full-length values: the
+    stopped trial is PRUNED (its per-epoch values kept), a finished one COMPLETE, a failed
+    one FAIL; with the Pareto objective Ray's handling is left as it is."""
+    spec = load_search_spec(write(tmp_path / "s.yaml", SPEC))
+    epochs = spec.base.optim.epochs
+    searcher = tune_config(spec).search_alg
+    searcher.set_search_properties(OBJECTIVE, "max", {})
+    for trial_id, last, error in (("stopped", 1, False), ("full", epochs, False),
+                                  ("failed", 2, True)):
+        assert searcher.suggest(trial_id) is not None
+        for epoch in range(1, last + 1):
+            searcher.on_trial_result(trial_id, {OBJECTIVE: 0.1 * epoch,
+                                                "training_iteration": epoch})
+        searcher.on_trial_complete(trial_id, None if error else {
+            OBJECTIVE: 0.1 * last, "training_iteration": last}, error=error)
+    trials = searcher._ot_study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    assert states == [optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE,
+                      optuna.trial.TrialState.FAIL]
+    assert trials[0].intermediate_values == {1: pytest.approx(0.1)}
+    assert trials[1].value == pytest.approx(0.1 * epochs)
