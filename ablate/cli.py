@@ -24,7 +24,7 @@ from ablate.config import (
     read_yaml,
 )
 from ablate.core.catalog import ATTACKS, check_attacks
-from ablate.core.errors import CheckpointError, DatasetError
+from ablate.core.errors import CheckpointError, DatasetError, one_line
 from ablate.core.limits import MAX_BATCH, MAX_IMAGES
 from ablate.safe_yaml import dump_yaml
 from ablate.spec_paths import resolve_spec
@@ -176,7 +176,7 @@ def _dry_run(spec: Any, plan: str, base: ExperimentConfig, warnings: list[str],
     try:
         lines = estimate()
     except Exception as exc:  # any failure of the estimate (a probe on a missing GPU ...)
-        why = " ".join(str(exc).split())[:300] or type(exc).__name__
+        why = one_line(exc, 300)
         lines = [f"cost: not estimated ({type(exc).__name__}: {why})"]
     print("\n".join(lines))
     return 0

@@ -18,6 +18,7 @@ from ablate.build import build_spec, teacher_cache_path, zoo_dir, zoo_key
 from ablate.config import ConfigError, ExperimentConfig, ModelConfig, TeacherConfig
 from ablate.core import zoo
 from ablate.core.data import DatasetMissingError, check_cifar, check_split, dataset_shape
+from ablate.core.errors import one_line
 from ablate.core.models import load_checkpoint
 from ablate.core.trainer import CHECKPOINT_NAME, read_trainer_checkpoint
 
@@ -96,7 +97,7 @@ def _build(field: str, spec: ModelConfig, dataset: str) -> nn.Module:
     try:
         return build_spec(spec, num_classes=classes, in_channels=channels)
     except (TypeError, ValueError, AssertionError, RuntimeError) as exc:  # builder arguments
-        why = " ".join(str(exc).split())[:200] or type(exc).__name__
+        why = one_line(exc)
         raise ConfigError(f"field `{field}`: cannot build {spec.arch} with kwargs "
                           f"{spec.kwargs}: {why}") from None
 

@@ -17,6 +17,8 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
+from ablate.core.errors import one_line
+
 Amp = Literal["none", "bf16", "fp16"]
 DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -64,7 +66,7 @@ def compile_works(log: Callable[[str], None] = print) -> bool:
             torch.compile(lambda t: t * 2 + 1)(torch.ones(2))
         return True
     except Exception as exc:  # the backend's own error types vary
-        why = " ".join(str(exc).split())[:160] or type(exc).__name__
+        why = one_line(exc, 160)
         log(f"warning: compute.compile: torch.compile does not work here ({why}); "
             "running uncompiled")
         return False

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 
-from ablate.core.errors import DatasetError, DatasetMissingError
+from ablate.core.errors import DatasetError, DatasetMissingError, one_line
 
 __all__ = [
     "Dataset",
@@ -232,7 +232,7 @@ def _read_batch(path: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetError(f"{path}: not a CIFAR batch file (no {exc} entry)") from None
     except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError,
             OverflowError, MemoryError, OSError) as exc:  # code, truncation, shapes, sizes
-        why = " ".join(str(exc).split())[:200] or type(exc).__name__
+        why = one_line(exc)
         raise DatasetError(f"{path}: not a CIFAR batch file, not loaded: {why}") from None
     if y.shape != (len(x),):
         raise DatasetError(f"{path}: {len(x)} images but {y.size} labels")

@@ -24,3 +24,9 @@ class CheckpointError(ValueError):
     def __init__(self, message: str) -> None:
         # Collapse whitespace so the message stays on one line in logs and trial error tables.
         super().__init__(" ".join(str(message).split()))
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line, cut to ``limit`` characters; its type when empty
+    (for the one-line errors above, built from a library's exception)."""
+    return " ".join(str(exc).split())[:limit] or type(exc).__name__

@@ -23,6 +23,7 @@ import torch.nn as nn
 from ablate.core.accuracy import correct, eval_mode, evaluate
 from ablate.core.compute import Amp, grad_scaler, memory_format, peak_flops, prepare
 from ablate.core.data import Dataset, augment_crop_flip, iterate_batches
+from ablate.core.errors import one_line
 from ablate.core.flop_counter import FlopCounter
 from ablate.core.methods import get_method
 from ablate.core.models import CheckpointError, read_checkpoint
@@ -382,7 +383,7 @@ class Trainer:
         try:
             self.load_state_dict(sd)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # shapes, types
-            why = " ".join(str(exc).split())[:300] or type(exc).__name__
+            why = one_line(exc, 300)
             raise CheckpointError(f"checkpoint {path} does not fit this config's trainer: "
                                   f"{type(exc).__name__}: {why}") from exc
         return True

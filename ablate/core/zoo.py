@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ablate.core.errors import CheckpointError, ConfigError
+from ablate.core.errors import CheckpointError, ConfigError, one_line
 
 INSTALL = "pip install 'ablate[robustbench]'"
 
@@ -92,7 +92,7 @@ def download(model_dir: str | Path, name: str, dataset: str, threat_model: str) 
                 raise OSError("the downloader wrote no file")
             part.replace(path)
         except Exception as exc:  # noqa: BLE001 - gdown raises many kinds; all mean "not here"
-            why = " ".join(str(exc).split())[:200] or type(exc).__name__
+            why = one_line(exc)
             raise ConfigError(f"RobustBench model {name} ({dataset} {threat_model}): download "
                               f"to {path} failed: {why}") from None
         finally:
@@ -110,7 +110,7 @@ def load(model_dir: str | Path, name: str, dataset: str, threat_model: str) -> n
         try:
             torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - pickled code, truncation, not a torch file
-            why = " ".join(str(exc).split())[:200] or type(exc).__name__
+            why = one_line(exc)
             raise CheckpointError(f"{path}: not a weights-only checkpoint, not loaded: "
                                   f"{why}") from None
     _, utils = _zoo()
@@ -118,7 +118,7 @@ def load(model_dir: str | Path, name: str, dataset: str, threat_model: str) -> n
         model = utils.load_model(name, model_dir=str(Path(model_dir).expanduser()),
                                  dataset=dataset, threat_model=threat_model)
     except (RuntimeError, KeyError) as exc:  # a state dict of another architecture
-        why = " ".join(str(exc).split())[:200]
+        why = one_line(exc)
         raise CheckpointError(f"RobustBench model {name}: its checkpoint does not fit the "
                               f"architecture: {why}") from None
     return model.eval()
