@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ablate.config import ConfigError, ExperimentConfig, ModelConfig, TeacherConfig, config_hash
+from ablate.config import ConfigError, ExperimentConfig, config_hash
 from ablate.core import zoo
 from ablate.core.accuracy import evaluate
 from ablate.core.compute import compile_works
@@ -18,6 +18,7 @@ from ablate.core.data import Dataset, Split, load_dataset
 from ablate.core.models import build_model, load_checkpoint
 from ablate.core.teachers import train_teacher
 from ablate.core.trainer import Trainer
+from ablate.model_config import ModelConfig, TeacherConfig
 from ablate.safe_yaml import dump_yaml
 
 Log = Callable[[str], None]

@@ -15,12 +15,13 @@ import torch
 import torch.nn as nn
 
 from ablate.build import build_spec, teacher_cache_path, zoo_dir, zoo_key
-from ablate.config import ConfigError, ExperimentConfig, ModelConfig, TeacherConfig
+from ablate.config import ConfigError, ExperimentConfig
 from ablate.core import zoo
 from ablate.core.data import DatasetMissingError, check_cifar, check_split, dataset_shape
 from ablate.core.errors import one_line
 from ablate.core.models import load_checkpoint
 from ablate.core.trainer import CHECKPOINT_NAME, read_trainer_checkpoint
+from ablate.model_config import ModelConfig, TeacherConfig
 
 RUN_ID_FILE = "mlflow_run_id"  # what `ablate train` writes beside trainer.pt
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import Field
 
-from ablate.config import ConfigError, Strict
+from ablate.config import ConfigError
+from ablate.model_config import Strict
 
 
 class Resources(Strict):
