@@ -20,7 +20,8 @@ from ray import tune
 from ablate.config import config_hash, effective_config
 from ablate.grid import GridJob
 from ablate.grid_spec import GridSpec, Row
-from ablate.report import NAN, paired_test, seed_stats, test_line
+from ablate.grid_table import NAN, paired_test, seed_stats
+from ablate.report import test_line
 from ablate.resources import concurrency
 from ablate.runner import Log, Options, run_job
 from ablate.safe_yaml import dump_yaml

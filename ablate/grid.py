@@ -19,19 +19,20 @@ from ray import tune
 
 from ablate.config import ConfigError
 from ablate.grid_spec import LABELS, GridSpec
-from ablate.report import (
+from ablate.grid_table import (
     PUSH_KEYS,
     aggregate,
-    plot_grid,
     push_inactive,
     push_note,
     table_markdown,
     write_table,
 )
+from ablate.report import plot_grid
 from ablate.resources import concurrency
-from ablate.runner import JobFields, Log, Options, run_job, trial_dirname
+from ablate.runner import JobFields, Log, Options, run_job
 from ablate.tracking import Tracker, flatten
 from ablate.tracking_uri import redact
+from ablate.trial_logger import trial_dirname
 
 
 def plan(grid: GridSpec, available: dict[str, float]) -> str:

@@ -1,8 +1,8 @@
-"""Plots and tables built from logged metrics (no training here)."""
+"""Plots and tables built from logged metrics (no training here); a grid's statistics and table
+are in :mod:`ablate.grid_table`."""
 
 from __future__ import annotations
 
-import csv
 import html
 import math
 import os
@@ -11,11 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-import pyarrow as pa
-import pyarrow.parquet as pq
-from scipy.stats import t as student_t
 
 from ablate.core.catalog import ATTACK_LABELS
+from ablate.grid_table import push_cell
 
 matplotlib.use("Agg")  # headless: files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
@@ -126,7 +124,7 @@ def trials_markdown(rows: Sequence[Mapping[str, Any]], params: Sequence[str]) ->
                  *(_value(r.get(p)) for p in params),
                  *(_percent(r.get(k)) for k in ("val/best_w_acc", "val/best_clean_acc",
                                                 "val/best_robust_acc")),
-                 "yes" if r.get("pareto") else "", _push(r), str(r.get("error") or "")]
+                 "yes" if r.get("pareto") else "", push_cell(r), str(r.get("error") or "")]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     note = ("val W-acc, clean and PGD: at each trial's best epoch by W-acc so far (its "
             "checkpoint), on the validation split; stopped = stopped early by ASHA; param/ "
@@ -203,172 +201,6 @@ def optuna_figures(study: Any, *, target_name: str, title: str,
     return figures, skipped
 
 
-# --- ablation grids: statistics over seeds and the results table ---------------------------------
-
-NAN = float("nan")
-
-
-def seed_stats(values: Sequence[float]) -> dict[str, float]:
-    """n, mean, std (sample, ddof=1), and the 95% t-interval ci_low/ci_high of the mean.
-    n == 0 -> mean/std/ci NaN; n == 1 -> std and ci NaN."""
-    n = len(values)
-    mean = math.fsum(values) / n if n else NAN
-    if n < 2:
-        return {"n": n, "mean": mean, "std": NAN, "ci_low": NAN, "ci_high": NAN}
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    half = student_t.ppf(0.975, n - 1) * std / math.sqrt(n)
-    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
-
-
-def paired_test(row: Sequence[float], baseline: Sequence[float]) -> dict[str, float]:
-    """Paired t-test over seeds (same seed = same data order and init): n, diff (mean of
-    row - baseline), diff_ci_low/diff_ci_high (95% t-interval of the mean difference), t, p
-    (two-sided). Fewer than 2 pairs -> t, p, ci NaN (diff still the mean if n == 1). Zero variance
-    of the differences: all diffs 0 -> t = 0, p = 1; else t = +-inf, p = 0."""
-    s = seed_stats([r - b for r, b in zip(row, baseline, strict=True)])
-    out = {"n": s["n"], "diff": s["mean"], "diff_ci_low": s["ci_low"],
-           "diff_ci_high": s["ci_high"], "t": NAN, "p": NAN}
-    if s["n"] < 2:
-        return out
-    if s["std"] == 0:  # the t statistic is 0/0 or x/0: take its limit instead of NaN
-        t_inf = math.copysign(math.inf, s["mean"])
-        out["t"], out["p"] = (0.0, 1.0) if s["mean"] == 0 else (t_inf, 0.0)
-        return out
-    t = s["mean"] / (s["std"] / math.sqrt(s["n"]))
-    out["t"], out["p"] = t, float(2 * student_t.sf(abs(t), s["n"] - 1))
-    return out
-
-
-PUSH_KEYS = ("push_active", "push_empty")  # per cell: mean |J|/B, share of batches with J = ∅
-
-
-def aggregate(cells: Sequence[Mapping[str, Any]], *, rows: Sequence[str], baseline: str,
-              seeds: Sequence[int], metrics: Sequence[str],
-              paper: Mapping[str, Mapping[str, float]] | None = None) -> list[dict[str, Any]]:
-    """One dict per row (in `rows` order): seeds_finished, seeds_asked, push_active and
-    push_empty (means over the finished seeds that logged them, fractions; None without a push
-    term) and, per metric m (a fraction in the cells, a percentage here), m_values (per seed),
-    m_mean/_std/_ci_low/_ci_high, m_diff/_p (paired against the baseline over the seeds both
-    finished) and m_paper (paper[row][m] or None)."""
-    finished: dict[str, dict[int, Mapping[str, Any]]] = {r: {} for r in rows}
-    for c in cells:
-        if c.get("status") == "finished" and c["row"] in finished and c["seed"] in seeds:
-            finished[c["row"]][c["seed"]] = c
-
-    def percent(row: str, m: str) -> dict[int, float]:
-        # a finished run may still lack a metric (or have NaN, e.g. a diverged run): not a value
-        vals = {s: c.get(m) for s, c in finished[row].items()}
-        return {s: 100 * v for s, v in vals.items() if v is not None and not math.isnan(v)}
-
-    table = []
-    for r in rows:
-        out: dict[str, Any] = {"row": r, "seeds_finished": len(finished[r]),
-                               "seeds_asked": len(seeds)}
-        for key in PUSH_KEYS:
-            logged = [c[key] for c in finished[r].values() if c.get(key) is not None]
-            out[key] = math.fsum(logged) / len(logged) if logged else None
-        for m in metrics:
-            vals, base = percent(r, m), percent(baseline, m)
-            s = seed_stats(list(vals.values()))
-            common = [k for k in seeds if k in vals and k in base]
-            test = paired_test([vals[k] for k in common], [base[k] for k in common])
-            out.update({f"{m}_values": [vals[k] for k in sorted(vals)],
-                        f"{m}_mean": s["mean"], f"{m}_std": s["std"], f"{m}_ci_low": s["ci_low"],
-                        f"{m}_ci_high": s["ci_high"],
-                        f"{m}_diff": 0.0 if r == baseline else test["diff"],
-                        f"{m}_p": NAN if r == baseline else test["p"],
-                        f"{m}_paper": (paper or {}).get(r, {}).get(m)})
-        table.append(out)
-    return table
-
-
-def _num(x: float | None, fmt: str = ".2f") -> str:
-    return "–" if x is None or math.isnan(x) else format(x, fmt)
-
-
-def table_markdown(table: Sequence[Mapping[str, Any]], *, metrics: Sequence[str], baseline: str,
-                   labels: Mapping[str, str] | None = None) -> str:
-    """Markdown table: per row and metric the mean ± std, 95% CI, Δ vs baseline (p) and the
-    paper's value; then a footnote on the statistics. Up to three metrics sit side by side
-    (one line per row); more go one block per metric (the paper's attack-major Tables 3-6)."""
-    label = {m: (labels or {}).get(m, m) for m in metrics}
-    stats = ["(mean ± std)", "95% CI", "Δ vs baseline (p)", "paper"]
-    push = any(t.get("push_empty") is not None for t in table)
-    if len(metrics) <= 3:
-        header = ["row", "seeds", *(["push"] if push else []),
-                  *(f"{label[m]} {s}" if s.startswith("(") else s
-                    for m in metrics for s in stats)]
-        body = [[_row_name(t), _seeds(t), *([_push(t)] if push else []),
-                 *(c for m in metrics for c in _cells(t, m, baseline))] for t in table]
-    else:
-        header = ["metric", "row", "seeds", *(["push"] if push else []), "mean ± std",
-                  *stats[1:]]
-        body = [[label[m], _row_name(t), _seeds(t), *([_push(t)] if push else []),
-                 *_cells(t, m, baseline)] for m in metrics for t in table]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    note = ("Mean ± sample std over seeds (percent); 95% CI: t-interval of the mean; Δ: paired "
-            f"difference to the baseline row ({baseline}) over the seeds both finished, p from a "
-            "two-sided paired t-test over seeds; – = not available.")
-    if push:
-        note += (" push: mean share of each batch in the push set J (clean teacher wrong on "
-                 "x*) over training, and the share of batches with J = ∅, in which the push "
-                 "term is exactly 0 (– = no push term).")
-    return "\n".join([*lines, "", note]) + "\n"
-
-
-def _push(t: Mapping[str, Any]) -> str:
-    return push_note(t.get("push_active"), t.get("push_empty")) or "–"
-
-
-def _row_name(t: Mapping[str, Any]) -> str:
-    return str(t["row"]).replace("|", "\\|")
-
-
-def _seeds(t: Mapping[str, Any]) -> str:
-    done, asked = t["seeds_finished"], t["seeds_asked"]
-    return str(done) if done >= asked else f"{done}/{asked} ({asked - done} missing)"
-
-
-def _cells(t: Mapping[str, Any], m: str, baseline: str) -> list[str]:
-    """mean ± std, 95% CI, Δ vs baseline (p), paper: one metric of one table row."""
-    mean, std, lo, hi = (t[f"{m}_{k}"] for k in ("mean", "std", "ci_low", "ci_high"))
-    p = t[f"{m}_p"]
-    p_text = "p<0.001" if p < 0.001 else f"p={_num(p, '.3f')}"
-    return [
-        "–" if math.isnan(mean) else f"{_num(mean)} ± {_num(std)}",
-        "–" if math.isnan(lo) else f"[{_num(lo)}, {_num(hi)}]",
-        "baseline" if t["row"] == baseline else
-        "–" if math.isnan(t[f"{m}_diff"]) else f"{_num(t[f'{m}_diff'], '+.2f')} ({p_text})",
-        _num(t[f"{m}_paper"]),
-    ]
-
-
-def write_table(table: Sequence[Mapping[str, Any]], markdown: str, directory: str | os.PathLike,
-                stem: str = "table") -> list[Path]:
-    """Write <stem>.md, <stem>.csv (NaN/None as empty) and <stem>.parquet into directory."""
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    md, csv_path, parquet = (out / f"{stem}.{ext}" for ext in ("md", "csv", "parquet"))
-    md.write_text(markdown)
-    keys = list(table[0]) if table else []
-    with csv_path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(keys)
-        for t in table:
-            writer.writerow([_csv_value(t.get(k)) for k in keys])
-    pq.write_table(pa.Table.from_pylist([dict(t) for t in table]), parquet)
-    return [md, csv_path, parquet]
-
-
-def _csv_value(v: Any) -> Any:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    if isinstance(v, list):  # per-seed values
-        return ";".join(f"{x:g}" for x in v)
-    return v
-
-
 def plot_grid(table: Sequence[Mapping[str, Any]], metrics: Sequence[str],
               path: str | os.PathLike, *, labels: Mapping[str, str] | None = None,
               title: str = "") -> Path:
@@ -426,22 +258,3 @@ def test_line(test: Mapping[str, float]) -> str:
     """Clean, PGD_SAT and its W-R of a final test, for a console line."""
     return (f"clean {100 * test['clean_acc']:.1f}%  PGD_SAT {100 * test['pgd_sat_acc']:.1f}%  "
             f"W-R {100 * test['pgd_sat_wr']:.1f}%")
-
-
-# A push term that acted in fewer than 10% of the batches is reported as inactive.
-PUSH_INACTIVE_EMPTY_FRAC = 0.9
-
-
-def push_inactive(empty_frac: float | None) -> bool:
-    return empty_frac is not None and empty_frac > PUSH_INACTIVE_EMPTY_FRAC
-
-
-def push_note(active_frac: float | None, empty_frac: float | None) -> str:
-    """'J 31.2% of samples, empty in 0% of batches' (fractions in, percentages out; no '|', it
-    sits in Markdown tables); '' if unknown."""
-    if active_frac is None or empty_frac is None:
-        return ""
-    if push_inactive(empty_frac):
-        return (f"push inactive: J empty in {100 * empty_frac:.0f}% of batches "
-                f"({100 * active_frac:.1f}% of samples)")
-    return f"J {100 * active_frac:.1f}% of samples, empty in {100 * empty_frac:.0f}% of batches"

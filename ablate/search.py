@@ -18,11 +18,12 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from ablate.resources import concurrency
-from ablate.runner import JobFields, Log, Options, run_job, trial_dirname
+from ablate.runner import JobFields, Log, Options, run_job
 from ablate.search_spec import SearchSpec
 from ablate.search_summary import summarize
 from ablate.search_trials import OBJECTIVE, PARETO, describe, optuna_space
 from ablate.tracking import Tracker
+from ablate.trial_logger import trial_dirname
 
 _SAMPLERS = {"optuna_tpe": "TPE", "optuna_random": "random sampling"}
 

@@ -18,6 +18,7 @@ import torch
 from ray import tune
 
 from ablate.config import ConfigError
+from ablate.grid_table import push_inactive, push_note, write_table
 from ablate.report import (
     attack_line,
     optuna_figures,
@@ -26,12 +27,9 @@ from ablate.report import (
     plot_importances,
     plot_objective,
     plot_pareto,
-    push_inactive,
-    push_note,
     test_line,
     trials_markdown,
     write_html,
-    write_table,
 )
 from ablate.resources import Resources
 from ablate.runner import Log

@@ -19,9 +19,7 @@ from pydantic import ValidationError
 from ray import tune
 
 from ablate.config import ConfigError
-from ablate.report import (
-    PUSH_KEYS,
-)
+from ablate.grid_table import PUSH_KEYS
 from ablate.safe_yaml import YamlRefused, parse_yaml
 from ablate.search_spec import Param, SearchSpec
 from ablate.tracking import Tracker

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from ablate.grid_table import aggregate
 from ablate.report import (
-    aggregate,
     optuna_figures,
     pareto_front,
     plot_grid,

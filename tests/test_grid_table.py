@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from scipy.stats import ttest_1samp, ttest_rel
 
-from ablate.report import aggregate, paired_test, seed_stats, table_markdown, write_table
+from ablate.grid_table import aggregate, paired_test, seed_stats, table_markdown, write_table
 
 T_975_2 = 4.302653  # textbook two-sided 95% critical values of Student's t, 2 and 3 dof
 T_975_3 = 3.182446
