@@ -37,7 +37,14 @@ from ablate.core.limits import (
     SafeName,
 )
 from ablate.explain import check_kind, format_validation_error
-from ablate.model_config import ModelConfig, Strict, TeachersConfig
+from ablate.model_config import (
+    ModelConfig,
+    NormalizeConfig,
+    Strict,
+    TeacherConfig,
+    TeachersConfig,
+    TeacherTrainConfig,
+)
 from ablate.overrides import (
     apply_overrides,
     config_notes,
@@ -46,6 +53,10 @@ from ablate.overrides import (
     with_notes,
 )
 from ablate.safe_yaml import MAX_YAML_BYTES, YamlRefused, parse_yaml
+
+# Ray pickles a search's configs into its experiment state by their module's path: searches
+# interrupted before these classes moved to ablate.model_config must still resume.
+RESTORED_BY_PATH = (NormalizeConfig, TeacherConfig, TeacherTrainConfig)
 
 
 class DataConfig(Strict):

@@ -31,9 +31,13 @@ from ablate.resources import (
 from ablate.storage import experiment_dir, make_private
 from ablate.tracking import Tracker
 from ablate.tracking_uri import redact
-from ablate.trial_logger import TrialLogger
+from ablate.trial_logger import TrialLogger, trial_dirname
 from ablate.ui import browse_line
 from trainables.ciard import train_ciard
+
+# Ray pickles a search's trial_dirname_creator (and callbacks) into its experiment state by this
+# module's path: searches interrupted before they moved to ablate.trial_logger still resume.
+RESTORED_BY_PATH = (TrialLogger, trial_dirname)
 
 # Quiet Ray: our callback prints one line per trial; Ray's tables, TensorBoard hints and
 # snapshot-frequency warnings (every epoch checkpoints, on purpose) would drown it. Nor may Ray

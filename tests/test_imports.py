@@ -139,7 +139,8 @@ def test_core_is_plain_pytorch(module: str) -> None:
 
 
 # What a trial needs to build and train its experiment; never the driver's modules.
-TRAINABLE_DEPS = ("ablate.config", "ablate.build", "ablate.recipe", "ablate.core")
+TRAINABLE_DEPS = ("ablate.config", "ablate.model_config", "ablate.build", "ablate.recipe",
+                  "ablate.core")
 
 
 def test_trainables_depend_one_way() -> None:
@@ -154,3 +155,25 @@ def test_trainables_depend_one_way() -> None:
     importers = {m for m in MODULES.keys() - trainables
                  if any(n.split(".")[0] == "trainables" for n in imported(m, deferred=True))}
     assert importers == {"ablate.runner", "ablate.search_summary"}
+
+
+# Names Ray pickled into the experiment state of searches and grids under their old module, before
+# they moved (config -> model_config, runner -> trial_logger).
+PICKLED_BEFORE_A_MOVE = {
+    "ablate.config": ("NormalizeConfig", "TeacherConfig", "TeacherTrainConfig", "ModelConfig",
+                      "TeachersConfig"),
+    "ablate.runner": ("TrialLogger", "trial_dirname"),
+}
+
+
+@pytest.mark.parametrize("module", sorted(PICKLED_BEFORE_A_MOVE))
+def test_names_pickled_before_a_move_still_unpickle(module: str) -> None:
+    """A search interrupted before a class or function moved resumes after it: unpickling by
+    the old ``module.name`` path must find the moved object (pickle protocol 0 opcode ``c``)."""
+    import importlib
+    import pickle
+
+    for name in PICKLED_BEFORE_A_MOVE[module]:
+        found = pickle.loads(f"c{module}\n{name}\n.".encode())
+        moved = importlib.import_module(found.__module__)
+        assert found is getattr(moved, name) and found.__module__ != module, name
