@@ -162,8 +162,9 @@ def report(curves: dict[str, dict[int, list[float]]], args: argparse.Namespace) 
     random = {s: curves["random+FIFO"][s] for s in args.seeds}
     target = {s: c[-1] - args.tolerance / 100 for s, c in random.items()}
     own = {s: needed(c, target[s]) for s, c in random.items()}  # when random found its best
-    level = mean_curve(random)[-1] - args.tolerance / 100
-    own_mean = needed(mean_curve(random), level)
+    random_mean = mean_curve(random)
+    level = random_mean[-1] - args.tolerance / 100
+    own_mean = needed(random_mean, level)
     for variant, by_seed in curves.items():
         finals = [100 * c[-1] for c in by_seed.values()]
         reach = [needed(by_seed[s], target[s]) for s in args.seeds]

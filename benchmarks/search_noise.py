@@ -34,11 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from scipy.stats import spearmanr
 
+from ablate.config import ExperimentConfig
 from ablate.recipe import Recipe
 from ablate.runner import teacher_states
 from ablate.search_spec import load_search_spec
 from ablate.search_trials import OBJECTIVE, optuna_space
+from trainables.ciard import make_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,9 +58,6 @@ def train(recipe: Recipe, teachers: dict[str, Any], params: dict[str, Any],
           seed: int) -> list[float]:
     """The objective one trial of ``params`` trained with ``seed`` reports after each epoch (a
     trial whose loss diverged keeps what it reported before, 0 if nothing, to the last)."""
-    from ablate.config import ExperimentConfig
-    from trainables.ciard import make_trainer
-
     tree = recipe.tree(params)
     tree["seed"] = seed
     trainer = make_trainer(ExperimentConfig.model_validate(tree), teachers, threads=1)
@@ -88,27 +88,6 @@ def anova(values: list[list[float]]) -> tuple[float, float, float]:
                       for row, m in zip(values, means, strict=True)
                       for j, v in enumerate(row)) / ((k - 1) * (n - 1))
     return max(0.0, (ms_between - ms_within) / n), ms_within, ms_residual
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    def ranks(x: list[float]) -> list[float]:
-        order = sorted(range(len(x)), key=x.__getitem__)
-        out = [0.0] * len(x)
-        i = 0
-        while i < len(order):  # ties share their mean rank
-            j = i
-            while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
-                j += 1
-            for t in range(i, j + 1):
-                out[order[t]] = (i + j) / 2
-            i = j + 1
-        return out
-
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = statistics.mean(ra), statistics.mean(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
-    var = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
-    return cov / var if var else 0.0
 
 
 def main() -> None:
@@ -164,11 +143,11 @@ def report(configs: list[dict[str, Any]], curves: list[list[list[float]]],
           f"{residual ** 0.5:.2f} pts once each seed's shift is taken out (trials of one "
           f"search share a seed)")
     print(f"Spearman of the configurations' ranks, seed {args.seeds[0]} vs {args.seeds[1]}: "
-          f"{spearman(first, [row[1] for row in values]):.2f}")
+          f"{spearmanr(first, [row[1] for row in values]).statistic:.2f}")
     for epoch in sorted({1, 2, args.epochs // 2} - {args.epochs}):  # ASHA's premise
         early = [row[0][epoch - 1] for row in curves]
         print(f"Spearman of the objective after epoch {epoch} (seed {args.seeds[0]}) with the "
-              f"final mean over seeds: {spearman(early, means):.2f}")
+              f"final mean over seeds: {spearmanr(early, means).statistic:.2f}")
     rank = 1 + sum(m > means[picked] for m in means)
     print(f"the best on seed {args.seeds[0]} alone ranks {rank} of {len(values)} by its mean "
           f"over seeds ({means[picked]:.2f}); best mean {max(means):.2f}; mean of all "
