@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 
 install: $(VENV)/.installed
 
-# The postgres extra (psycopg) for tests/test_postgres.py, the robustbench extra for the zoo
+# The postgres extra (psycopg) for tests/tracking/test_postgres.py, the robustbench extra for the zoo
 # teachers' tests (tests/core/test_zoo.py). Makefile is a prerequisite too, so
 # an existing .venv picks up a change of what is installed here.
 $(VENV)/.installed: pyproject.toml Makefile

@@ -26,10 +26,9 @@ from pathlib import Path
 
 import ray
 
-from ablate.resources import machine_resources
-from ablate.runner import Options, teacher_states
+from ablate.config import load_search_spec
+from ablate.runtime import Options, machine_resources, teacher_states
 from ablate.search import run_search
-from ablate.search_spec import load_search_spec
 from ablate.tracking import Tracker
 
 REPO = Path(__file__).resolve().parents[1]

@@ -45,11 +45,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import ray  # noqa: E402
 
-from ablate.cost import expected_epochs  # noqa: E402
-from ablate.runner import Options, teacher_states  # noqa: E402
+from ablate.config import load_search_spec  # noqa: E402
+from ablate.cost.model import expected_epochs  # noqa: E402
+from ablate.runtime import Options, teacher_states  # noqa: E402
 from ablate.search import run_search  # noqa: E402
-from ablate.search_spec import load_search_spec  # noqa: E402
-from ablate.search_trials import OBJECTIVE  # noqa: E402
+from ablate.search.trials import OBJECTIVE  # noqa: E402
 from ablate.tracking import Tracker  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

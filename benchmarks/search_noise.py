@@ -36,11 +36,10 @@ from typing import Any
 import optuna
 from scipy.stats import spearmanr
 
-from ablate.config import ExperimentConfig
-from ablate.recipe import Recipe
-from ablate.runner import teacher_states
-from ablate.search_spec import load_search_spec
-from ablate.search_trials import OBJECTIVE, optuna_space
+from ablate.config import ExperimentConfig, Recipe, load_search_spec
+from ablate.runtime import teacher_states
+from ablate.search.study import optuna_space
+from ablate.search.trials import OBJECTIVE
 from trainables.ciard import make_trainer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
-from ablate.safe_yaml import dump_yaml
+from ablate.config import dump_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -25,10 +25,9 @@ from ablate.build import (
     resolve_device,
     save_config,
 )
-from ablate.config import ExperimentConfig
+from ablate.config import ExperimentConfig, Recipe
 from ablate.core.data import Dataset
 from ablate.core.trainer import Trainer
-from ablate.recipe import Recipe
 
 TeacherStates = dict[str, dict[str, torch.Tensor]]
 

@@ -26,6 +26,10 @@ class CheckpointError(ValueError):
         super().__init__(" ".join(str(message).split()))
 
 
+# What the CLI reports as one line with exit code 2.
+BAD_INPUT = (ConfigError, DatasetError, CheckpointError)
+
+
 def one_line(exc: BaseException, limit: int = 200) -> str:
     """An exception's message on one line, cut to ``limit`` characters; its type when empty
     (for the one-line errors above, built from a library's exception)."""

@@ -1,0 +1,17 @@
+"""What a search or grid will cost before it starts (``--dry-run``): FLOPs counted on a real
+step of the config's models, the ASHA expectation, and the time on this machine or a GPU."""
+
+from __future__ import annotations
+
+from ablate.cost.estimate import grid_estimate, search_estimate
+from ablate.cost.model import MFU_DEFAULT, Timing, mfu_arg, tflops_arg, timing_options
+
+__all__ = [
+    "MFU_DEFAULT",
+    "Timing",
+    "grid_estimate",
+    "mfu_arg",
+    "search_estimate",
+    "tflops_arg",
+    "timing_options",
+]

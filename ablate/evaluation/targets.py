@@ -1,0 +1,115 @@
+"""What ``ablate eval`` evaluates: a checkpoint on disk (a run or trial directory, a
+``trainer.pt``, a student state dict with its config) or an MLflow run id, resolved to the
+config it was trained with and the student's weights, read safely before anything else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ablate.build import CONFIG_NAME, build_net
+from ablate.config import ExperimentConfig, check_eval_target, load_config, not_a_target
+from ablate.core.errors import CheckpointError, ConfigError
+from ablate.core.models import load_state, read_checkpoint
+from ablate.core.trainer import CHECKPOINT_NAME
+from ablate.tracking import Tracker
+
+STUDENT_ARTIFACT = "checkpoints/best_student.pt"
+
+
+@dataclass
+class Target:
+    """What to evaluate: the config it was trained with and where its weights are."""
+
+    cfg: ExperimentConfig
+    weights: Path  # trainer.pt (best epoch is taken) or a student state dict
+    state: dict[str, Any]  # the student's weights, read from `weights` once (safely)
+    run_id: str | None  # the MLflow run to log into; None = a new eval run
+    label: str
+
+
+def _from_path(path: Path, config: str | None, run_id: str | None = None) -> Target:
+    """A checkpoint on disk and its config; the weights are read (safely) here, so a damaged
+    or hostile file is refused before the tracking store is opened."""
+    weights = path / CHECKPOINT_NAME if path.is_dir() else path
+    if not weights.is_file():
+        raise ConfigError(f"{path}: no {CHECKPOINT_NAME} in this directory")
+    cfg_path = Path(config) if config else weights.parent / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise ConfigError(f"{cfg_path}: file not found (pass --config with the experiment YAML "
+                          "the checkpoint was trained with)")
+    cfg = load_config(cfg_path)
+    return Target(cfg, weights, _read_student(weights), run_id, str(path))
+
+
+def _read_student(weights: Path) -> dict[str, Any]:
+    return student_state(read_checkpoint(weights), weights)
+
+
+def student_state(obj: Any, weights: Path) -> Any:
+    """The student's weights in a checkpoint read from ``weights``: the best epoch's of a
+    trainer.pt (the last epoch's before any best), else the object itself (a state dict)."""
+    if isinstance(obj, dict) and "best" in obj and "student" in obj:  # a Trainer checkpoint
+        best = obj["best"]
+        state = best.get("student") if isinstance(best, dict) else None
+        state = state or obj["student"]
+        if not isinstance(state, dict):
+            raise CheckpointError(f"checkpoint {weights} holds no student state dict")
+        return state
+    return obj
+
+
+def _run_of(path: Path, tracker: Tracker) -> str | None:
+    """The MLflow run an ``ablate train`` run directory logged to, if it is in this store."""
+    id_file = path / "mlflow_run_id"
+    if not (id_file.is_file() and tracker.exists()):
+        return None
+    run_id = id_file.read_text().strip()
+    try:
+        tracker.run_info(run_id)
+    except Exception:  # logged to another store
+        return None
+    return run_id
+
+
+def resolve_target(target: str, tracker: Tracker, config: str | None, tmp: Path) -> Target:
+    """A path on disk, else an MLflow run id in the tracker's store."""
+    if Path(target).exists():
+        found = _from_path(Path(target), config)
+        found.run_id = _run_of(Path(target), tracker)
+        return found
+    check_eval_target(target, tracker.uri)
+    try:
+        info = tracker.run_info(target)
+    except Exception:  # MLflow raises its own exception types for unknown ids
+        raise ConfigError(not_a_target(target, tracker.uri)) from None
+    best = info["tags"].get("best_trial")
+    if best:  # a search's parent run: its best trial
+        child = tracker.find_run(info["experiment"], {"trial_id": best,
+                                                      "mlflow.parentRunId": target})
+        if child is not None:
+            return resolve_target(child, tracker, config, tmp)
+    checkpoint = info["tags"].get("checkpoint")
+    if checkpoint and (Path(checkpoint) / CHECKPOINT_NAME).is_file():
+        return _from_path(Path(checkpoint), config, run_id=target)
+    try:
+        weights = tracker.download(target, STUDENT_ARTIFACT, tmp)
+        cfg_file = config or tracker.download(target, CONFIG_NAME, tmp)
+    except Exception:
+        raise ConfigError(f"run {target}: no checkpoint found (tag 'checkpoint' is "
+                          f"{checkpoint or 'missing'}, no {STUDENT_ARTIFACT} artifact)") from None
+    return Target(load_config(cfg_file), Path(weights), _read_student(Path(weights)), target,
+                  f"run {target}")
+
+
+def load_student(target: Target, cfg: ExperimentConfig, data: Any,
+                 device: torch.device) -> torch.nn.Module:
+    """The student network with the target's weights (the best epoch of a trainer.pt)."""
+    net = build_net(cfg.student, data)
+    load_state(net, target.state, str(target.weights))  # CheckpointError: other architecture
+    return net.to(device).eval()
+
+

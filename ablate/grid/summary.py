@@ -1,0 +1,79 @@
+"""A grid's summary in its parent run: the cells read back from their MLflow child runs, the
+table over seeds against the baseline row (Markdown, CSV, Parquet) and its plot, and the
+warnings that change how the table reads. ``ablate report`` rebuilds it without training."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ablate.config import LABELS, GridSpec
+from ablate.core.console import Log
+from ablate.grid.table import aggregate, table_markdown
+from ablate.report import PUSH_KEYS, plot_grid, push_inactive, push_note, write_table
+from ablate.tracking import Tracker
+
+
+def cells_from_runs(children: list[dict[str, Any]], metrics: list[str]) -> list[dict[str, Any]]:
+    """Grid cells from the MLflow child runs (so a report needs no Ray state)."""
+    cells = []
+    for run in children:
+        tags, m = run["tags"], run["metrics"]
+        if "row" not in tags:
+            continue
+        done = run["status"] == "FINISHED" and all(f"test/{k}" in m for k in metrics)
+        cells.append({"row": tags["row"], "seed": int(tags["seed"]),
+                      "status": "finished" if done else run["status"].lower(),
+                      **{k: m.get(f"test/{k}") for k in metrics},
+                      **{k: m.get(f"train/run_{k}_frac") for k in PUSH_KEYS}})
+    return cells
+
+
+def summarize_grid(grid: GridSpec, tracker: Tracker, parent: str, log: Log) -> str:
+    """Aggregate the cells logged under ``parent`` into the table; attach and print it."""
+    return summarize_cells(grid.model_dump(mode="json", exclude={"base"}), tracker, parent, log)
+
+
+def summarize_cells(grid: dict[str, Any], tracker: Tracker, parent: str, log: Log) -> str:
+    """The table from a grid's settings (its parent run's ``grid`` tag) and its child runs;
+    ``ablate report`` calls this on a finished or interrupted grid without training."""
+    rows, metrics = [r["name"] for r in grid["rows"]], list(grid["metrics"])
+    paper = {r["name"]: dict(r["paper"]) for r in grid["rows"] if r.get("paper")}
+    cells = cells_from_runs(tracker.children(parent), metrics)
+    table = aggregate(cells, rows=rows, baseline=grid["baseline"], seeds=grid["seeds"],
+                      metrics=metrics, paper=paper)
+    markdown = table_markdown(table, metrics=metrics, baseline=grid["baseline"], labels=LABELS)
+    if grid.get("paper_note"):
+        markdown += f"\nPaper values: {grid['paper_note']}\n"
+    warnings = grid_warnings(table, len(grid["seeds"]))
+    markdown += "".join(f"\n**Warning:** {w}\n" for w in warnings)
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in write_table(table, markdown, tmp, stem="grid_table"):
+            tracker.log_artifact(parent, path)
+        plot_grid(table, metrics, Path(tmp) / "grid.png", labels=LABELS,
+                  title=f"{grid['name']}: {len(grid['seeds'])} seeds (dots), mean and 95% "
+                  "interval")
+        tracker.log_artifact(parent, Path(tmp) / "grid.png", "plots")
+    finished = sum(c["status"] == "finished" for c in cells)
+    tracker.log_summary(parent, {"cells/finished": finished,
+                                 "cells/failed": len(cells) - finished}, step=0)
+    log(markdown)
+    for w in warnings:
+        log(f"warning: {w}")
+    return markdown
+
+
+def grid_warnings(table: list[dict[str, Any]], seeds: int) -> list[str]:
+    """What makes the table read differently from what its rows claim: an inert push term,
+    too few seeds for the intervals to mean anything."""
+    out = [f"row {t['row']!r}: {push_note(t['push_active'], t['push_empty'])} (the push term "
+           "hardly acted; see attack.objective)" for t in table if push_inactive(t["push_empty"])]
+    if seeds < 3:
+        why = ("no interval or p-value exists with one seed" if seeds == 1 else
+               "with 2, the interval is ±12.7 standard errors wide")
+        out.append(f"{seeds} seed(s): the 95% intervals and paired p-values are uninformative "
+                   f"with fewer than 3 seeds ({why}); run more seeds before reading differences")
+    return out
+
+

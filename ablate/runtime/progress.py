@@ -1,0 +1,83 @@
+"""The heartbeat of a search or grid: a console line every few seconds while trials run.
+
+Trials print a line when they end; between those the terminal would be silent for minutes. The
+heartbeat says how many trials run, ended, stopped early or failed out of the planned number,
+the best validation W-acc so far, the elapsed time and an ETA from the trial-epochs done in
+this invocation against those still planned (an upper bound under ASHA, which stops trials
+early).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ray import tune
+
+from ablate.core.console import Log
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def heartbeat_line(trials: list[Any], *, planned: int, epochs: int, elapsed: float,
+                   rate: float | None) -> str:
+    """One progress line from Ray's trial list. ``rate``: trial-epochs per second so far in
+    this invocation (None before the first epoch)."""
+    count = dict.fromkeys(("running", "done", "stopped", "failed"), 0)
+    done_epochs, best = 0, None
+    for t in trials:
+        result = t.last_result or {}
+        trained = int(result.get("training_iteration", 0))
+        done_epochs += epochs if t.status in ("TERMINATED", "ERROR") else trained
+        if t.status == "RUNNING":
+            count["running"] += 1
+        elif t.status == "ERROR":
+            count["failed"] += 1
+        elif t.status == "TERMINATED":
+            count["stopped" if trained < epochs else "done"] += 1
+        w = result.get("val/best_w_acc")
+        if isinstance(w, int | float) and (best is None or w > best[0]):
+            best = (w, t)
+    left = max(planned, len(trials)) * epochs - done_epochs
+    eta = f"ETA <= {_clock(left / rate)}" if rate and left > 0 else "ETA unknown"
+    line = (f"[{_clock(elapsed)}] {count['running']} running, {count['done']} done, "
+            f"{count['stopped']} stopped early, {count['failed']} failed of {planned}")
+    if best is not None:
+        number = str(getattr(best[1], "experiment_tag", "")).split("_", 1)[0]
+        line += f"; best val W {100 * best[0]:.1f}% (trial {number or best[1].trial_id})"
+    return f"{line}; {eta}"
+
+
+class Heartbeat(tune.Callback):
+    """Logs :func:`heartbeat_line` every ``every`` seconds (0 = never) from the driver."""
+
+    def __init__(self, *, planned: int, epochs: int, every: float = 30.0, log: Log = print):
+        self.planned, self.epochs, self.every, self.log = planned, epochs, every, log
+        self.start: float | None = None
+        self.last = 0.0
+        self.first_epochs: int | None = None  # trial-epochs already done when this run began
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.every <= 0:
+            return
+        now = time.monotonic()
+        epochs_now = sum(int((t.last_result or {}).get("training_iteration", 0))
+                         for t in trials)
+        if self.start is None:  # a restored Tuner reuses this callback: count from here
+            self.start, self.last, self.first_epochs = now, now, epochs_now
+        if now - self.last < self.every:
+            return
+        self.last = now
+        elapsed = now - self.start
+        progressed = epochs_now - (self.first_epochs or 0)
+        rate = progressed / elapsed if progressed > 0 and elapsed > 0 else None
+        self.log(heartbeat_line(trials, planned=self.planned, epochs=self.epochs,
+                                elapsed=elapsed, rate=rate))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled into Ray's experiment state: a restored copy starts its clock afresh.
+        return {**self.__dict__, "start": None, "last": 0.0, "first_epochs": None}

@@ -1,0 +1,178 @@
+"""The driver's Tune callback that logs each trial to MLflow (:class:`TrialLogger`), and how
+trials are named: their number, directory and error reason."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from ablate.config import dump_yaml
+from ablate.core.console import Log
+from ablate.tracking import Tracker
+
+_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*?: .+")
+
+
+def error_reason(trace: str | None) -> str:
+    """The last 'SomeError: message' line of a Ray error trace, e.g. a NaN-loss reason."""
+    if not trace:
+        return "unknown error"
+    lines = [ln.strip() for ln in str(trace).splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if _ERROR_LINE.match(line):
+            return line[:500]
+    return lines[-1][:500] if lines else "unknown error"
+
+
+def trial_number(trial: Any) -> int:
+    """1-based order in which the searcher created the trial (Ray's experiment tag prefix)."""
+    head = str(getattr(trial, "experiment_tag", "") or "").split("_", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def trial_dirname(trial: Any) -> str:
+    return f"trial_{trial_number(trial):04d}_{trial.trial_id}"
+
+
+class TrialLogger(tune.Callback):
+    """One MLflow child run per trial, per-epoch metrics, a console line per finished trial.
+
+    A child run's params are what varies between trials (``run_params``); its full config is
+    its ``config.yaml`` artifact (``run_config``). A restored search finds each trial's run
+    again by its ``trial_id`` tag, so a resumed trial keeps logging into the same run.
+    """
+
+    def __init__(self, tracker: Tracker, experiment: str, parent_run_id: str, *,
+                 run_params: Callable[[dict[str, Any]], dict[str, Any]],
+                 run_tags: Callable[[dict[str, Any]], dict[str, str]],
+                 describe: Callable[[dict[str, Any]], str], epochs: int, log: Log = print,
+                 run_name: Callable[[dict[str, Any], int, str], str] | None = None,
+                 run_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None):
+        self.tracker, self.experiment, self.parent = tracker, experiment, parent_run_id
+        self.run_params, self.run_tags, self.describe = run_params, run_tags, describe
+        self.run_name = run_name or (lambda sampled, number, tid: f"trial-{tid}")
+        self.run_config = run_config
+        self.epochs, self.log = epochs, log
+        self.runs: dict[str, str] = {}
+        self.names: dict[str, str] = {}
+        self.open: set[str] = set()
+        self.last_epoch: dict[str, int] = {}
+        self.known: set[str] = set()  # every trial Ray holds (restored ones included)
+        self.done: set[str] = set()  # trials seen to finish, stop early or fail for good
+        self.failed: dict[str, str] = {}  # trial id -> why it failed for good
+        self.stepped = False
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if not self.stepped:  # a restored search: the trials that had ended before
+            self.done |= {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")}
+            self.stepped = True
+        self.known |= {t.trial_id for t in trials}
+
+    def unfinished(self, results: tune.ResultGrid, expected: int) -> int:
+        """How many of the ``expected`` trials did not end. Ray marks the trials it stops on
+        Ctrl-C as TERMINATED, so only what this callback saw end counts as ended."""
+        if not self.stepped:  # restored with every trial already ended: nothing ran
+            return expected - results.num_terminated - results.num_errors
+        return expected - len(self.done)
+
+    def discard_orphans(self) -> list[str]:
+        """Delete the child runs of trials that Ray no longer knows: a driver killed before
+        Ray saved its state loses the trials it had just started, and the restored searcher
+        samples new ones in their place. Returns the discarded trial ids."""
+        if not self.stepped:
+            return []
+        lost = [run for run in self.tracker.children(self.parent)
+                if run["tags"].get("trial_id") and run["tags"]["trial_id"] not in self.known]
+        for run in lost:
+            self.tracker.end(run["run_id"], "KILLED")
+            self.tracker.delete(run["run_id"])
+        return [run["tags"]["trial_id"] for run in lost]
+
+    def run_id(self, trial: Any) -> str:
+        tid = trial.trial_id
+        self.known.add(tid)  # started since the last step (a grid starts several at once)
+        if tid not in self.runs:
+            found = self.tracker.find_run(self.experiment, {"trial_id": tid,
+                                                            "mlflow.parentRunId": self.parent})
+            self.names[tid] = self.run_name(trial.config, trial_number(trial), tid)
+            self.runs[tid] = found or self._start(trial)
+        if tid not in self.open:  # a resumed trial continues its run (a no-op for a new one)
+            self.tracker.reopen(self.runs[tid])
+            self.open.add(tid)
+            self.last_epoch[tid] = self.tracker.last_step(self.runs[tid], "epoch")
+        return self.runs[tid]
+
+    def _start(self, trial: Any) -> str:
+        tid = trial.trial_id
+        run = self.tracker.start(
+            self.experiment, self.names[tid], params=self.run_params(trial.config),
+            tags={"trial_id": tid, "trial_number": str(trial_number(trial)), "kind": "trial",
+                  **self.run_tags(trial.config)},
+            parent_run_id=self.parent)
+        if self.run_config is not None:
+            self.tracker.log_text(run, dump_yaml(self.run_config(trial.config)), "config.yaml")
+        return run
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.run_id(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        run, epoch = self.run_id(trial), int(result["epoch"])
+        if epoch <= self.last_epoch[trial.trial_id]:
+            return  # replayed from an older checkpoint after a crash: each epoch is logged once
+        metrics = {k: v for k, v in result.items()
+                   if ("/" in k or k == "epoch") and isinstance(v, int | float)}
+        self.tracker.log_metrics(run, metrics, step=epoch)
+        self.last_epoch[trial.trial_id] = epoch
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        epochs = int(result.get("training_iteration", 0))
+        stopped = epochs < self.epochs
+        run = self.run_id(trial)
+        tags: dict[str, Any] = {"epochs_trained": epochs, "stopped_early": stopped}
+        if stopped:  # visible in the runs table's name column
+            tags["mlflow.runName"] = f"{self.names[trial.trial_id]}-stopped"
+        if trial.checkpoint is not None:  # trainer.pt + config.yaml: `ablate eval RUN_ID`
+            tags["checkpoint"] = trial.checkpoint.path
+        if result.get("node_id"):  # the Ray node it finished on (after a resume: the last)
+            tags["node_id"] = result["node_id"]
+        self.tracker.set_tags(run, tags)
+        self.tracker.end(run, "FINISHED")
+        self.open.discard(trial.trial_id)
+        self.done.add(trial.trial_id)
+        how = f"stopped early after {epochs}/{self.epochs}" if stopped else f"{epochs}"
+        w = 100 * result.get("val/best_w_acc", float("nan"))
+        self.log(f"trial {trial_number(trial)} ({trial.trial_id}): {how} epochs, best val W "
+                 f"{w:.1f}% "
+                 f"(clean {100 * result.get('val/best_clean_acc', float('nan')):.1f}%, "
+                 f"PGD {100 * result.get('val/best_robust_acc', float('nan')):.1f}%)  "
+                 f"{self.describe(trial.config)}")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # The driver writes the trace to the trial's local directory before this callback; the
+        # copy in (possibly remote) storage may not be synced yet.
+        local = Path(trial.error_file) if trial.error_file else None
+        reason = error_reason(local.read_text() if local and local.exists() else
+                              trial.get_error())
+        run = self.run_id(trial)
+        if "KeyboardInterrupt" in reason:  # Ctrl-C reached the worker: interrupted, not failed
+            return
+        self.tracker.set_tags(run, {"error": reason})
+        self.tracker.end(run, "FAILED")
+        self.open.discard(trial.trial_id)
+        self.done.add(trial.trial_id)
+        self.failed[trial.trial_id] = reason
+        self.log(f"trial {trial_number(trial)} ({trial.trial_id}): FAILED: {reason}  "
+                 f"{self.describe(trial.config)}")
+
+    def close_open(self, status: str = "KILLED") -> None:
+        """Mark runs of trials still in flight (an interrupted search) as ``status``."""
+        for tid in sorted(self.open):
+            self.tracker.end(self.runs[tid], status)
+        self.open.clear()

@@ -1,0 +1,240 @@
+"""A search's confirm stage (``confirm:`` in the spec, or ``--confirm``): the top-k
+configurations by the search's validation objective are re-trained on several seeds, as a grid
+nested in the search's parent run; the winner is the one with the highest lower bound of the
+95% interval of its validation objective (not the one lucky run), and only the winner is tested,
+on every seed. One seed's search can rank a config first by noise: on digits, three seeds of one
+config spread by 1-2 points of W-acc, more than the top trials of a search differ by.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ray import tune
+
+from ablate.config import (
+    GridSpec,
+    Row,
+    SearchSpec,
+    concurrency,
+    config_hash,
+    dump_yaml,
+    effective_config,
+)
+from ablate.core.console import Log
+from ablate.grid import GridJob
+from ablate.report import NAN, paired_test, seed_stats, test_line
+from ablate.runtime import Options, run_job, storage_path
+from ablate.search.summary import launch_test
+from ablate.search.trials import OBJECTIVE, describe, param_columns, sampled_values
+from ablate.tracking import Tracker
+
+ALPHA = 0.05  # the paired test's level for "distinguishable from the runner-up"
+
+
+def select(values: Mapping[str, Mapping[int, float]], order: Sequence[str]) -> list[dict[str, Any]]:
+    """The candidates ranked by the confirm rule. ``values``: candidate -> seed -> validation
+    objective; ``order``: the candidates in search rank. Each gets :func:`seed_stats` of its
+    values and ``lcb``, the lower bound of the 95% t-interval of its mean (-inf with fewer than
+    2 seeds: without an interval a candidate cannot be confirmed). Ranked by lcb, then mean,
+    then search rank; the first is the winner. Each other candidate carries ``diff`` (its mean
+    difference to the winner) and ``p``, the paired t-test over the seeds both have."""
+    ranked = []
+    for rank, name in enumerate(order, start=1):
+        vals = dict(values.get(name, {}))
+        s = seed_stats([vals[k] for k in sorted(vals)])
+        ranked.append({"candidate": name, "search_rank": rank, "values": vals, **s,
+                       "lcb": s["ci_low"] if s["n"] >= 2 else -math.inf})
+    ranked.sort(key=lambda r: (-r["lcb"], -(r["mean"] if r["n"] else -math.inf),
+                               r["search_rank"]))
+    win = ranked[0]["values"]
+    for r in ranked:
+        common = sorted(set(r["values"]) & set(win))
+        test = paired_test([r["values"][k] for k in common], [win[k] for k in common])
+        r["diff"], r["p"] = (0.0, NAN) if r is ranked[0] else (test["diff"], test["p"])
+    return ranked
+
+
+def confirm_grid(spec: SearchSpec, ranked: Sequence[dict[str, Any]]
+                 ) -> tuple[GridSpec, dict[str, dict[str, Any]]]:
+    """The grid of the stage: one row per distinct configuration among the best trials
+    (``ranked``: trials table rows, best first), up to ``top_k``, on the confirm seeds; and
+    each row's search trial."""
+    assert spec.confirm is not None
+    columns, rows, seen = param_columns(spec.space), [], set()
+    candidates: dict[str, dict[str, Any]] = {}
+    for trial in ranked:
+        sampled = sampled_values(trial, columns)
+        key = config_hash(effective_config(spec.trial_config(sampled)))
+        if key in seen:  # the same config sampled twice: one row
+            continue
+        seen.add(key)
+        overrides = {p: v for k, v in sampled.items() for p in spec.targets(k)}
+        rows.append(Row(name=f"#{len(rows) + 1} trial {trial['trial']}", overrides=overrides))
+        candidates[rows[-1].name] = trial
+        if len(rows) == spec.confirm.top_k:
+            break
+    grid = GridSpec(name=spec.name, base=spec.base, rows=rows, baseline=rows[0].name,
+                    seeds=spec.confirm.seeds, resources=spec.resources,
+                    max_concurrent=spec.max_concurrent, max_failures=spec.max_failures)
+    return grid, candidates
+
+
+@dataclass
+class ConfirmJob(GridJob):
+    """The stage as :func:`~ablate.runner.run_job` runs it: a grid of candidates x seeds whose
+    parent run is nested in the search's, validated only; summarised by :func:`select`."""
+
+    search: SearchSpec | None = None
+    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)  # row -> trial row
+    kind: ClassVar[str] = "confirm"
+    test_at_end: ClassVar[bool] = False  # only the winner is tested, after the selection
+
+    def plan(self, available: dict[str, float]) -> str:
+        g = self.grid
+        runs = len(g.rows) * len(g.seeds)
+        return (f"confirm stage of search {g.name}: {len(g.rows)} candidates x {len(g.seeds)} "
+                f"seeds = {runs} runs of {g.base.optim.epochs} epochs, validated only; "
+                f"{concurrency(g, available, trials=runs)} at a time")
+
+    def summarize(self, results: tune.ResultGrid, tracker: Tracker, parent: str,
+                  params: dict[str, Any]) -> None:
+        summarize_confirm(self, results, tracker, parent, params)
+
+
+def run_confirm(spec: SearchSpec, search_parent: str, ranked: list[dict[str, Any]],
+                opts: Options, log: Log = print) -> int:
+    """Run (or resume) the confirm stage of the search summarised in ``search_parent``; the
+    search's parent run stays open until the stage ends. Returns the exit code."""
+    if not ranked:
+        log("confirm: no trial ended with a value, nothing to confirm")
+        return 0
+    grid, candidates = confirm_grid(spec, ranked)
+    job = ConfirmJob(grid, log, nested_in=search_parent, search=spec, candidates=candidates)
+    tracker = Tracker(opts.tracking_uri)
+    tracker.reopen(search_parent)
+    tracker.set_tags(search_parent, {"confirm": "running"})
+    path = f"{storage_path(opts.storage).rstrip('/')}/{grid.name}-{grid.digest()}"
+    resume = opts.resume and tune.Tuner.can_restore(path)  # a stage that never started: new
+    code = run_job(job, replace(opts, resume=resume, fresh=opts.fresh and not resume), log)
+    state = {0: "done", 130: "interrupted"}.get(code, "failed")
+    tracker.set_tags(search_parent, {"confirm": state})
+    tracker.end(search_parent, {0: "FINISHED", 130: "KILLED"}.get(code, "FAILED"))
+    return code
+
+
+def _values(results: tune.ResultGrid) -> tuple[dict[str, dict[int, float]],
+                                                 dict[tuple[str, int], tune.Checkpoint]]:
+    values: dict[str, dict[int, float]] = {}
+    checkpoints = {}
+    for r in results:
+        m, cfg = r.metrics or {}, r.config or {}
+        v = m.get(OBJECTIVE)
+        if r.error or v is None or math.isnan(v) or r.checkpoint is None:
+            continue
+        values.setdefault(cfg["row"], {})[int(cfg["seed"])] = float(v)
+        checkpoints[(cfg["row"], int(cfg["seed"]))] = r.checkpoint
+    return values, checkpoints
+
+
+def summarize_confirm(job: ConfirmJob, results: tune.ResultGrid, tracker: Tracker, stage: str,
+                      params: dict[str, Any]) -> None:
+    """Select the winner, test it on every seed it trained, log the table and the winner into
+    the stage run and the search's parent run."""
+    spec, grid, log = job.search, job.grid, job.log
+    assert spec is not None
+    values, checkpoints = _values(results)
+    ranked = select(values, [r.name for r in grid.rows])
+    win = ranked[0]
+    if win["n"] == 0:
+        log("confirm: no run of the stage ended with a value: no winner")
+        return
+    pending = {s: launch_test({"row": win["candidate"], "seed": s}, checkpoints[(
+        win["candidate"], s)], params, spec.resources) for s in sorted(win["values"])}
+    markdown = confirm_markdown(ranked, job.candidates, len(grid.seeds))
+    log(markdown)
+    tests = {s: run()[0] for s, run in pending.items()}
+    mean = _mean_tests(tests)
+    sampled = sampled_values(job.candidates[win["candidate"]], param_columns(spec.space))
+    _log_outcome(job, ranked, tests, mean, sampled, markdown, tracker, stage)
+    runner_up = ranked[1] if len(ranked) > 1 else None
+    raw = job.candidates[grid.rows[0].name]
+    log(f"confirmed winner: {win['candidate']} (val W {100 * win['mean']:.1f}% mean, lower "
+        f"bound {100 * win['lcb']:.1f}%); the search's best single run was "
+        f"{grid.rows[0].name}" + (" too" if win["candidate"] == grid.rows[0].name else
+                                  f" (val W {100 * raw[OBJECTIVE]:.1f}%)"))
+    if runner_up is not None:
+        log(f"winner vs runner-up {runner_up['candidate']}: "
+            f"{_distinguishable(runner_up, len(grid.seeds))}")
+    log(f"winner: {describe(sampled)}")
+    log(f"test of the winner, mean over seeds {sorted(tests)}: {test_line(mean)}   best "
+        "config: best_config.yaml in the search's parent run")
+
+
+def _distinguishable(runner_up: dict[str, Any], seeds: int) -> str:
+    p = runner_up["p"]
+    if math.isnan(p):
+        return "no paired test (fewer than 2 seeds in common)"
+    verdict = "distinguishable" if p < ALPHA else "not distinguishable"
+    return (f"Δ {100 * runner_up['diff']:+.2f} points, paired p = {p:.3f}: {verdict} at "
+            f"{ALPHA:g} with {seeds} seeds")
+
+
+def _mean_tests(tests: dict[int, dict[str, float]]) -> dict[str, float]:
+    keys = set.intersection(*(set(t) for t in tests.values()))
+    return {k: math.fsum(t[k] for t in tests.values()) / len(tests) for k in sorted(keys)}
+
+
+def confirm_markdown(ranked: Sequence[dict[str, Any]], trials: Mapping[str, dict[str, Any]],
+                     seeds: int) -> str:
+    """The stage's table: validation objective (W-acc, %) of each candidate over the seeds."""
+    def pct(x: float) -> str:
+        return "–" if x is None or math.isnan(x) or math.isinf(x) else f"{100 * x:.2f}"
+
+    lines = ["| | candidate | search run | seeds | mean ± std | 95% interval | lower bound | "
+             "Δ vs winner | p |", "|---|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(ranked):
+        mark = "**winner**" if i == 0 else ""
+        lines.append(
+            f"| {mark} | {r['candidate']} | {pct(trials[r['candidate']][OBJECTIVE])} | "
+            f"{r['n']}/{seeds} | {pct(r['mean'])} ± {pct(r['std'])} | "
+            f"[{pct(r['ci_low'])}, {pct(r['ci_high'])}] | {pct(r['lcb'])} | "
+            f"{'' if i == 0 else pct(r['diff'])} | "
+            f"{'' if i == 0 or math.isnan(r['p']) else format(r['p'], '.3f')} |")
+    return ("Confirm stage: validation W-acc (%) over seeds; the winner has the highest lower "
+            "bound of the 95% interval\n\n" + "\n".join(lines) + "\n")
+
+
+def _log_outcome(job: ConfirmJob, ranked: list[dict[str, Any]], tests: dict[int, dict[str, float]],
+                 mean_test: dict[str, float], sampled: dict[str, Any], markdown: str,
+                 tracker: Tracker, stage: str) -> None:
+    spec, win, search = job.search, ranked[0], job.nested_in
+    assert spec is not None and search is not None
+    cells = {(c["tags"].get("row"), c["tags"].get("seed")): c["run_id"]
+             for c in tracker.children(stage)}
+    for seed, test in tests.items():
+        run = cells.get((win["candidate"], str(seed)))
+        if run is not None:
+            tracker.log_summary(run, {f"test/{k}": v for k, v in test.items()},
+                                step=spec.base.optim.epochs)
+            tracker.set_tags(run, {"best": "true"})
+    mean = {f"test/{k}": v for k, v in mean_test.items()}
+    summary = {**mean, "confirm/mean": win["mean"], "confirm/lcb": win["lcb"]}
+    runner_up = ranked[1] if len(ranked) > 1 else None
+    tags = {"confirm_winner": win["candidate"],
+            "best_trial": job.candidates[win["candidate"]]["trial_id"],
+            "confirm_p_runner_up": "" if runner_up is None else f"{runner_up['p']:.4g}"}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "confirm.md").write_text(markdown)
+        (Path(tmp) / "best_config.yaml").write_text(
+            dump_yaml(spec.trial_config(sampled).model_dump(mode="json")))
+        for run in (stage, search):
+            tracker.log_summary(run, summary, step=0)
+            tracker.set_tags(run, tags)
+            tracker.log_artifact(run, Path(tmp) / "confirm.md")
+        tracker.log_artifact(search, Path(tmp) / "best_config.yaml")

@@ -1,0 +1,196 @@
+"""``ablate search``: Optuna (TPE) through Ray Tune with ASHA, every trial logged to MLflow.
+
+Flow: validate the spec and its inputs (no Ray yet) → prepare the teachers once in the driver →
+start (or join) Ray → fit or restore the Tuner → summarise into the parent run and re-test the
+best trial's best checkpoint on the test split with the final PGD protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import optuna
+import yaml
+from ray import tune
+from ray.tune.result import TRAINING_ITERATION
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from ablate.config import SearchSpec, concurrency
+from ablate.core.console import Log
+from ablate.runtime import JobFields, Options, run_job, trial_dirname
+from ablate.search.study import optuna_space
+from ablate.search.summary import summarize
+from ablate.search.trials import OBJECTIVE, PARETO, describe
+from ablate.tracking import Tracker
+
+_SAMPLERS = {"optuna_tpe": "TPE", "optuna_random": "random sampling"}
+
+
+def plan(spec: SearchSpec, available: dict[str, float]) -> str:
+    """The resource plan of ``--dry-run``: trials, per-trial resources, concurrency here."""
+    r, s = spec.resources, spec.scheduler
+    sched = (f"ASHA (grace {s.grace_period} epochs, reduction factor {s.reduction_factor:g}, "
+             f"max {spec.base.optim.epochs} epochs)" if s.name == "asha" else "no early stopping")
+    objective = (f"W-acc (clean weight {spec.objective.w:g})" if not spec.objective.multi
+                 else "Pareto front of clean and PGD accuracy")
+    n = concurrency(spec, available)
+    here = (f"{n} at a time on this machine ({available['CPU']:g} CPUs, "
+            f"{available['GPU']:g} GPUs)" if n else
+            "none fit on this machine: run with --address on a cluster that has the resources")
+    return "\n".join([
+        f"search {spec.name} (spec hash {spec.digest()}): {spec.num_samples} trials of "
+        f"{spec.base.method.name} on {spec.base.data.name}, {spec.base.optim.epochs} epochs each",
+        f"objective: {objective}; searcher: Optuna {_SAMPLERS[spec.searcher.name]} (seed "
+        f"{spec.searcher.seed}, "
+        f"{len(spec.searcher.points_to_evaluate)} given points{_tpe_options(spec)}); "
+        f"scheduler: {sched}",
+        "space: " + ", ".join(f"{k} {_range(p)}" for k, p in spec.space.items()),
+        f"resources per trial: {r.cpu:g} CPU, {r.gpu:g} GPU; max concurrent "
+        f"{spec.max_concurrent or 'unlimited'}; {here}; retries per trial {spec.max_failures}",
+        *([] if spec.confirm is None else [
+            f"then confirm: the top {spec.confirm.top_k} configurations re-trained on seeds "
+            f"{spec.confirm.seeds} ({spec.confirm.top_k * len(spec.confirm.seeds)} more runs of "
+            f"{spec.base.optim.epochs} epochs), winner by the lower 95% bound, only it tested"]),
+    ])
+
+
+def _tpe_options(spec: SearchSpec) -> str:
+    s = spec.searcher
+    if s.name != "optuna_tpe":
+        return ""
+    joint = {None: "", True: ", multivariate", False: ", independent"}[s.multivariate]
+    return f", {s.n_startup_trials} random startup trials{joint}"
+
+
+def _range(p: Any) -> str:
+    if p.type == "categorical":
+        return "{" + ", ".join(map(str, p.choices)) + "}"
+    return f"[{p.low:g}, {p.high:g}]" + (" log" if p.log else "") + (" int" * (p.type == "int"))
+
+
+def make_sampler(spec: SearchSpec) -> optuna.samplers.BaseSampler:
+    """The spec's Optuna sampler (seeded)."""
+    if spec.searcher.name == "optuna_random":
+        return optuna.samplers.RandomSampler(seed=spec.searcher.seed)
+    s = spec.searcher
+    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials,
+                                      multivariate=s.multivariate)
+
+
+class StoppedAsPruned(OptunaSearch):
+    """Ray's OptunaSearch tells Optuna that a trial ASHA stopped early is COMPLETE with its
+    value at the stopping epoch, so TPE ranks an epoch-1 value beside full-length ones. Here
+    such a trial is told PRUNED: Optuna keeps the intermediate values reported every epoch and
+    TPE ranks pruned trials by how far they got, then by their last value, as it does under
+    Optuna's own pruners. Scalar objective only (Optuna has no pruning for several)."""
+
+    def __init__(self, *args: Any, epochs: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.epochs = epochs
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        stopped = (not error and result is not None and not isinstance(self.metric, list)
+                   and result.get(TRAINING_ITERATION, self.epochs) < self.epochs)
+        if not stopped or trial_id in self._completed_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+        return None
+
+
+def tune_config(spec: SearchSpec) -> tune.TuneConfig:
+    """Optuna TPE (seeded, the given points first) and ASHA on the scalar objective."""
+    multi = spec.objective.multi
+    searcher = StoppedAsPruned(
+        space=optuna_space(spec), metric=list(PARETO) if multi else OBJECTIVE,
+        mode=["max", "max"] if multi else "max",
+        points_to_evaluate=[dict(p) for p in spec.searcher.points_to_evaluate] or None,
+        sampler=make_sampler(spec), epochs=spec.base.optim.epochs)
+    scheduler = None
+    if spec.scheduler.name == "asha":
+        # With a single objective Tune hands metric and mode to the scheduler itself.
+        scheduler = ASHAScheduler(
+            metric=OBJECTIVE if multi else None, mode="max" if multi else None,
+            time_attr="training_iteration",
+            max_t=spec.base.optim.epochs, grace_period=spec.scheduler.grace_period,
+            reduction_factor=spec.scheduler.reduction_factor)
+    return tune.TuneConfig(
+        search_alg=searcher, scheduler=scheduler, num_samples=spec.num_samples,
+        max_concurrent_trials=spec.max_concurrent,
+        metric=None if multi else OBJECTIVE, mode=None if multi else "max",
+        trial_dirname_creator=trial_dirname, reuse_actors=True)
+
+
+@dataclass
+class SearchJob(JobFields):
+    """A search as :func:`~ablate.runner.run_job` runs it: Optuna TPE (and ASHA) proposing
+    trials over the spec's space; summarised into tables, plots and the best trial's test."""
+
+    spec: SearchSpec
+    log: Log = print
+    ranked: list[dict[str, Any]] = field(default_factory=list)  # ended trials, best first
+    parent: str = ""  # the parent run, once summarised
+    kind: ClassVar[str] = "search"
+    test_at_end: ClassVar[bool] = False  # only the best trial is tested, by the driver
+
+    def __post_init__(self) -> None:
+        s = self.spec
+        self.name, self.digest, self.base, self.resources = s.name, s.digest(), s.base, s.resources
+        self.trials, self.max_failures, self.recipe = s.num_samples, s.max_failures, s.recipe()
+
+    def parent_params(self) -> dict[str, Any]:
+        # MLflow returns params unordered: the space's order is kept for around-grids' rows.
+        return {"search": self.spec.model_dump(mode="json", exclude={"base"})
+                | {"space_order": list(self.spec.space)},
+                "base": self.spec.base.model_dump(mode="json")}
+
+    def parent_tags(self) -> dict[str, str]:
+        return {}
+
+    def warnings(self) -> list[str]:
+        return self.spec.warnings()
+
+    def plan(self, available: dict[str, float]) -> str:
+        return plan(self.spec, available)
+
+    def tune_config(self) -> tune.TuneConfig:
+        return tune_config(self.spec)
+
+    def param_space(self) -> None:
+        return None  # the searcher proposes every trial's values
+
+    def describe(self, sampled: dict[str, Any]) -> str:
+        return describe(sampled)
+
+    def run_name(self, sampled: dict[str, Any], number: int, trial_id: str) -> str:
+        return f"trial-{number:02d}-{trial_id.split('_')[0]}"
+
+    def run_params(self, sampled: dict[str, Any]) -> dict[str, Any]:
+        return {**sampled, "method": self.base.method.name}
+
+    def run_tags(self, sampled: dict[str, Any]) -> dict[str, str]:
+        return {"spec_hash": self.digest, "method": self.base.method.name,
+                "seed": str(self.base.seed), "sampled": yaml.safe_dump(sampled).strip()}
+
+    def summarize(self, results: tune.ResultGrid, tracker: Tracker, parent: str,
+                  params: dict[str, Any]) -> None:
+        self.ranked = summarize(self.spec, results, tracker, parent, params, self.log)
+        self.parent = parent
+
+
+def run_search(spec: SearchSpec, opts: Options, log: Log = print) -> int:
+    """Run (or resume) the search, then its confirm stage if the spec has one; returns the
+    exit code (0, 1 when every trial failed, 130 when interrupted)."""
+    job = SearchJob(spec, log)
+    code = run_job(job, opts, log)
+    if code or spec.confirm is None:
+        return code
+    from ablate.search.confirm import run_confirm
+
+    return run_confirm(spec, job.parent, job.ranked, opts, log)
+
+
+# --- the summary: trials table, plots, importances, the Optuna study, the best trial's test ---

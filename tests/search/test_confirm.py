@@ -1,0 +1,125 @@
+"""The confirm stage: the selection rule against an independent computation (scipy), and a real
+search with a confirm stage (local Ray, SQLite MLflow, digits) whose runs, winner, tests and
+best config are checked from the store."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+from ablate.cli import main
+from ablate.config import load_search_spec
+from ablate.search.confirm import select
+from tests.helpers import SPEC, store, write
+
+
+def lower_bound(values: list[float]) -> float:
+    x = np.asarray(values)
+    return float(x.mean() - stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+
+
+def test_the_winner_has_the_highest_lower_bound_not_the_highest_mean() -> None:
+    values = {"a": {0: 0.70, 1: 0.60, 2: 0.80},  # highest mean, noisy
+              "b": {0: 0.68, 1: 0.69, 2: 0.70},  # lower mean, steady
+              "c": {0: 0.40, 1: 0.42, 2: 0.41}}
+    ranked = select(values, ["a", "b", "c"])
+    assert [r["candidate"] for r in ranked] == ["b", "a", "c"]
+    for r in ranked:
+        vals = list(values[r["candidate"]].values())
+        assert r["lcb"] == pytest.approx(lower_bound(vals))
+        assert r["mean"] == pytest.approx(np.mean(vals)) and r["n"] == 3
+    a, c = ranked[1], ranked[2]  # paired against the winner over the same seeds
+    want = stats.ttest_rel([values["a"][s] for s in (0, 1, 2)], [values["b"][s] for s in (0, 1, 2)])
+    assert a["p"] == pytest.approx(want.pvalue) and a["diff"] == pytest.approx(0.01)
+    assert c["p"] == pytest.approx(stats.ttest_rel([.40, .42, .41], [.68, .69, .70]).pvalue)
+    assert ranked[0]["diff"] == 0 and math.isnan(ranked[0]["p"])
+
+
+def test_ties_go_to_the_higher_mean_then_the_search_rank() -> None:
+    # Same spread, so the same half-width: equal lower bounds only with equal means.
+    same = {"x": {0: 0.5, 1: 0.7}, "y": {0: 0.5, 1: 0.7}}
+    assert [r["candidate"] for r in select(same, ["y", "x"])] == ["y", "x"]
+    assert [r["candidate"] for r in select(same, ["x", "y"])] == ["x", "y"]
+    # Equal lower bounds (both -inf, one seed each): the higher mean wins.
+    one = {"x": {0: 0.6}, "y": {0: 0.8}}
+    assert [r["candidate"] for r in select(one, ["x", "y"])] == ["y", "x"]
+
+
+def test_missing_seeds_count_only_what_finished() -> None:
+    values = {"full": {0: 0.60, 1: 0.61, 2: 0.62},
+              "two": {0: 0.70, 2: 0.74},  # seed 1 failed: a wide 2-seed interval
+              "one": {1: 0.90},  # one seed: no interval, cannot be confirmed
+              "none": {}}
+    ranked = select(values, ["none", "one", "two", "full"])
+    assert [r["candidate"] for r in ranked] == ["full", "two", "one", "none"]
+    assert ranked[1]["lcb"] == pytest.approx(lower_bound([0.70, 0.74]))
+    assert ranked[1]["n"] == 2 and ranked[2]["lcb"] == -math.inf and ranked[3]["n"] == 0
+    # Paired over the seeds both have: (0, 2) for "two" against "full".
+    want = stats.ttest_rel([0.70, 0.74], [0.60, 0.62])
+    assert ranked[1]["p"] == pytest.approx(want.pvalue)
+    assert math.isnan(ranked[2]["p"])  # one common seed: no test
+
+
+def test_confirm_is_left_out_of_the_search_hash(tmp_path: Path) -> None:
+    plain = load_search_spec(write(tmp_path / "s.yaml", SPEC))
+    confirmed = load_search_spec(tmp_path / "s.yaml", ["confirm.top_k=2", "confirm.seeds=[3,4]"])
+    assert confirmed.confirm is not None and confirmed.confirm.seeds == [3, 4]
+    assert plain.digest() == confirmed.digest()  # the same search, confirmed afterwards
+
+
+def test_a_search_with_a_confirm_stage_tests_only_the_winner(workdir: Path, capsys) -> None:
+    spec = copy.deepcopy(SPEC) | {"num_samples": 3, "confirm": {"top_k": 2, "seeds": [0, 1]}}
+    spec["scheduler"] = {"name": "none"}
+    spec["base"]["optim"]["epochs"] = 2
+    assert main(["search", str(write(workdir / "s.yaml", spec))]) == 0
+    out = capsys.readouterr().out
+    assert "confirmed winner: #" in out and "paired p = " in out
+
+    client, exp = store(workdir)
+    runs = client.search_runs([exp])
+    (search,) = [r for r in runs if r.data.tags.get("kind") == "search"]
+    (stage,) = [r for r in runs if r.data.tags.get("kind") == "confirm"]
+    cells = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == stage.info.run_id]
+    assert stage.data.tags["mlflow.parentRunId"] == search.info.run_id
+    assert search.info.status == stage.info.status == "FINISHED"
+    assert search.data.tags["confirm"] == "done" and len(cells) == 4
+    # The rule applied to the logged validation values picks the logged winner.
+    values: dict[str, dict[int, float]] = {}
+    for c in cells:
+        values.setdefault(c.data.tags["row"], {})[int(c.data.tags["seed"])] = (
+            c.data.metrics["val/best_w_acc"])
+    order = sorted(values, key=lambda name: int(name.split()[0][1:]))
+    winner = select(values, order)[0]["candidate"]
+    assert search.data.tags["confirm_winner"] == winner
+    assert search.data.metrics["confirm/lcb"] == pytest.approx(
+        lower_bound(list(values[winner].values())))
+    # Only the winner's cells were tested; the parent's test is their mean.
+    tested = [c for c in cells if "test/clean_acc" in c.data.metrics]
+    assert {c.data.tags["row"] for c in tested} == {winner} and len(tested) == 2
+    assert search.data.metrics["test/clean_acc"] == pytest.approx(
+        np.mean([c.data.metrics["test/clean_acc"] for c in tested]))
+    # best_config.yaml is the winner's configuration.
+    best = yaml.safe_load(Path(client.download_artifacts(
+        search.info.run_id, "best_config.yaml", str(workdir))).read_text())
+    trial = search.data.tags["best_trial"]
+    (trial_run,) = [r for r in runs if r.data.tags.get("trial_id") == trial]
+    assert best["method"]["alpha"] == pytest.approx(float(trial_run.data.params["method.alpha"]))
+    assert winner.endswith(f"trial {trial_run.data.tags['trial_number']}")
+
+    # An around-grid of the confirmed winner nests in the search's run too, and `ablate report`
+    # shows the search, the confirm stage and the around-grid together.
+    assert main(["grid", "--around", search.info.run_id, "seeds=[0]", "--heartbeat", "0"]) == 0
+    capsys.readouterr()
+    (around,) = [r for r in client.search_runs([exp]) if r.data.tags.get("kind") == "grid"]
+    assert around.data.tags["mlflow.parentRunId"] == search.info.run_id
+    assert around.info.status == "FINISHED"
+    assert main(["report", search.info.run_id]) == 0
+    out = capsys.readouterr().out
+    assert "Confirm stage: validation W-acc" in out and f"Around-grid {around.info.run_id}" in out
+    assert out.index("Confirm stage") < out.index("| optimum |") and "push off" in out

@@ -1,0 +1,59 @@
+"""The trial's device from Ray's assignment, on a local Ray that declares two (absent) GPUs:
+Ray assigns them like real ones, which is all the choice reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import ray
+import torch
+
+from ablate.config import Resources, check_trial_device
+from ablate.core.errors import ConfigError
+from trainables.ciard import trial_device
+
+NOSET = {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}
+
+
+@pytest.fixture(scope="module")
+def two_gpus() -> Iterator[None]:
+    ray.shutdown()
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False,
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@ray.remote(num_cpus=0)
+def device_in_task(name: str) -> str:
+    try:
+        return str(trial_device(name))
+    except ConfigError as exc:
+        return f"refused: {exc}"
+
+
+def test_a_trial_gets_the_gpu_ray_assigned_it(two_gpus: None) -> None:
+    # Ray narrows CUDA_VISIBLE_DEVICES to the trial's GPU: it is cuda:0 for every trial.
+    quarter = device_in_task.options(num_gpus=0.25)
+    assert ray.get([quarter.remote("auto"), quarter.remote("cuda")]) == ["cuda:0", "cuda:0"]
+    # Where Ray leaves every GPU visible, the index is Ray's id: two whole-GPU trials at once
+    # get one GPU each.
+    whole = device_in_task.options(num_gpus=1, runtime_env={"env_vars": NOSET})
+    assert sorted(ray.get([whole.remote("auto"), whole.remote("auto")])) == ["cuda:0", "cuda:1"]
+
+
+def test_a_trial_without_a_gpu_share_stays_off_the_gpus(two_gpus: None) -> None:
+    assert ray.get(device_in_task.remote("auto")) == "cpu"
+    assert ray.get(device_in_task.remote("cpu")) == "cpu"
+    if not torch.cuda.is_available():  # cuda without a share: refused where no CUDA is seen
+        assert ray.get(device_in_task.remote("cuda")).startswith("refused: field `device`")
+    # The driver (testing the best trial) is no trial: the config's device as it resolves here.
+    assert trial_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_cuda_trials_need_a_gpu_share() -> None:
+    with pytest.raises(ConfigError, match=r"^field `resources.gpu`: 0 GPUs per trial, but "):
+        check_trial_device(Resources(cpu=1, gpu=0), "cuda")
+    check_trial_device(Resources(cpu=1, gpu=0.25), "cuda")
+    check_trial_device(Resources(cpu=1, gpu=0), "auto")
