@@ -34,6 +34,11 @@ PUSH_EMPTY = "push_empty"  # share of batches with J = ∅ (the push term is exa
 PUSH_KEYS = (PUSH_ACTIVE, PUSH_EMPTY)
 
 
+def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    """``metrics`` under ``prefix`` (``{"clean_acc": x}`` -> ``{"test/clean_acc": x}``)."""
+    return {f"{prefix}{k}": v for k, v in metrics.items()}
+
+
 def run_mean(key: str) -> str:
     """The metric of a push diagnostic averaged over the run so far (``train/run_KEY_frac``),
     what the last report of a trial says about the whole run."""
@@ -67,7 +72,9 @@ METHOD = "method"
 SEED = "seed"
 INTERRUPTED = "interrupted"  # flag: the job was stopped by Ctrl-C (cleared by --resume)
 GRID = "grid"  # a grid's settings as JSON, what ``ablate report`` rebuilds its table from
-CONFIRM = "confirm"  # a search's confirm stage: running, done, interrupted or failed
+CONFIRM = "confirm"  # a search's confirm stage, one of:
+CONFIRM_RUNNING, CONFIRM_DONE = "running", "done"
+CONFIRM_INTERRUPTED, CONFIRM_FAILED = "interrupted", "failed"
 CONFIRM_WINNER = "confirm_winner"
 CONFIRM_P_RUNNER_UP = "confirm_p_runner_up"
 BEST_TRIAL = "best_trial"  # a search's parent run: the trial id of the tested trial
@@ -96,12 +103,20 @@ def is_set(value: str | None) -> bool:
     return (value or "").lower() == "true"
 
 
-# --- Params of parent runs (flattened with dots) ---------------------------------------------
+# --- Params of parent runs (MLflow flattens them with dots) ---------------------------------
 
-PARAM_BASE = "base."  # the base experiment of a search or grid
-PARAM_SEARCH = "search."  # a search's spec without its base (``search.space.KEY.low``)
-SPACE_ORDER = "search.space_order"  # the space's keys in spec order (MLflow sorts params)
+PARAMS_BASE = "base"  # a search's or grid's base experiment: base.optim.epochs, ...
+PARAMS_SEARCH = "search"  # a search's spec without its base: search.space.KEY.low, ...
+PARAMS_GRID = "grid"  # a grid's spec without its base: grid.rows, grid.seeds, ...
+SPACE_ORDER = "space_order"  # under search: the space's keys in spec order (MLflow sorts)
 PARAM_COLUMN = "param/"  # a trials table's column of a sampled value
+
+
+def param(*path: str) -> str:
+    """A param's flattened name: ``param(PARAMS_BASE, "optim.epochs")`` is
+    ``base.optim.epochs``."""
+    return ".".join(path)
+
 
 # --- Files and artifacts ---------------------------------------------------------------------
 

@@ -125,7 +125,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
               f"{m['train/loss']:.3f}, val clean {100 * m['val/clean_acc']:.1f}% PGD-10 "
               f"{100 * m['val/robust_acc']:.1f}%", flush=True)
     t0 = time.perf_counter()
-    test = trainer.test(attacks=cfg.eval.attacks)
+    test = trainer.test()
     print(f"test ({time.perf_counter() - t0:.1f} s): " + ", ".join(
         f"{k} {100 * v:.1f}%" for k, v in sorted(test.items()) if k.endswith(("_acc", "_wr"))))
     if device.type == "cuda":

@@ -41,6 +41,8 @@ from pathlib import Path
 
 import matplotlib
 
+from ablate import names
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import ray  # noqa: E402
@@ -49,7 +51,6 @@ from ablate.config import load_search_spec  # noqa: E402
 from ablate.cost.model import expected_epochs  # noqa: E402
 from ablate.runtime import Options, teacher_states  # noqa: E402
 from ablate.search import run_search  # noqa: E402
-from ablate.search.trials import OBJECTIVE  # noqa: E402
 from ablate.tracking import Tracker  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ def curve(tracker: Tracker, name: str) -> list[float]:
     parent = tracker.find_run(name, {"kind": "search"})
     assert parent is not None, name
     points = sorted(p for run in tracker.children(parent)
-                    for p in tracker.metric_points(run["run_id"], OBJECTIVE))
+                    for p in tracker.metric_points(run["run_id"], names.OBJECTIVE))
     best, out = -math.inf, []
     for _, _, value in points:
         best = max(best, value)

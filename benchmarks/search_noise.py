@@ -36,10 +36,10 @@ from typing import Any
 import optuna
 from scipy.stats import spearmanr
 
+from ablate import names
 from ablate.config import ExperimentConfig, Recipe, load_search_spec
 from ablate.runtime import teacher_states
 from ablate.search.study import optuna_space
-from ablate.search.trials import OBJECTIVE
 from trainables.ciard import make_trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def train(recipe: Recipe, teachers: dict[str, Any], params: dict[str, Any],
     reported: list[float] = []
     try:
         for metrics in trainer.run():
-            reported.append(metrics[OBJECTIVE])
+            reported.append(metrics[names.OBJECTIVE])
     except FloatingPointError:
         pass
     last = reported[-1] if reported else 0.0
@@ -124,7 +124,7 @@ def report(configs: list[dict[str, Any]], curves: list[list[list[float]]],
     values = [[c[-1] for c in row] for row in curves]
     keys = list(configs[0])
     print(f"\n{args.configs} random configurations x seeds {args.seeds}, {args.epochs} epochs, "
-          f"objective {OBJECTIVE} (%); overrides: {args.overrides or 'none'}")
+          f"objective {names.OBJECTIVE} (%); overrides: {args.overrides or 'none'}")
     print("| " + " | ".join(keys) + " | per seed | mean |")
     print("|" + "---|" * (len(keys) + 2))
     for params, row in sorted(zip(configs, values, strict=True),

@@ -17,11 +17,11 @@ import torch
 import torch.nn as nn
 from ray import tune
 
+from ablate import names
 from ablate.build import (
     build_data,
     build_net,
     build_trainer,
-    evaluate_best,
     resolve_device,
     save_config,
 )
@@ -83,12 +83,12 @@ def train_ciard(config: dict[str, Any], *, recipe: Recipe, teachers: TeacherStat
             trainer.restore(directory)
     for metrics in trainer.run():
         if trainer.done and test_at_end:
-            test = evaluate_best(trainer, cfg)
-            metrics.update({f"test/{k}": v for k, v in test.items()})
+            test = trainer.test()
+            metrics.update(names.prefixed(names.TEST, test))
         with tempfile.TemporaryDirectory() as directory:
             trainer.save(directory)
             save_config(cfg, directory)  # makes the checkpoint self-describing for `ablate eval`
-            tune.report({**metrics, "node_id": node},
+            tune.report({**metrics, names.NODE_ID: node},
                         checkpoint=tune.Checkpoint.from_directory(directory))
 
 
@@ -102,5 +102,5 @@ def final_test(sampled: dict[str, Any], checkpoint: tune.Checkpoint, *, recipe: 
     with checkpoint.as_directory() as directory:
         if not trainer.restore(directory):
             raise FileNotFoundError(f"no trainer checkpoint in {checkpoint.path}")
-    test = evaluate_best(trainer, cfg)
+    test = trainer.test()
     return test, trainer.history

@@ -7,21 +7,17 @@ the :class:`~ablate.core.trainer.Trainer`."""
 from __future__ import annotations
 
 from ablate.build.cache import cache_dir, teacher_cache_path
-from ablate.build.checks import RUN_ID_FILE, check_inputs, check_resume, pending_downloads
+from ablate.build.checks import check_inputs, check_resume, pending_downloads
 from ablate.build.networks import build_net, build_spec
 from ablate.build.teachers import prepare_teacher, prepare_teachers
 from ablate.build.trainer import (
-    CONFIG_NAME,
     build_data,
     build_trainer,
-    evaluate_best,
     resolve_device,
     save_config,
 )
 
 __all__ = [
-    "CONFIG_NAME",
-    "RUN_ID_FILE",
     "build_data",
     "build_net",
     "build_spec",
@@ -29,7 +25,6 @@ __all__ = [
     "cache_dir",
     "check_inputs",
     "check_resume",
-    "evaluate_best",
     "pending_downloads",
     "prepare_teacher",
     "prepare_teachers",

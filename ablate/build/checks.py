@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ablate import names
 from ablate.build.cache import teacher_cache_path, zoo_dir, zoo_key
 from ablate.build.networks import build_spec
 from ablate.config import ExperimentConfig, ModelConfig, TeacherConfig
@@ -21,9 +22,7 @@ from ablate.core import zoo
 from ablate.core.data import DatasetMissingError, check_cifar, check_split, dataset_shape
 from ablate.core.errors import ConfigError, one_line
 from ablate.core.models import load_checkpoint
-from ablate.core.trainer import CHECKPOINT_NAME, read_trainer_checkpoint
-
-RUN_ID_FILE = "mlflow_run_id"  # what `ablate train` writes beside trainer.pt
+from ablate.core.trainer import read_trainer_checkpoint
 
 
 def check_inputs(cfg: ExperimentConfig) -> None:
@@ -110,9 +109,9 @@ def check_resume(run_dir: Path) -> None:
     A directory with the MLflow run id but no ``trainer.pt`` is a run interrupted in its
     first epoch: it continues from epoch 1 in the same MLflow run.
     """
-    checkpoint = run_dir / CHECKPOINT_NAME
+    checkpoint = run_dir / names.CHECKPOINT_FILE
     if checkpoint.is_file():
         read_trainer_checkpoint(checkpoint)  # CheckpointError names the file
-    elif not (run_dir / RUN_ID_FILE).is_file():
-        raise ConfigError(f"--resume: nothing to resume in {run_dir} (no {CHECKPOINT_NAME}); "
+    elif not (run_dir / names.RUN_ID_FILE).is_file():
+        raise ConfigError(f"--resume: nothing to resume in {run_dir} (no {names.CHECKPOINT_FILE}); "
                           "run without --resume to start")

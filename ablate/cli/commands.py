@@ -9,13 +9,13 @@ refusal of a bad config or flag answer without loading them (tests/cli/test_cli.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ablate import names
 from ablate.config import (
     Confirm,
     ExperimentConfig,
@@ -202,29 +202,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _report(target: str, tracker: Tracker, log: Log = print) -> str:
-    """``ablate report``: rebuild a grid's table and plot, or a search's summary
-    (:func:`ablate.search_summary.report_search`), from MLflow: a parent run id, or an
-    experiment name for its newest search (else grid) run."""
-    try:
-        info = tracker.run_info(target)
-    except Exception:  # not a run id: an experiment name
-        # A search first: its experiment may also hold around-grids, which its report shows.
-        run_id = tracker.find_run(target, {"kind": "search"}) or tracker.find_run(
-            target, {"kind": "grid"})
-        if run_id is None:
-            raise ConfigError(f"{target!r}: neither a run id nor an experiment with a grid or "
-                              f"search run in {redact(tracker.uri)}") from None
-        info = tracker.run_info(run_id)
-    if info["tags"].get("kind") == "search":
+    """``ablate report``: rebuild a search's summary (then its confirm stage and
+    around-grids) or a grid's table and plot from MLflow, without training: a parent run id,
+    or an experiment name for its newest search (else grid) run."""
+    # A search first: its experiment may also hold around-grids, which its report shows.
+    info = tracker.resolve_run(target, (names.KIND_SEARCH, names.KIND_GRID), repr(target))
+    if info["tags"].get(names.KIND) == names.KIND_SEARCH:
         from ablate.search import report_search, report_stages
 
         return report_search(info, tracker, log) + report_stages(info["run_id"], tracker, log)
-    if "grid" not in info["tags"]:
+    if names.GRID not in info["tags"]:
         raise ConfigError(f"run {info['run_id']} is neither a grid's nor a search's parent run "
-                          f"(kind {info['tags'].get('kind', 'unknown')!r})")
-    from ablate.grid import summarize_cells
+                          f"(kind {info['tags'].get(names.KIND, 'unknown')!r})")
+    from ablate.grid import report_grid
 
-    return summarize_cells(json.loads(info["tags"]["grid"]), tracker, info["run_id"], log)
+    return report_grid(info, tracker, log)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

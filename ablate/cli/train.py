@@ -10,12 +10,11 @@ from pathlib import Path
 
 import torch
 
+from ablate import names
 from ablate.build import (
-    RUN_ID_FILE,
     build_data,
     build_trainer,
     check_resume,
-    evaluate_best,
     prepare_teachers,
     resolve_device,
     save_config,
@@ -46,12 +45,11 @@ def run_train(cfg: ExperimentConfig, *, run_dir: Path, resume: bool, tracking_ur
     try:
         tick = time.perf_counter()
         for m in trainer.run(run_dir):
-            tracker.log_metrics(run_id, m, step=int(m["epoch"]))
+            tracker.log_metrics(run_id, m, step=int(m[names.EPOCH]))
             print(progress_line(m, cfg.optim.epochs, time.perf_counter() - tick), flush=True)
             tick = time.perf_counter()
-        test = evaluate_best(trainer, cfg)
-        tracker.log_metrics(run_id, {f"test/{k}": v for k, v in test.items()},
-                            step=cfg.optim.epochs)
+        test = trainer.test()
+        tracker.log_metrics(run_id, names.prefixed(names.TEST, test), step=cfg.optim.epochs)
         _log_artifacts(tracker, run_id, cfg, trainer)
     except KeyboardInterrupt:
         tracker.end(run_id, "KILLED")
@@ -71,15 +69,16 @@ def run_train(cfg: ExperimentConfig, *, run_dir: Path, resume: bool, tracking_ur
 
 def _open_run(tracker: Tracker, cfg: ExperimentConfig, run_dir: Path, resume: bool) -> str:
     """The run recorded in ``run_dir`` when resuming, else a new one recorded there."""
-    id_file = run_dir / RUN_ID_FILE
+    id_file = run_dir / names.RUN_ID_FILE
     if resume and id_file.exists():
         run_id = id_file.read_text().strip()
         tracker.reopen(run_id)
         return run_id
     run_id = tracker.start(cfg.name, f"train-{cfg.digest()}", params=cfg.model_dump(mode="json"),
-                           tags={"config_hash": cfg.digest(), "method": cfg.method.name,
-                                 "seed": str(cfg.seed), "kind": "train",
-                                 "checkpoint": str(run_dir.resolve())})
+                           tags={names.CONFIG_HASH: cfg.digest(),
+                                 names.METHOD: cfg.method.name, names.SEED: str(cfg.seed),
+                                 names.KIND: names.KIND_TRAIN,
+                                 names.CHECKPOINT: str(run_dir.resolve())})
     run_dir.mkdir(parents=True, exist_ok=True)
     id_file.write_text(run_id)
     save_config(cfg, run_dir)
@@ -91,10 +90,11 @@ def _log_artifacts(tracker: Tracker, run_id: str, cfg: ExperimentConfig,
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)
         tracker.log_artifact(run_id, save_config(cfg, tmp))
-        torch.save(trainer.best["student"], tmp / "best_student.pt")
-        tracker.log_artifact(run_id, tmp / "best_student.pt", "checkpoints")
+        student = tmp / Path(names.BEST_STUDENT).name
+        torch.save(trainer.best["student"], student)
+        tracker.log_artifact(run_id, student, str(Path(names.BEST_STUDENT).parent))
         plot_curves(trainer.history, tmp / "curves.png", title=f"{cfg.name} ({cfg.method.name})")
-        tracker.log_artifact(run_id, tmp / "curves.png", "plots")
+        tracker.log_artifact(run_id, tmp / "curves.png", names.PLOTS)
 
 
 def train_teachers(cfg: ExperimentConfig) -> None:

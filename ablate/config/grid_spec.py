@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from ablate import names
 from ablate.config.experiment import (
     ExperimentConfig,
     config_hash,
@@ -76,12 +77,12 @@ class GridSpec(Strict):
 
     @model_validator(mode="after")
     def _names(self) -> GridSpec:
-        names = [r.name for r in self.rows]
-        dup = next((n for n in names if names.count(n) > 1), None)
+        rows = [r.name for r in self.rows]
+        dup = next((n for n in rows if rows.count(n) > 1), None)
         if dup is not None:
             raise ValueError(f"duplicate row name {dup!r}")
-        if self.baseline not in names:
-            raise ValueError(f"baseline {self.baseline!r} is not a row; rows: {names}")
+        if self.baseline not in rows:
+            raise ValueError(f"baseline {self.baseline!r} is not a row; rows: {rows}")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds must be distinct")
         for name in self.metrics:
@@ -109,11 +110,11 @@ class GridSpec(Strict):
 
     def recipe(self) -> Recipe:
         """How every cell's config is made: the base, the row's overrides, the seed."""
-        return Recipe(self.base.model_dump(mode="json"), {"seed": ["seed"]},
+        return Recipe(self.base.model_dump(mode="json"), {names.SEED: ["seed"]},
                       rows={r.name: dict(r.overrides) for r in self.rows})
 
     def cell_config(self, row: str, seed: int) -> ExperimentConfig:
-        return self.recipe().config({"row": row, "seed": seed})
+        return self.recipe().config({names.ROW: row, names.SEED: seed})
 
 
 def load_grid(path: str | Path, overrides: list[str] | None = None) -> GridSpec:

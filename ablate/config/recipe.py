@@ -14,13 +14,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ablate import names
 from ablate.config.experiment import ExperimentConfig
 from ablate.config.overrides import set_path
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """``config(sampled)``: the base, then the overrides of the grid row ``sampled["row"]``
+    """``config(sampled)``: the base, then the overrides of the grid row ``sampled[ROW]``
     (when there are rows), then each sampled value written to its target paths."""
 
     base: dict[str, Any]  # the base experiment (its overrides applied), as plain data
@@ -31,7 +32,7 @@ class Recipe:
         """The trial's config as plain data, before validation."""
         tree = copy.deepcopy(self.base)
         if self.rows:
-            for path, value in self.rows[sampled["row"]].items():
+            for path, value in self.rows[sampled[names.ROW]].items():
                 set_path(tree, path, value)
         for key, paths in self.targets.items():
             if key in sampled:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ablate.core.attacks import attack
 from ablate.core.data import Dataset, augment_crop_flip, iterate_batches
-from ablate.core.trainer import cosine_lr
+from ablate.core.schedules import cosine_lr
 
 
 def train_teacher(

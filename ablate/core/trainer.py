@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ablate import names
 from ablate.core.accuracy import correct, eval_mode, evaluate
 from ablate.core.compute import Amp, grad_scaler, memory_format, peak_flops, prepare
 from ablate.core.data import Dataset, augment_crop_flip, iterate_batches
@@ -28,53 +28,19 @@ from ablate.core.flop_counter import FlopCounter
 from ablate.core.methods import get_method
 from ablate.core.models import CheckpointError, read_checkpoint
 from ablate.core.robustness import run_suite, suite_metrics
+from ablate.core.schedules import student_lr, teacher_lr
+from ablate.core.settings import (
+    AttackSettings,
+    ComputeSettings,
+    EvalSettings,
+    IttSettings,
+    OptimSettings,
+)
 from ablate.core.step import train_step
 
-CHECKPOINT_NAME = "trainer.pt"
 TRAINER_KEYS = ("epoch", "student", "robust_teacher", "optimizer", "teacher_optimizer", "state",
                 "best", "history", "rng")  # what Trainer.state_dict writes
-# Per-batch push diagnostics of the methods with a push term (CIARD): mean |J|/B, and the
-# fraction of batches whose push set J was empty.
-PUSH_DIAGNOSTICS = ("push_active_frac", "push_empty_frac")
 _FLOPS = "flops_per_image"  # train_epoch -> run_epoch only; logged as perf/gflop_per_image
-
-
-def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
-    """Paper schedule: cosine from lr to lr_min over the epochs."""
-    return lr_min + (lr - lr_min) * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
-
-
-def cosine_exp_lr(epoch: int, start: int, end: int, lr: float) -> float:
-    """Released code's decay lr·(½ + ½cos(π p))·exp(−0.01 p²) with p = (e + 1 − start)/(end −
-    start): the code counts epochs from 1, so 0-based epoch e is its epoch e + 1. Before
-    ``start`` (p ≤ 0) the LR is ``lr``; the last epoch (p = 1) has LR 0."""
-    p = (epoch + 1 - start) / max(end - start, 1)
-    if p <= 0:
-        return lr
-    return lr * (0.5 + 0.5 * math.cos(math.pi * p)) * math.exp(-0.01 * p * p)
-
-
-def step_lr(epoch: int, lr: float, milestones: Sequence[int], gamma: float) -> float:
-    """Step decay: ×gamma from each milestone epoch (0-based) on, as torch's MultiStepLR."""
-    return lr * gamma ** sum(epoch >= m for m in milestones)
-
-
-def student_lr(schedule: str, epoch: int, epochs: int, lr: float, lr_min: float,
-               milestones: Sequence[int] = (), gamma: float = 0.1) -> float:
-    """``cosine`` (paper), ``code`` (released CIARD code: constant for the first half, then
-    cosine×exp down to 0) or ``step`` (the baselines' released recipes)."""
-    if schedule == "cosine":
-        return cosine_lr(epoch, epochs, lr, lr_min)
-    if schedule == "step":
-        return step_lr(epoch, lr, milestones, gamma)
-    return cosine_exp_lr(epoch, epochs // 2, epochs, lr)
-
-
-def teacher_lr(schedule: str, epoch: int, epochs: int, lr: float, freeze_epochs: int) -> float:
-    """``constant`` (paper) or ``code`` (cosine×exp from the freeze epoch to the end)."""
-    if schedule == "constant":
-        return lr
-    return cosine_exp_lr(epoch, freeze_epochs, epochs, lr)
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -88,54 +54,52 @@ class Trainer:
     def __init__(
         self, *, student: nn.Module, clean_teacher: nn.Module | None,
         robust_teacher: nn.Module | None, data: Dataset, method: str = "ciard",
-        method_params: dict[str, Any] | None = None, epochs: int, batch_size: int = 64,
-        lr: float = 0.1, lr_min: float = 1e-5, momentum: float = 0.9,
-        weight_decay: float = 2e-4, lr_schedule: str = "cosine",
-        lr_milestones: Sequence[int] = (), lr_gamma: float = 0.1,
-        objective: str | None = None, eps: float, step_size: float, steps: int = 10,
-        start: str = "normal", student_mode: str = "eval", clean_pass_first: bool = False,
-        freeze_epochs: int = 50, teacher_lr: float = 1e-5,
-        teacher_momentum: float = 0.1, teacher_weight_decay: float = 2e-4,
-        teacher_lr_schedule: str = "constant", teacher_bn: str = "train",
-        frozen_teacher_bn: str = "eval",
-        eval_eps: float | None = None, eval_step_size: float | None = None, eval_steps: int = 10,
-        val_subset: int | None = None, w: float = 0.5, seed: int = 0,
+        method_params: dict[str, Any] | None = None, optim: OptimSettings,
+        attack: AttackSettings, itt: IttSettings | None = None,
+        eval: EvalSettings | None = None,  # noqa: A002 (the config's section name)
+        compute: ComputeSettings | None = None, seed: int = 0,
         igdm: dict[str, Any] | None = None, surrogate: nn.Module | None = None,
-        amp: Amp = "none", channels_last: bool = False, compile: bool = False,
     ) -> None:
+        """The groups left out take their defaults; ``igdm`` (alpha, beta, gamma, distance)
+        adds the IGDM term, ``surrogate`` is the transfer attacks' source model."""
+        itt, eval, compute = (itt or IttSettings(), eval or EvalSettings(),
+                              compute or ComputeSettings())
         spec = get_method(method)
         self.method, self.params = method, spec.params(**(method_params or {})).model_dump()
         self.student, self.clean_teacher = student, clean_teacher
         self.robust_teacher = robust_teacher
-        self.data, self.epochs, self.batch_size = data, epochs, batch_size
-        self.lr, self.lr_min, self.lr_schedule = lr, lr_min, lr_schedule
-        self.lr_milestones, self.lr_gamma = tuple(lr_milestones), lr_gamma
+        self.optim, self.eval = optim, eval
+        self.data, self.epochs, self.batch_size = data, optim.epochs, optim.batch_size
         self.device = next(student.parameters()).device
         for model in (student, clean_teacher, robust_teacher):
             if model is not None:
-                prepare(model, channels_last=channels_last, compile=compile)
-        self.memory_format = memory_format(channels_last)
-        self.amp = amp
+                prepare(model, channels_last=compute.channels_last, compile=compute.compile)
+        self.memory_format = memory_format(compute.channels_last)
+        self.amp: Amp = compute.amp  # type: ignore[assignment]
         self.step_flops: dict[bool, float] = {}  # per image, by whether ITT updates the teacher
-        self.scaler = grad_scaler(self.device, amp)
-        self.step_kw = dict(objective=objective, eps=eps, step_size=step_size, steps=steps,
-                            start=start, student_mode=student_mode,
-                            clean_pass_first=clean_pass_first, teacher_bn=teacher_bn,
-                            frozen_teacher_bn=frozen_teacher_bn, amp=amp, scaler=self.scaler)
-        self.freeze_epochs, self.teacher_lr_base = freeze_epochs, teacher_lr
-        self.teacher_lr_schedule = teacher_lr_schedule
-        self.eval_kw = dict(eps=eval_eps if eval_eps is not None else eps,
-                            step_size=eval_step_size or step_size, steps=eval_steps, w=w)
-        self.val = data.val.subset(val_subset)
+        self.scaler = grad_scaler(self.device, self.amp)
+        self.step_kw = dict(objective=attack.objective, eps=attack.eps,
+                            step_size=attack.step_size, steps=attack.steps, start=attack.start,
+                            student_mode=attack.student_mode,
+                            clean_pass_first=attack.clean_pass_first, teacher_bn=itt.bn,
+                            frozen_teacher_bn=itt.frozen_bn, amp=self.amp, scaler=self.scaler)
+        # ITT switched off is a freeze epoch past the last epoch: the teacher is never updated.
+        self.freeze_epochs = itt.freeze_epochs if itt.enabled else optim.epochs
+        self.teacher_lr_base, self.teacher_lr_schedule = itt.teacher_lr, itt.schedule
+        self.eval_kw = dict(eps=eval.eps if eval.eps is not None else attack.eps,
+                            step_size=eval.step_size or attack.step_size, steps=eval.val_steps,
+                            w=eval.w)
+        self.val = data.val.subset(eval.val_subset)
         self.igdm = igdm  # alpha, beta, gamma, distance; None = off
         self.surrogate = surrogate  # source model of the transfer attacks (the robust teacher)
-        self.optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=momentum,
-                                         weight_decay=weight_decay)
+        self.optimizer = torch.optim.SGD(student.parameters(), lr=optim.lr,
+                                         momentum=optim.momentum,
+                                         weight_decay=optim.weight_decay)
         self.teacher_optimizer = None
-        if robust_teacher is not None and freeze_epochs < epochs:
+        if robust_teacher is not None and self.freeze_epochs < self.epochs:
             self.teacher_optimizer = torch.optim.SGD(
-                robust_teacher.parameters(), lr=teacher_lr, momentum=teacher_momentum,
-                weight_decay=teacher_weight_decay)
+                robust_teacher.parameters(), lr=itt.teacher_lr, momentum=itt.momentum,
+                weight_decay=itt.weight_decay)
         # The run owns its random streams (data order, attack starts), so runs in one process
         # neither disturb each other nor depend on what ran before: same seed, same result.
         self.seed = seed
@@ -146,7 +110,7 @@ class Trainer:
         # Whether the robust teacher drifts from its checkpoint: ITT updates, or BatchNorm
         # statistics of a frozen teacher run in train mode; then the best epoch keeps its copy.
         self.teacher_drifts = robust_teacher is not None and spec.itt and (
-            self.teacher_optimizer is not None or frozen_teacher_bn == "train")
+            self.teacher_optimizer is not None or itt.frozen_bn == "train")
         self.best: dict[str, Any] = {"w_acc": -1.0, "clean_acc": 0.0, "robust_acc": 0.0,
                                      "epoch": -1, "student": None, "robust_teacher": None}
         self.history: list[dict[str, float]] = []
@@ -186,8 +150,8 @@ class Trainer:
 
     def _train_epoch(self) -> dict[str, float]:
         e = self.epoch
-        lr = student_lr(self.lr_schedule, e, self.epochs, self.lr, self.lr_min,
-                        self.lr_milestones, self.lr_gamma)
+        o = self.optim
+        lr = student_lr(o.schedule, e, self.epochs, o.lr, o.lr_min, o.milestones, o.gamma)
         _set_lr(self.optimizer, lr)
         update_teacher = self.teacher_optimizer is not None and e >= self.freeze_epochs
         t_lr = 0.0
@@ -253,12 +217,12 @@ class Trainer:
                          "robust_acc": val["robust_acc"], "epoch": self.epoch,
                          "student": copy.deepcopy(self.student.state_dict()),
                          "robust_teacher": teacher}
-        metrics = {"epoch": float(self.epoch)}
-        metrics.update({f"train/{k}": v for k, v in train.items()})
+        metrics = {names.EPOCH: float(self.epoch)}
+        metrics.update({f"{names.TRAIN}{k}": v for k, v in train.items()})
         metrics.update(self._run_means(metrics))
-        metrics.update({f"val/{k}": v for k, v in val.items()})
+        metrics.update({f"{names.VAL}{k}": v for k, v in val.items()})
         for k in ("w_acc", "clean_acc", "robust_acc"):  # at the best epoch so far
-            metrics[f"val/best_{k}"] = self.best[k]
+            metrics[f"{names.BEST_PREFIX}{k}"] = self.best[k]
         self.history.append(metrics)
         self.epoch += 1
         return {**metrics, **perf}
@@ -268,23 +232,24 @@ class Trainer:
         step (FlopCounterMode: matrix products and convolutions), TFLOP/s and, on a GPU whose
         peak is known, the model FLOPs utilisation."""
         img_per_s = len(self.data.train) / max(seconds, 1e-9)
-        out = {"perf/img_per_s": img_per_s, "perf/epoch_s": seconds,
-               "perf/gflop_per_image": flops_per_image / 1e9,
-               "perf/tflops": img_per_s * flops_per_image / 1e12}
+        out = {f"{names.PERF}img_per_s": img_per_s, f"{names.PERF}epoch_s": seconds,
+               f"{names.PERF}gflop_per_image": flops_per_image / 1e9,
+               f"{names.PERF}tflops": img_per_s * flops_per_image / 1e12}
         peak = peak_flops(self.device, self.amp)
         if peak:
-            out["perf/mfu"] = img_per_s * flops_per_image / peak
+            out[f"{names.PERF}mfu"] = img_per_s * flops_per_image / peak
         return out
 
     def _run_means(self, metrics: dict[str, float]) -> dict[str, float]:
         """Push diagnostics over the run so far (every epoch has the same batches), so the last
         report of a trial or grid cell says how often the push term acted in the whole run."""
         out = {}
-        for key in PUSH_DIAGNOSTICS:
-            now = metrics.get(f"train/{key}")
+        for key in names.PUSH_KEYS:  # the step reports push_active_frac, push_empty_frac per batch
+            name = f"{names.TRAIN}{key}_frac"
+            now = metrics.get(name)
             if now is not None:
-                values = [h[f"train/{key}"] for h in self.history if f"train/{key}" in h]
-                out[f"train/run_{key}"] = (sum(values) + now) / (len(values) + 1)
+                values = [h[name] for h in self.history if name in h]
+                out[names.run_mean(key)] = (sum(values) + now) / (len(values) + 1)
         return out
 
     def best_student(self) -> nn.Module:
@@ -302,12 +267,13 @@ class Trainer:
         model.load_state_dict(self.best["robust_teacher"])
         return model.eval()
 
-    def test(self, *, attacks: Sequence[str] = (),
-             autoattack_subset: int | None = None) -> dict[str, float]:
+    def test(self, *, attacks: Sequence[str] | None = None) -> dict[str, float]:
         """Evaluate the best student (by validation W-acc) once on the test split with the final
-        protocol: clean, PGD_SAT (always: the test-time PGD, seeded) and ``attacks``
-        (``<attack>_acc``, ``_wr``), plus both teachers' accuracy on the clean and the PGD_SAT
-        examples, the robust teacher as it was at the best epoch."""
+        protocol: clean, PGD_SAT (always: the test-time PGD, seeded) and ``attacks`` (default:
+        the eval settings'; ``<attack>_acc``, ``_wr``; AutoAttack on the first
+        ``autoattack_subset`` images), plus both teachers' accuracy on the clean and the
+        PGD_SAT examples, the robust teacher as it was at the best epoch."""
+        attacks = self.eval.attacks if attacks is None else attacks
         model, split = self.best_student(), self.data.test
         teachers = {name: net for name, net in (("clean_teacher", self.clean_teacher),
                                                 ("robust_teacher", self.best_robust_teacher()))
@@ -326,7 +292,7 @@ class Trainer:
         suite = ["pgd_sat", *(a for a in attacks if a != "pgd_sat")]
         results = run_suite(model, x, split.y, attacks=suite, eps=self.eval_kw["eps"],
                             w=self.eval_kw["w"], surrogate=self.surrogate,
-                            autoattack_subset=autoattack_subset, seed=self.seed,
+                            autoattack_subset=self.eval.autoattack_subset, seed=self.seed,
                             on_adv=teacher_accuracy)
         out.update(suite_metrics(results))
         out["best_epoch"] = float(self.best["epoch"])
@@ -366,7 +332,7 @@ class Trainer:
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the resumable checkpoint atomically (a crash never leaves a half-written file)."""
-        path = Path(directory) / CHECKPOINT_NAME
+        path = Path(directory) / names.CHECKPOINT_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save(self.state_dict(), tmp)
@@ -376,7 +342,7 @@ class Trainer:
     def restore(self, directory: str | os.PathLike) -> bool:
         """Load the checkpoint in ``directory`` if there is one; returns whether it did. A file
         that is unsafe, truncated or from another config is a one-line CheckpointError."""
-        path = Path(directory) / CHECKPOINT_NAME
+        path = Path(directory) / names.CHECKPOINT_FILE
         if not path.exists():
             return False
         sd = read_trainer_checkpoint(path)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ablate import names
 from ablate.build import (
     build_data,
     check_inputs,
@@ -93,17 +94,18 @@ def _log(tracker: Tracker, t: Target, cfg: ExperimentConfig,
     run_id = t.run_id
     if run_id is None:
         run_id = tracker.start(cfg.name, f"eval-{cfg.digest()}", params=cfg.model_dump(
-            mode="json"), tags={"kind": "eval", "method": cfg.method.name,
-                                "checkpoint": os.fspath(t.weights.resolve())})
-    metrics = {f"test/{k}": v for k, v in suite_metrics(results).items()}
+            mode="json"), tags={names.KIND: names.KIND_EVAL,
+                                names.METHOD: cfg.method.name,
+                                names.CHECKPOINT: os.fspath(t.weights.resolve())})
+    metrics = names.prefixed(names.TEST, suite_metrics(results))
     tracker.log_metrics(run_id, metrics, step=cfg.optim.epochs)
     (tmp / "robustness.md").write_text(table + "\n")
-    tracker.log_artifact(run_id, tmp / "robustness.md", "eval")
+    tracker.log_artifact(run_id, tmp / "robustness.md", names.EVAL_FOLDER)
     rows = [(k, v) for k, v in results.items() if k != "clean"]
     columns: dict[str, list[Any]] = {"attack": [k for k, _ in rows]}
     for key in ("clean", "robust", "w_r", "n"):
         columns[key] = [v.get(key) for _, v in rows]
-    tracker.log_table(run_id, columns, "eval/robustness.json")
+    tracker.log_table(run_id, columns, f"{names.EVAL_FOLDER}/robustness.json")
     for path, folder in files:
         tracker.log_artifact(run_id, path, folder)
     if t.run_id is None:

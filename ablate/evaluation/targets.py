@@ -10,14 +10,12 @@ from typing import Any
 
 import torch
 
-from ablate.build import CONFIG_NAME, build_net
+from ablate import names
+from ablate.build import build_net
 from ablate.config import ExperimentConfig, check_eval_target, load_config, not_a_target
 from ablate.core.errors import CheckpointError, ConfigError
 from ablate.core.models import load_state, read_checkpoint
-from ablate.core.trainer import CHECKPOINT_NAME
 from ablate.tracking import Tracker
-
-STUDENT_ARTIFACT = "checkpoints/best_student.pt"
 
 
 @dataclass
@@ -34,10 +32,10 @@ class Target:
 def _from_path(path: Path, config: str | None, run_id: str | None = None) -> Target:
     """A checkpoint on disk and its config; the weights are read (safely) here, so a damaged
     or hostile file is refused before the tracking store is opened."""
-    weights = path / CHECKPOINT_NAME if path.is_dir() else path
+    weights = path / names.CHECKPOINT_FILE if path.is_dir() else path
     if not weights.is_file():
-        raise ConfigError(f"{path}: no {CHECKPOINT_NAME} in this directory")
-    cfg_path = Path(config) if config else weights.parent / CONFIG_NAME
+        raise ConfigError(f"{path}: no {names.CHECKPOINT_FILE} in this directory")
+    cfg_path = Path(config) if config else weights.parent / names.CONFIG_FILE
     if not cfg_path.is_file():
         raise ConfigError(f"{cfg_path}: file not found (pass --config with the experiment YAML "
                           "the checkpoint was trained with)")
@@ -64,7 +62,7 @@ def student_state(obj: Any, weights: Path) -> Any:
 
 def _run_of(path: Path, tracker: Tracker) -> str | None:
     """The MLflow run an ``ablate train`` run directory logged to, if it is in this store."""
-    id_file = path / "mlflow_run_id"
+    id_file = path / names.RUN_ID_FILE
     if not (id_file.is_file() and tracker.exists()):
         return None
     run_id = id_file.read_text().strip()
@@ -86,21 +84,21 @@ def resolve_target(target: str, tracker: Tracker, config: str | None, tmp: Path)
         info = tracker.run_info(target)
     except Exception:  # MLflow raises its own exception types for unknown ids
         raise ConfigError(not_a_target(target, tracker.uri)) from None
-    best = info["tags"].get("best_trial")
+    best = info["tags"].get(names.BEST_TRIAL)
     if best:  # a search's parent run: its best trial
-        child = tracker.find_run(info["experiment"], {"trial_id": best,
-                                                      "mlflow.parentRunId": target})
+        child = tracker.find_run(info["experiment"], {names.TRIAL_ID: best,
+                                                      names.PARENT_RUN: target})
         if child is not None:
             return resolve_target(child, tracker, config, tmp)
-    checkpoint = info["tags"].get("checkpoint")
-    if checkpoint and (Path(checkpoint) / CHECKPOINT_NAME).is_file():
+    checkpoint = info["tags"].get(names.CHECKPOINT)
+    if checkpoint and (Path(checkpoint) / names.CHECKPOINT_FILE).is_file():
         return _from_path(Path(checkpoint), config, run_id=target)
     try:
-        weights = tracker.download(target, STUDENT_ARTIFACT, tmp)
-        cfg_file = config or tracker.download(target, CONFIG_NAME, tmp)
+        weights = tracker.download(target, names.BEST_STUDENT, tmp)
+        cfg_file = config or tracker.download(target, names.CONFIG_FILE, tmp)
     except Exception:
         raise ConfigError(f"run {target}: no checkpoint found (tag 'checkpoint' is "
-                          f"{checkpoint or 'missing'}, no {STUDENT_ARTIFACT} artifact)") from None
+                          f"{checkpoint or 'missing'}, no {names.BEST_STUDENT} artifact)") from None
     return Target(load_config(cfg_file), Path(weights), _read_student(Path(weights)), target,
                   f"run {target}")
 

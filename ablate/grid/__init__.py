@@ -4,12 +4,11 @@ cell trained to the end and tested, and the table over seeds against the baselin
 from __future__ import annotations
 
 from ablate.grid.job import GridJob, plan, run_grid
-from ablate.grid.summary import summarize_cells, summarize_grid
+from ablate.grid.summary import report_grid
 
 __all__ = [
     "GridJob",
     "plan",
     "run_grid",
-    "summarize_cells",
-    "summarize_grid",
+    "report_grid",
 ]

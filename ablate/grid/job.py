@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from ray import tune
 
+from ablate import names
 from ablate.config import GridSpec, concurrency
 from ablate.core.console import Log
 from ablate.grid.summary import summarize_grid
@@ -39,7 +40,7 @@ class GridJob(JobFields):
     grid: GridSpec
     log: Log = print
     nested_in: str | None = None  # a search's parent run (its confirm stage, an around-grid)
-    kind: ClassVar[str] = "grid"
+    kind: ClassVar[str] = names.KIND_GRID
     test_at_end: ClassVar[bool] = True  # a cell's result is its best checkpoint's test
 
     def __post_init__(self) -> None:
@@ -52,10 +53,11 @@ class GridJob(JobFields):
         return self.grid.model_dump(mode="json", exclude={"base"})
 
     def parent_params(self) -> dict[str, Any]:
-        return {"grid": self._settings(), "base": self.grid.base.model_dump(mode="json")}
+        return {names.PARAMS_GRID: self._settings(),
+                names.PARAMS_BASE: self.grid.base.model_dump(mode="json")}
 
     def parent_tags(self) -> dict[str, str]:
-        return {"grid": json.dumps(self._settings())}  # what `ablate report` rebuilds from
+        return {names.GRID: json.dumps(self._settings())}  # what `ablate report` rebuilds from
 
     def warnings(self) -> list[str]:
         return self.grid.warnings()
@@ -68,8 +70,8 @@ class GridJob(JobFields):
                                trial_dirname_creator=trial_dirname, reuse_actors=True)
 
     def param_space(self) -> dict[str, Any]:
-        return {"row": tune.grid_search([r.name for r in self.grid.rows]),
-                "seed": tune.grid_search(list(self.grid.seeds))}
+        return {names.ROW: tune.grid_search([r.name for r in self.grid.rows]),
+                names.SEED: tune.grid_search(list(self.grid.seeds))}
 
     def describe(self, sampled: dict[str, Any]) -> str:
         return f"row={sampled['row']!r} seed={sampled['seed']}"
@@ -84,12 +86,12 @@ class GridJob(JobFields):
         keys = {k for r in self.grid.rows for k in r.overrides}
         varying = {k: v for k, v in flat.items()
                    if any(k == key or k.startswith(f"{key}.") for key in keys)}
-        return {**varying, "row": sampled["row"], "seed": sampled["seed"],
-                "method": flat["method.name"]}
+        return {**varying, names.ROW: sampled[names.ROW], names.SEED: sampled[names.SEED],
+                names.METHOD: flat["method.name"]}
 
     def run_tags(self, sampled: dict[str, Any]) -> dict[str, str]:
-        return {"spec_hash": self.digest, "method": self.base.method.name,
-                "row": sampled["row"], "seed": str(sampled["seed"])}
+        return {names.SPEC_HASH: self.digest, names.METHOD: self.base.method.name,
+                names.ROW: sampled[names.ROW], names.SEED: str(sampled[names.SEED])}
 
     def summarize(self, results: tune.ResultGrid, tracker: Tracker, parent: str,
                   params: dict[str, Any]) -> None:

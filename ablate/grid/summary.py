@@ -4,14 +4,16 @@ warnings that change how the table reads. ``ablate report`` rebuilds it without 
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from ablate import names
 from ablate.config import LABELS, GridSpec
 from ablate.core.console import Log
 from ablate.grid.table import aggregate, table_markdown
-from ablate.report import PUSH_KEYS, plot_grid, push_inactive, push_note, write_table
+from ablate.report import plot_grid, push_inactive, push_note, write_table
 from ablate.tracking import Tracker
 
 
@@ -20,13 +22,13 @@ def cells_from_runs(children: list[dict[str, Any]], metrics: list[str]) -> list[
     cells = []
     for run in children:
         tags, m = run["tags"], run["metrics"]
-        if "row" not in tags:
+        if names.ROW not in tags:
             continue
-        done = run["status"] == "FINISHED" and all(f"test/{k}" in m for k in metrics)
-        cells.append({"row": tags["row"], "seed": int(tags["seed"]),
+        done = run["status"] == "FINISHED" and all(f"{names.TEST}{k}" in m for k in metrics)
+        cells.append({"row": tags[names.ROW], "seed": int(tags[names.SEED]),
                       "status": "finished" if done else run["status"].lower(),
-                      **{k: m.get(f"test/{k}") for k in metrics},
-                      **{k: m.get(f"train/run_{k}_frac") for k in PUSH_KEYS}})
+                      **{k: m.get(f"{names.TEST}{k}") for k in metrics},
+                      **{k: m.get(names.run_mean(k)) for k in names.PUSH_KEYS}})
     return cells
 
 
@@ -49,19 +51,25 @@ def summarize_cells(grid: dict[str, Any], tracker: Tracker, parent: str, log: Lo
     warnings = grid_warnings(table, len(grid["seeds"]))
     markdown += "".join(f"\n**Warning:** {w}\n" for w in warnings)
     with tempfile.TemporaryDirectory() as tmp:
-        for path in write_table(table, markdown, tmp, stem="grid_table"):
+        for path in write_table(table, markdown, tmp, stem=names.GRID_TABLE):
             tracker.log_artifact(parent, path)
         plot_grid(table, metrics, Path(tmp) / "grid.png", labels=LABELS,
                   title=f"{grid['name']}: {len(grid['seeds'])} seeds (dots), mean and 95% "
                   "interval")
-        tracker.log_artifact(parent, Path(tmp) / "grid.png", "plots")
+        tracker.log_artifact(parent, Path(tmp) / "grid.png", names.PLOTS)
     finished = sum(c["status"] == "finished" for c in cells)
-    tracker.log_summary(parent, {"cells/finished": finished,
-                                 "cells/failed": len(cells) - finished}, step=0)
+    tracker.log_summary(parent, {names.CELLS_FINISHED: finished,
+                                 names.CELLS_FAILED: len(cells) - finished}, step=0)
     log(markdown)
     for w in warnings:
         log(f"warning: {w}")
     return markdown
+
+
+def report_grid(info: dict[str, Any], tracker: Tracker, log: Log = print) -> str:
+    """``ablate report`` of a grid's parent run (:meth:`Tracker.run_info`): its table and plot
+    rebuilt from its cells' runs and its ``grid`` tag (the grid's settings)."""
+    return summarize_cells(json.loads(info["tags"][names.GRID]), tracker, info["run_id"], log)
 
 
 def grid_warnings(table: list[dict[str, Any]], seeds: int) -> list[str]:

@@ -7,7 +7,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ablate.report import NAN, PUSH_KEYS, paired_test, push_cell, seed_stats
+from ablate import names
+from ablate.report import NAN, paired_test, push_cell, seed_stats
 
 
 def aggregate(cells: Sequence[Mapping[str, Any]], *, rows: Sequence[str], baseline: str,
@@ -32,7 +33,7 @@ def aggregate(cells: Sequence[Mapping[str, Any]], *, rows: Sequence[str], baseli
     for r in rows:
         out: dict[str, Any] = {"row": r, "seeds_finished": len(finished[r]),
                                "seeds_asked": len(seeds)}
-        for key in PUSH_KEYS:
+        for key in names.PUSH_KEYS:
             logged = [c[key] for c in finished[r].values() if c.get(key) is not None]
             out[key] = math.fsum(logged) / len(logged) if logged else None
         for m in metrics:

@@ -14,7 +14,6 @@ from ablate.report.plots import (
 )
 from ablate.report.stats import NAN, paired_test, pareto_front, seed_stats
 from ablate.report.tables import (
-    PUSH_KEYS,
     attack_line,
     progress_line,
     push_cell,
@@ -26,7 +25,6 @@ from ablate.report.tables import (
 
 __all__ = [
     "NAN",
-    "PUSH_KEYS",
     "attack_line",
     "optuna_figures",
     "paired_test",

@@ -12,13 +12,15 @@ from typing import Any
 
 import matplotlib
 
+from ablate import names
+
 matplotlib.use("Agg")  # headless: files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
 CURVES = (
-    ("student", "val/clean_acc", "val/robust_acc"),
-    ("clean teacher", "val/clean_teacher_clean_acc", "val/clean_teacher_robust_acc"),
-    ("robust teacher", "val/robust_teacher_clean_acc", "val/robust_teacher_robust_acc"),
+    ("student", names.VAL_CLEAN, names.VAL_ROBUST),
+    *((f"{who} teacher", f"{names.VAL}{who}_teacher_clean_acc",
+       f"{names.VAL}{who}_teacher_robust_acc") for who in ("clean", "robust")),
 )
 
 
@@ -27,13 +29,13 @@ def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike,
     """Fig. 3-style curves: clean and robust validation accuracy of the student and both
     teachers over epochs (teachers' robust accuracy on the student's adversarial examples)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
-    epochs = [h["epoch"] for h in history]
+    epochs = [h[names.EPOCH] for h in history]
     for (label, clean_key, robust_key), color in zip(CURVES, ("C0", "C1", "C2"), strict=True):
         if history and clean_key in history[0]:
             axes[0].plot(epochs, [100 * h[clean_key] for h in history], color=color, label=label)
             axes[1].plot(epochs, [100 * h[robust_key] for h in history], color=color, label=label)
-    names = ("clean accuracy (%)", "accuracy on the student's PGD examples (%)")
-    for ax, name in zip(axes, names, strict=True):
+    ylabels = ("clean accuracy (%)", "accuracy on the student's PGD examples (%)")
+    for ax, name in zip(axes, ylabels, strict=True):
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
@@ -92,8 +94,8 @@ def plot_importances(importances: dict[str, float], path: str | os.PathLike,
                      title: str = "") -> Path:
     """Horizontal bars, most important on top (an empty dict gives an explanatory figure)."""
     fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * max(len(importances), 1)))
-    names = list(importances)[::-1]
-    ax.barh(names, [importances[n] for n in names], color="C0")
+    params = list(importances)[::-1]
+    ax.barh(params, [importances[n] for n in params], color="C0")
     if not importances:
         ax.text(0.5, 0.5, "too few finished trials", ha="center", transform=ax.transAxes)
     ax.set_xlabel("importance")
@@ -129,13 +131,13 @@ def optuna_figures(study: Any, *, target_name: str, title: str,
     import optuna.visualization as vis
 
     kw = {"target": target, "target_name": target_name}
-    names = {p for t in study.trials for p in t.params}
+    params = {p for t in study.trials for p in t.params}
     makers: dict[str, Any] = {
         "history": lambda: vis.plot_optimization_history(study, **kw),
         "parallel_coordinate": lambda: vis.plot_parallel_coordinate(study, **kw),
         "slice": lambda: vis.plot_slice(study, **kw),
     }
-    if len(names) >= 2:
+    if len(params) >= 2:
         makers["contour"] = lambda: vis.plot_contour(study, **kw)
     imp = importance_study if importance_study is not None else study
     makers["importances"] = lambda: vis.plot_param_importances(
@@ -165,10 +167,10 @@ def plot_grid(table: Sequence[Mapping[str, Any]], metrics: Sequence[str],
     (clipped to [0, 100]: an accuracy interval beyond them is the t-interval's, not the data's),
     the paper's value as a cross."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), squeeze=False)
-    names = [str(r["row"]) for r in table]
+    rows = [str(r["row"]) for r in table]
     for ax, m in zip(axes[0], metrics, strict=True):
         means = [r[f"{m}_mean"] for r in table]
-        ax.bar(range(len(names)), means, color="C0", alpha=0.5, label="mean")
+        ax.bar(range(len(rows)), means, color="C0", alpha=0.5, label="mean")
         for i, r in enumerate(table):
             lo, hi = r[f"{m}_ci_low"], r[f"{m}_ci_high"]
             if not math.isnan(lo):
@@ -181,7 +183,7 @@ def plot_grid(table: Sequence[Mapping[str, Any]], metrics: Sequence[str],
             ax.scatter([p[0] for p in paper], [p[1] for p in paper], marker="x", color="C3",
                        zorder=4, label="paper")
         ax.legend(fontsize=8)
-        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_xticks(range(len(rows)), rows, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(f"{(labels or {}).get(m, m)} (%)")
         ax.grid(axis="y", alpha=0.3)
     return _save(fig, path, title)

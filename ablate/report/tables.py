@@ -13,9 +13,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ablate import names
 from ablate.core.catalog import ATTACK_LABELS
-
-PUSH_KEYS = ("push_active", "push_empty")  # per cell: mean |J|/B, share of batches with J = ∅
 
 
 def push_cell(t: Mapping[str, Any]) -> str:
@@ -69,18 +68,19 @@ def push_note(active_frac: float | None, empty_frac: float | None) -> str:
 
 def progress_line(m: Mapping[str, float], epochs: int, seconds: float) -> str:
     """The console line of one ``ablate train`` epoch."""
-    pct = {k: 100 * v for k, v in m.items() if k.startswith("val/")}
-    line = (f"epoch {int(m['epoch']) + 1:>3}/{epochs}  loss {m.get('train/loss', 0):+.4f}  "
-            f"val clean {pct['val/clean_acc']:5.1f}%  PGD {pct['val/robust_acc']:5.1f}%  "
-            f"W {pct['val/w_acc']:5.1f}%")
-    if "val/robust_teacher_clean_acc" in pct:
-        line += (f"  | t' {pct['val/robust_teacher_clean_acc']:.1f}/"
-                 f"{pct['val/robust_teacher_robust_acc']:.1f}%  "
-                 f"t {pct['val/clean_teacher_clean_acc']:.1f}/"
-                 f"{pct['val/clean_teacher_robust_acc']:.1f}%")
-    if "train/push_active_frac" in m:  # how much the push term acted this epoch
-        line += (f"  | push J {100 * m['train/push_active_frac']:.0f}%, empty "
-                 f"{100 * m['train/push_empty_frac']:.0f}%")
+    pct = {k.removeprefix(names.VAL): 100 * v for k, v in m.items()
+           if k.startswith(names.VAL)}
+    loss = m.get(f"{names.TRAIN}loss", 0)
+    line = (f"epoch {int(m[names.EPOCH]) + 1:>3}/{epochs}  loss {loss:+.4f}  "
+            f"val clean {pct['clean_acc']:5.1f}%  PGD {pct['robust_acc']:5.1f}%  "
+            f"W {pct['w_acc']:5.1f}%")
+    if "robust_teacher_clean_acc" in pct:
+        line += (f"  | t' {pct['robust_teacher_clean_acc']:.1f}/"
+                 f"{pct['robust_teacher_robust_acc']:.1f}%  "
+                 f"t {pct['clean_teacher_clean_acc']:.1f}/{pct['clean_teacher_robust_acc']:.1f}%")
+    active, empty = (f"{names.TRAIN}{key}_frac" for key in names.PUSH_KEYS)
+    if active in m:  # how much the push term acted this epoch
+        line += f"  | push J {100 * m[active]:.0f}%, empty {100 * m[empty]:.0f}%"
     return line + f"  {seconds:.1f}s"
 
 

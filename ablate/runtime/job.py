@@ -32,7 +32,7 @@ class Job(Protocol):
     (:class:`ablate.grid.GridJob`): one Ray Tune experiment of CIARD trials over a base
     experiment, how each trial is logged, and how the whole is summarised into the parent run."""
 
-    kind: str  # "search" | "grid": the parent run's `kind` tag
+    kind: str  # the parent run's `kind` tag: names.KIND_SEARCH, KIND_GRID or KIND_CONFIRM
     name: str  # MLflow experiment; the Ray experiment is NAME-DIGEST
     digest: str  # the spec's hash
     base: ExperimentConfig  # the experiment every trial starts from (teachers, data)

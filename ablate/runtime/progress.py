@@ -14,6 +14,7 @@ from typing import Any
 
 from ray import tune
 
+from ablate import names
 from ablate.core.console import Log
 
 
@@ -39,7 +40,7 @@ def heartbeat_line(trials: list[Any], *, planned: int, epochs: int, elapsed: flo
             count["failed"] += 1
         elif t.status == "TERMINATED":
             count["stopped" if trained < epochs else "done"] += 1
-        w = result.get("val/best_w_acc")
+        w = result.get(names.OBJECTIVE)
         if isinstance(w, int | float) and (best is None or w > best[0]):
             best = (w, t)
     left = max(planned, len(trials)) * epochs - done_epochs

@@ -14,6 +14,7 @@ from typing import Any
 import ray
 from ray import tune
 
+from ablate import names
 from ablate.build import build_data, check_inputs, prepare_teachers, resolve_device
 from ablate.config import (
     ExperimentConfig,
@@ -99,7 +100,7 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
         job.summarize(results, tracker, parent, params)
     except KeyboardInterrupt as exc:
         logger.close_open("KILLED")
-        tracker.set_tags(parent, {"interrupted": "true"})
+        tracker.set_tags(parent, {names.INTERRUPTED: names.flag(True)})
         tracker.end(parent, "KILLED")
         done = f" ({exc}; no summary from partial work)" if str(exc) else ""
         log(f"interrupted{done}. Finished trials are kept; continue with: {opts.command} "
@@ -110,20 +111,20 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
         tracker.end(parent, "FAILED")
         raise
     if opts.resume:
-        tracker.set_tags(parent, {"interrupted": "false"})
+        tracker.set_tags(parent, {names.INTERRUPTED: names.flag(False)})
     tracker.end(parent, "FINISHED")
     log(browse_line(tracker, parent, opts.tracking_uri))
     return 0
 
 
 def _parent_run(job: Job, tracker: Tracker, path: str, resume: bool) -> str:
-    tags = {"kind": job.kind, "spec_hash": job.digest, "storage": path}
+    tags = {names.KIND: job.kind, names.SPEC_HASH: job.digest, names.STORAGE: path}
     found = tracker.find_run(job.name, tags) if resume else None
     if found is not None:
         tracker.reopen(found)
         return found
     return tracker.start(job.name, f"{job.kind}-{job.digest}", params=job.parent_params(),
-                         tags={**tags, "method": job.base.method.name, **job.parent_tags()},
+                         tags={**tags, names.METHOD: job.base.method.name, **job.parent_tags()},
                          parent_run_id=getattr(job, "nested_in", None))  # in a search's
 
 

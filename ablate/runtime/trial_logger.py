@@ -10,6 +10,7 @@ from typing import Any
 
 from ray import tune
 
+from ablate import names
 from ablate.config import dump_yaml
 from ablate.core.console import Log
 from ablate.tracking import Tracker
@@ -85,36 +86,39 @@ class TrialLogger(tune.Callback):
         samples new ones in their place. Returns the discarded trial ids."""
         if not self.stepped:
             return []
+        keep = self.known | {None}  # a run without a trial id is not a trial's
         lost = [run for run in self.tracker.children(self.parent)
-                if run["tags"].get("trial_id") and run["tags"]["trial_id"] not in self.known]
+                if run["tags"].get(names.TRIAL_ID) not in keep]
         for run in lost:
             self.tracker.end(run["run_id"], "KILLED")
             self.tracker.delete(run["run_id"])
-        return [run["tags"]["trial_id"] for run in lost]
+        return [run["tags"][names.TRIAL_ID] for run in lost]
 
     def run_id(self, trial: Any) -> str:
         tid = trial.trial_id
         self.known.add(tid)  # started since the last step (a grid starts several at once)
         if tid not in self.runs:
-            found = self.tracker.find_run(self.experiment, {"trial_id": tid,
-                                                            "mlflow.parentRunId": self.parent})
+            found = self.tracker.find_run(self.experiment, {names.TRIAL_ID: tid,
+                                                            names.PARENT_RUN: self.parent})
             self.names[tid] = self.run_name(trial.config, trial_number(trial), tid)
             self.runs[tid] = found or self._start(trial)
         if tid not in self.open:  # a resumed trial continues its run (a no-op for a new one)
             self.tracker.reopen(self.runs[tid])
             self.open.add(tid)
-            self.last_epoch[tid] = self.tracker.last_step(self.runs[tid], "epoch")
+            self.last_epoch[tid] = self.tracker.last_step(self.runs[tid], names.EPOCH)
         return self.runs[tid]
 
     def _start(self, trial: Any) -> str:
         tid = trial.trial_id
         run = self.tracker.start(
             self.experiment, self.names[tid], params=self.run_params(trial.config),
-            tags={"trial_id": tid, "trial_number": str(trial_number(trial)), "kind": "trial",
+            tags={names.TRIAL_ID: tid, names.TRIAL_NUMBER: str(trial_number(trial)),
+                  names.KIND: names.KIND_TRIAL,
                   **self.run_tags(trial.config)},
             parent_run_id=self.parent)
         if self.run_config is not None:
-            self.tracker.log_text(run, dump_yaml(self.run_config(trial.config)), "config.yaml")
+            self.tracker.log_text(run, dump_yaml(self.run_config(trial.config)),
+                                  names.CONFIG_FILE)
         return run
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -122,11 +126,11 @@ class TrialLogger(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
-        run, epoch = self.run_id(trial), int(result["epoch"])
+        run, epoch = self.run_id(trial), int(result[names.EPOCH])
         if epoch <= self.last_epoch[trial.trial_id]:
             return  # replayed from an older checkpoint after a crash: each epoch is logged once
         metrics = {k: v for k, v in result.items()
-                   if ("/" in k or k == "epoch") and isinstance(v, int | float)}
+                   if ("/" in k or k == names.EPOCH) and isinstance(v, int | float)}
         self.tracker.log_metrics(run, metrics, step=epoch)
         self.last_epoch[trial.trial_id] = epoch
 
@@ -135,23 +139,23 @@ class TrialLogger(tune.Callback):
         epochs = int(result.get("training_iteration", 0))
         stopped = epochs < self.epochs
         run = self.run_id(trial)
-        tags: dict[str, Any] = {"epochs_trained": epochs, "stopped_early": stopped}
+        tags = {names.EPOCHS_TRAINED: str(epochs), names.STOPPED_EARLY: names.flag(stopped)}
         if stopped:  # visible in the runs table's name column
-            tags["mlflow.runName"] = f"{self.names[trial.trial_id]}-stopped"
+            tags[names.RUN_NAME] = f"{self.names[trial.trial_id]}-stopped"
         if trial.checkpoint is not None:  # trainer.pt + config.yaml: `ablate eval RUN_ID`
-            tags["checkpoint"] = trial.checkpoint.path
-        if result.get("node_id"):  # the Ray node it finished on (after a resume: the last)
-            tags["node_id"] = result["node_id"]
+            tags[names.CHECKPOINT] = trial.checkpoint.path
+        if result.get(names.NODE_ID):  # the Ray node it finished on (after a resume: the last)
+            tags[names.NODE_ID] = result[names.NODE_ID]
         self.tracker.set_tags(run, tags)
         self.tracker.end(run, "FINISHED")
         self.open.discard(trial.trial_id)
         self.done.add(trial.trial_id)
         how = f"stopped early after {epochs}/{self.epochs}" if stopped else f"{epochs}"
-        w = 100 * result.get("val/best_w_acc", float("nan"))
+        w = 100 * result.get(names.OBJECTIVE, float("nan"))
         self.log(f"trial {trial_number(trial)} ({trial.trial_id}): {how} epochs, best val W "
                  f"{w:.1f}% "
-                 f"(clean {100 * result.get('val/best_clean_acc', float('nan')):.1f}%, "
-                 f"PGD {100 * result.get('val/best_robust_acc', float('nan')):.1f}%)  "
+                 f"(clean {100 * result.get(names.BEST_CLEAN, float('nan')):.1f}%, "
+                 f"PGD {100 * result.get(names.BEST_ROBUST, float('nan')):.1f}%)  "
                  f"{self.describe(trial.config)}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -163,7 +167,7 @@ class TrialLogger(tune.Callback):
         run = self.run_id(trial)
         if "KeyboardInterrupt" in reason:  # Ctrl-C reached the worker: interrupted, not failed
             return
-        self.tracker.set_tags(run, {"error": reason})
+        self.tracker.set_tags(run, {names.ERROR: reason})
         self.tracker.end(run, "FAILED")
         self.open.discard(trial.trial_id)
         self.done.add(trial.trial_id)

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ablate import names
 from ablate.config import (
     ExperimentConfig,
     Param,
@@ -100,19 +101,20 @@ def around_grid(tracker: Tracker, target: str, workdir: Path) -> tuple[Path, str
     info = _search_run(tracker, target)
     facts = SearchFacts.from_run(info)
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            best_file = tracker.download(info["run_id"], "best_config.yaml", tmp)
-        except Exception:  # noqa: BLE001 - MLflow raises several kinds for a missing file
-            raise ConfigError(f"run {info['run_id']}: no best_config.yaml (the search did not "
-                              "finish, or its confirm stage did not choose a winner)") from None
+        best_file = tracker.download_if_present(info["run_id"], names.BEST_CONFIG, tmp)
+        if best_file is None:
+            raise ConfigError(f"run {info['run_id']}: no {names.BEST_CONFIG} (the search did not "
+                              "finish, or its confirm stage did not choose a winner)")
         best = read_yaml(best_file)
     params = info["params"]
-    seeds = literal(params.get("search.confirm.seeds", "None")) or DEFAULT_SEEDS
+    seeds = literal(params.get(names.param(names.PARAMS_SEARCH, "confirm.seeds"),
+                               "None")) or DEFAULT_SEEDS
+    cpu, gpu = (params.get(names.param(names.PARAMS_SEARCH, "resources", k), default)
+                for k, default in (("cpu", 1), ("gpu", 0)))
     # The search's MLflow experiment: the UI nests runs only within one experiment.
     grid = {"name": facts.name, "base": best, "rows": around_rows(best, facts.space),
             "baseline": OPTIMUM, "seeds": seeds,
-            "resources": {"cpu": float(params.get("search.resources.cpu", 1)),
-                          "gpu": float(params.get("search.resources.gpu", 0))},
+            "resources": {"cpu": float(cpu), "gpu": float(gpu)},
             "paper_note": f"none: a one-at-a-time grid around search run {info['run_id']}"}
     path = workdir / "runs" / "around" / f"{facts.name}-{info['run_id'][:8]}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,19 +123,12 @@ def around_grid(tracker: Tracker, target: str, workdir: Path) -> tuple[Path, str
 
 
 def _search_run(tracker: Tracker, target: str) -> dict[str, Any]:
-    try:
-        info = tracker.run_info(target)
-    except Exception:  # noqa: BLE001 - not a run id: an experiment name
-        run_id = tracker.find_run(target, {"kind": "search"})
-        if run_id is None:
-            raise ConfigError(f"--around {target}: neither a run id nor an experiment with a "
-                              "search run in this store") from None
-        info = tracker.run_info(run_id)
-    if info["tags"].get("kind") != "search":
+    info = tracker.resolve_run(target, (names.KIND_SEARCH,), f"--around {target}")
+    if info["tags"].get(names.KIND) != names.KIND_SEARCH:
         raise ConfigError(f"--around {target}: run {info['run_id']} is not a search's parent "
-                          f"run (kind {info['tags'].get('kind', 'unknown')!r})")
-    state = info["tags"].get("confirm", "done")
-    if state != "done":  # its best_config.yaml is not the confirmed winner (yet)
+                          f"run (kind {info['tags'].get(names.KIND, 'unknown')!r})")
+    state = info["tags"].get(names.CONFIRM, names.CONFIRM_DONE)
+    if state != names.CONFIRM_DONE:  # its best_config.yaml is not the confirmed winner (yet)
         raise ConfigError(f"--around {target}: the confirm stage of search run "
                           f"{info['run_id']} is {state}; finish it first (the search's "
                           "command with --resume)")

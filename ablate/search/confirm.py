@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from ray import tune
 
+from ablate import names
 from ablate.config import (
     GridSpec,
     Row,
@@ -31,7 +32,7 @@ from ablate.grid import GridJob
 from ablate.report import NAN, paired_test, seed_stats, test_line
 from ablate.runtime import Options, run_job, storage_path
 from ablate.search.summary import launch_test
-from ablate.search.trials import OBJECTIVE, describe, param_columns, sampled_values
+from ablate.search.trials import describe, param_columns, sampled_values
 from ablate.tracking import Tracker
 
 ALPHA = 0.05  # the paired test's level for "distinguishable from the runner-up"
@@ -92,7 +93,7 @@ class ConfirmJob(GridJob):
 
     search: SearchSpec | None = None
     candidates: dict[str, dict[str, Any]] = field(default_factory=dict)  # row -> trial row
-    kind: ClassVar[str] = "confirm"
+    kind: ClassVar[str] = names.KIND_CONFIRM
     test_at_end: ClassVar[bool] = False  # only the winner is tested, after the selection
 
     def plan(self, available: dict[str, float]) -> str:
@@ -118,12 +119,13 @@ def run_confirm(spec: SearchSpec, search_parent: str, ranked: list[dict[str, Any
     job = ConfirmJob(grid, log, nested_in=search_parent, search=spec, candidates=candidates)
     tracker = Tracker(opts.tracking_uri)
     tracker.reopen(search_parent)
-    tracker.set_tags(search_parent, {"confirm": "running"})
+    tracker.set_tags(search_parent, {names.CONFIRM: names.CONFIRM_RUNNING})
     path = f"{storage_path(opts.storage).rstrip('/')}/{grid.name}-{grid.digest()}"
     resume = opts.resume and tune.Tuner.can_restore(path)  # a stage that never started: new
     code = run_job(job, replace(opts, resume=resume, fresh=opts.fresh and not resume), log)
-    state = {0: "done", 130: "interrupted"}.get(code, "failed")
-    tracker.set_tags(search_parent, {"confirm": state})
+    state = {0: names.CONFIRM_DONE, 130: names.CONFIRM_INTERRUPTED}.get(code,
+                                                                       names.CONFIRM_FAILED)
+    tracker.set_tags(search_parent, {names.CONFIRM: state})
     tracker.end(search_parent, {0: "FINISHED", 130: "KILLED"}.get(code, "FAILED"))
     return code
 
@@ -134,11 +136,12 @@ def _values(results: tune.ResultGrid) -> tuple[dict[str, dict[int, float]],
     checkpoints = {}
     for r in results:
         m, cfg = r.metrics or {}, r.config or {}
-        v = m.get(OBJECTIVE)
+        v = m.get(names.OBJECTIVE)
         if r.error or v is None or math.isnan(v) or r.checkpoint is None:
             continue
-        values.setdefault(cfg["row"], {})[int(cfg["seed"])] = float(v)
-        checkpoints[(cfg["row"], int(cfg["seed"]))] = r.checkpoint
+        row, seed = cfg[names.ROW], int(cfg[names.SEED])
+        values.setdefault(row, {})[seed] = float(v)
+        checkpoints[(row, seed)] = r.checkpoint
     return values, checkpoints
 
 
@@ -154,7 +157,7 @@ def summarize_confirm(job: ConfirmJob, results: tune.ResultGrid, tracker: Tracke
     if win["n"] == 0:
         log("confirm: no run of the stage ended with a value: no winner")
         return
-    pending = {s: launch_test({"row": win["candidate"], "seed": s}, checkpoints[(
+    pending = {s: launch_test({names.ROW: win["candidate"], names.SEED: s}, checkpoints[(
         win["candidate"], s)], params, spec.resources) for s in sorted(win["values"])}
     markdown = confirm_markdown(ranked, job.candidates, len(grid.seeds))
     log(markdown)
@@ -167,13 +170,13 @@ def summarize_confirm(job: ConfirmJob, results: tune.ResultGrid, tracker: Tracke
     log(f"confirmed winner: {win['candidate']} (val W {100 * win['mean']:.1f}% mean, lower "
         f"bound {100 * win['lcb']:.1f}%); the search's best single run was "
         f"{grid.rows[0].name}" + (" too" if win["candidate"] == grid.rows[0].name else
-                                  f" (val W {100 * raw[OBJECTIVE]:.1f}%)"))
+                                  f" (val W {100 * raw[names.OBJECTIVE]:.1f}%)"))
     if runner_up is not None:
         log(f"winner vs runner-up {runner_up['candidate']}: "
             f"{_distinguishable(runner_up, len(grid.seeds))}")
     log(f"winner: {describe(sampled)}")
     log(f"test of the winner, mean over seeds {sorted(tests)}: {test_line(mean)}   best "
-        "config: best_config.yaml in the search's parent run")
+        f"config: {names.BEST_CONFIG} in the search's parent run")
 
 
 def _distinguishable(runner_up: dict[str, Any], seeds: int) -> str:
@@ -201,7 +204,7 @@ def confirm_markdown(ranked: Sequence[dict[str, Any]], trials: Mapping[str, dict
     for i, r in enumerate(ranked):
         mark = "**winner**" if i == 0 else ""
         lines.append(
-            f"| {mark} | {r['candidate']} | {pct(trials[r['candidate']][OBJECTIVE])} | "
+            f"| {mark} | {r['candidate']} | {pct(trials[r['candidate']][names.OBJECTIVE])} | "
             f"{r['n']}/{seeds} | {pct(r['mean'])} ± {pct(r['std'])} | "
             f"[{pct(r['ci_low'])}, {pct(r['ci_high'])}] | {pct(r['lcb'])} | "
             f"{'' if i == 0 else pct(r['diff'])} | "
@@ -215,26 +218,26 @@ def _log_outcome(job: ConfirmJob, ranked: list[dict[str, Any]], tests: dict[int,
                  tracker: Tracker, stage: str) -> None:
     spec, win, search = job.search, ranked[0], job.nested_in
     assert spec is not None and search is not None
-    cells = {(c["tags"].get("row"), c["tags"].get("seed")): c["run_id"]
+    cells = {(c["tags"].get(names.ROW), c["tags"].get(names.SEED)): c["run_id"]
              for c in tracker.children(stage)}
     for seed, test in tests.items():
         run = cells.get((win["candidate"], str(seed)))
         if run is not None:
-            tracker.log_summary(run, {f"test/{k}": v for k, v in test.items()},
+            tracker.log_summary(run, names.prefixed(names.TEST, test),
                                 step=spec.base.optim.epochs)
-            tracker.set_tags(run, {"best": "true"})
-    mean = {f"test/{k}": v for k, v in mean_test.items()}
-    summary = {**mean, "confirm/mean": win["mean"], "confirm/lcb": win["lcb"]}
+            tracker.set_tags(run, {names.BEST: names.flag(True)})
+    mean = names.prefixed(names.TEST, mean_test)
+    summary = {**mean, names.CONFIRM_MEAN: win["mean"], names.CONFIRM_LCB: win["lcb"]}
     runner_up = ranked[1] if len(ranked) > 1 else None
-    tags = {"confirm_winner": win["candidate"],
-            "best_trial": job.candidates[win["candidate"]]["trial_id"],
-            "confirm_p_runner_up": "" if runner_up is None else f"{runner_up['p']:.4g}"}
+    tags = {names.CONFIRM_WINNER: win["candidate"],
+            names.BEST_TRIAL: job.candidates[win["candidate"]]["trial_id"],
+            names.CONFIRM_P_RUNNER_UP: "" if runner_up is None else f"{runner_up['p']:.4g}"}
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "confirm.md").write_text(markdown)
-        (Path(tmp) / "best_config.yaml").write_text(
+        (Path(tmp) / names.CONFIRM_TABLE).write_text(markdown)
+        (Path(tmp) / names.BEST_CONFIG).write_text(
             dump_yaml(spec.trial_config(sampled).model_dump(mode="json")))
         for run in (stage, search):
             tracker.log_summary(run, summary, step=0)
             tracker.set_tags(run, tags)
-            tracker.log_artifact(run, Path(tmp) / "confirm.md")
-        tracker.log_artifact(search, Path(tmp) / "best_config.yaml")
+            tracker.log_artifact(run, Path(tmp) / names.CONFIRM_TABLE)
+        tracker.log_artifact(search, Path(tmp) / names.BEST_CONFIG)

@@ -17,12 +17,13 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from ablate import names
 from ablate.config import SearchSpec, concurrency
 from ablate.core.console import Log
 from ablate.runtime import JobFields, Options, run_job, trial_dirname
 from ablate.search.study import optuna_space
 from ablate.search.summary import summarize
-from ablate.search.trials import OBJECTIVE, PARETO, describe
+from ablate.search.trials import describe
 from ablate.tracking import Tracker
 
 _SAMPLERS = {"optuna_tpe": "TPE", "optuna_random": "random sampling"}
@@ -105,7 +106,7 @@ def tune_config(spec: SearchSpec) -> tune.TuneConfig:
     """Optuna TPE (seeded, the given points first) and ASHA on the scalar objective."""
     multi = spec.objective.multi
     searcher = StoppedAsPruned(
-        space=optuna_space(spec), metric=list(PARETO) if multi else OBJECTIVE,
+        space=optuna_space(spec), metric=list(names.PARETO) if multi else names.OBJECTIVE,
         mode=["max", "max"] if multi else "max",
         points_to_evaluate=[dict(p) for p in spec.searcher.points_to_evaluate] or None,
         sampler=make_sampler(spec), epochs=spec.base.optim.epochs)
@@ -113,14 +114,14 @@ def tune_config(spec: SearchSpec) -> tune.TuneConfig:
     if spec.scheduler.name == "asha":
         # With a single objective Tune hands metric and mode to the scheduler itself.
         scheduler = ASHAScheduler(
-            metric=OBJECTIVE if multi else None, mode="max" if multi else None,
+            metric=names.OBJECTIVE if multi else None, mode="max" if multi else None,
             time_attr="training_iteration",
             max_t=spec.base.optim.epochs, grace_period=spec.scheduler.grace_period,
             reduction_factor=spec.scheduler.reduction_factor)
     return tune.TuneConfig(
         search_alg=searcher, scheduler=scheduler, num_samples=spec.num_samples,
         max_concurrent_trials=spec.max_concurrent,
-        metric=None if multi else OBJECTIVE, mode=None if multi else "max",
+        metric=None if multi else names.OBJECTIVE, mode=None if multi else "max",
         trial_dirname_creator=trial_dirname, reuse_actors=True)
 
 
@@ -133,7 +134,7 @@ class SearchJob(JobFields):
     log: Log = print
     ranked: list[dict[str, Any]] = field(default_factory=list)  # ended trials, best first
     parent: str = ""  # the parent run, once summarised
-    kind: ClassVar[str] = "search"
+    kind: ClassVar[str] = names.KIND_SEARCH
     test_at_end: ClassVar[bool] = False  # only the best trial is tested, by the driver
 
     def __post_init__(self) -> None:
@@ -143,9 +144,9 @@ class SearchJob(JobFields):
 
     def parent_params(self) -> dict[str, Any]:
         # MLflow returns params unordered: the space's order is kept for around-grids' rows.
-        return {"search": self.spec.model_dump(mode="json", exclude={"base"})
-                | {"space_order": list(self.spec.space)},
-                "base": self.spec.base.model_dump(mode="json")}
+        return {names.PARAMS_SEARCH: self.spec.model_dump(mode="json", exclude={"base"})
+                | {names.SPACE_ORDER: list(self.spec.space)},
+                names.PARAMS_BASE: self.spec.base.model_dump(mode="json")}
 
     def parent_tags(self) -> dict[str, str]:
         return {}
@@ -169,11 +170,11 @@ class SearchJob(JobFields):
         return f"trial-{number:02d}-{trial_id.split('_')[0]}"
 
     def run_params(self, sampled: dict[str, Any]) -> dict[str, Any]:
-        return {**sampled, "method": self.base.method.name}
+        return {**sampled, names.METHOD: self.base.method.name}
 
     def run_tags(self, sampled: dict[str, Any]) -> dict[str, str]:
-        return {"spec_hash": self.digest, "method": self.base.method.name,
-                "seed": str(self.base.seed), "sampled": yaml.safe_dump(sampled).strip()}
+        return {names.SPEC_HASH: self.digest, names.METHOD: self.base.method.name,
+                names.SEED: str(self.base.seed), names.SAMPLED: yaml.safe_dump(sampled).strip()}
 
     def summarize(self, results: tune.ResultGrid, tracker: Tracker, parent: str,
                   params: dict[str, Any]) -> None:

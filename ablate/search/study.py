@@ -11,15 +11,9 @@ from typing import Any
 
 import optuna
 
+from ablate import names
 from ablate.config import SearchSpec
-from ablate.search.trials import (
-    ENDED,
-    OBJECTIVE,
-    PARETO,
-    SearchFacts,
-    param_columns,
-    sampled_values,
-)
+from ablate.search.trials import ENDED, SearchFacts, param_columns, sampled_values
 from ablate.tracking import Tracker
 
 
@@ -39,10 +33,8 @@ def optuna_space(spec: SearchSpec) -> dict[str, optuna.distributions.BaseDistrib
 IMPORTANCE_MIN_TRIALS = 5  # importances compare trials at the last epoch this many reached
 
 
-OPTUNA_DB = "optuna.db"  # the Optuna study's SQLite file, beside a local SQLite MLflow store
 
 
-OPTUNA_DIR = "optuna"  # the parent run's artifact folder of Optuna's HTML figures
 
 
 def at_fidelity(histories: dict[str, dict[int, float]],
@@ -86,7 +78,7 @@ def importances(facts: SearchFacts, rows: list[dict[str, Any]],
             imp = dict(optuna.importance.get_param_importances(study))
     except (RuntimeError, ValueError, ZeroDivisionError):  # too few or constant trials
         imp = {}
-    return {"metric": OBJECTIVE, "epoch": epoch, "max_epochs": facts.epochs,
+    return {"metric": names.OBJECTIVE, "epoch": epoch, "max_epochs": facts.epochs,
             "trials": len(used), "trial_numbers": [r["trial"] for r in used],
             "rule": f"the trials that reached epoch {epoch}: the last epoch at least "
                     f"{IMPORTANCE_MIN_TRIALS} trials reached (all that trained, if fewer)",
@@ -97,7 +89,7 @@ def optuna_storage(tracker: Tracker) -> str | None:
     """Where the search's Optuna study is kept: ``optuna.db`` beside a local SQLite MLflow
     store (``sqlite:////abs/dir/optuna.db``); None for any other store."""
     db = tracker.sqlite_path
-    return None if db is None else f"sqlite:///{(db.parent / OPTUNA_DB).resolve()}"
+    return None if db is None else f"sqlite:///{(db.parent / names.OPTUNA_DB).resolve()}"
 
 
 def study_name(facts: SearchFacts, parent: str) -> str:
@@ -116,7 +108,7 @@ def build_study(facts: SearchFacts, rows: list[dict[str, Any]],
     for a failed trial; intermediate values: val W-acc of the best epoch so far per epoch;
     user attributes: trial number and id, status, epochs, MLflow run id."""
     space, columns = optuna_space(facts), param_columns(facts.space)
-    keys = PARETO if facts.multi else (OBJECTIVE,)
+    keys = names.PARETO if facts.multi else (names.OBJECTIVE,)
     rdb = None
     if storage is not None and name is not None:
         rdb = optuna.storages.RDBStorage(  # wait for a reader (optuna-dashboard) to let go
@@ -134,7 +126,7 @@ def build_study(facts: SearchFacts, rows: list[dict[str, Any]],
                                              for v in values)
         attrs = {"trial": r["trial"], "trial_id": r["trial_id"], "status": r["status"],
                  "epochs": r["epochs"], "mlflow_run_id": runs.get(r["trial_id"], ""),
-                 "val_best_w_acc": r[OBJECTIVE]}
+                 "val_best_w_acc": r[names.OBJECTIVE]}  # the target of a Pareto study's plots
         with contextlib.suppress(ValueError):  # a value outside the space: left out
             trials.append(optuna.trial.create_trial(
                 state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL,

@@ -17,10 +17,11 @@ import ray
 import torch
 from ray import tune
 
+from ablate import names
 from ablate.config import Resources, SearchSpec, dump_yaml, redact
 from ablate.core.console import Log
 from ablate.core.errors import ConfigError
-from ablate.grid import summarize_cells
+from ablate.grid import report_grid
 from ablate.report import (
     attack_line,
     optuna_figures,
@@ -35,18 +36,9 @@ from ablate.report import (
     write_html,
     write_table,
 )
-from ablate.search.study import (
-    OPTUNA_DB,
-    OPTUNA_DIR,
-    build_study,
-    importances,
-    optuna_storage,
-    study_name,
-)
+from ablate.search.study import build_study, importances, optuna_storage, study_name
 from ablate.search.trials import (
     ENDED,
-    OBJECTIVE,
-    PARETO,
     SearchFacts,
     describe,
     param_columns,
@@ -65,7 +57,7 @@ def summarize(spec: SearchSpec, results: tune.ResultGrid, tracker: Tracker, pare
     on the test split (on a cluster, while the driver writes the rest), unless a confirm
     stage chooses the winner. Returns the ended trials' rows, best first."""
     rows = trials_table(spec, results)
-    ranked = sorted(_ended(rows), key=lambda r: (-r[OBJECTIVE], r["trial"]))
+    ranked = sorted(_ended(rows), key=lambda r: (-r[names.OBJECTIVE], r["trial"]))
     best = ranked[0] if ranked else None
     test = None
     if best is not None and spec.confirm is None:
@@ -83,12 +75,12 @@ def summarize(spec: SearchSpec, results: tune.ResultGrid, tracker: Tracker, pare
 def best_trial(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The row of the trial with the highest objective among those that ended with one."""
     done = _ended(rows)
-    return max(done, key=lambda r: r[OBJECTIVE]) if done else None
+    return max(done, key=lambda r: r[names.OBJECTIVE]) if done else None
 
 
 def _ended(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r["status"] in ("finished", "stopped")
-            and r[OBJECTIVE] is not None]
+            and r[names.OBJECTIVE] is not None]
 
 
 FinalTest = Callable[[], tuple[dict[str, float], list[dict[str, float]]]]
@@ -131,10 +123,10 @@ def summarize_trials(facts: SearchFacts, rows: list[dict[str, Any]], tracker: Tr
     :func:`summarize` and ``ablate report``). Returns the best trial's row (None if none
     ended with a value) and the trials table in Markdown."""
     done = _ended(rows)
-    front = pareto_front([(r[PARETO[0]], r[PARETO[1]]) for r in done])
+    front = pareto_front([(r[names.PARETO[0]], r[names.PARETO[1]]) for r in done])
     for r in rows:
         r["pareto"] = any(r is done[i] for i in front)
-    counts = {f"trials/{s}": sum(r["status"] == s for r in rows) for s in ENDED}
+    counts = {f"{names.TRIALS_PREFIX}{s}": sum(r["status"] == s for r in rows) for s in ENDED}
     tracker.log_summary(parent, counts, step=0)
     unended = len(rows) - sum(counts.values())
     log(f"{len(rows)} trials: {counts['trials/finished']} finished, {counts['trials/stopped']} "
@@ -145,11 +137,12 @@ def summarize_trials(facts: SearchFacts, rows: list[dict[str, Any]], tracker: Tr
         log(f"warning: push inactive in {len(inactive)} of {len(rows)} trials (J empty in more "
             "than 90% of their batches): trials " + ", ".join(str(r["trial"]) for r in inactive))
     log("Pareto front (val clean / PGD at the best epoch): " + ", ".join(
-        f"trial {r['trial']} {100 * r[PARETO[0]]:.1f}/{100 * r[PARETO[1]]:.1f}%"
-        for r in sorted((r for r in rows if r["pareto"]), key=lambda r: -r[PARETO[0]])))
-    runs = {c["tags"]["trial_id"]: c["run_id"] for c in tracker.children(parent)
-            if "trial_id" in c["tags"]}
-    histories = {tid: {step + 1: v for step, v in tracker.metric_history(run, OBJECTIVE).items()}
+        f"trial {r['trial']} {100 * r[names.PARETO[0]]:.1f}/{100 * r[names.PARETO[1]]:.1f}%"
+        for r in sorted((r for r in rows if r["pareto"]), key=lambda r: -r[names.PARETO[0]])))
+    runs = {c["tags"][names.TRIAL_ID]: c["run_id"] for c in tracker.children(parent)
+            if names.TRIAL_ID in c["tags"]}
+    histories = {tid: {step + 1: v
+                       for step, v in tracker.metric_history(run, names.OBJECTIVE).items()}
                  for tid, run in runs.items()}
     with tempfile.TemporaryDirectory() as tmp:
         markdown = _log_tables(facts, rows, tracker, parent, Path(tmp))
@@ -166,16 +159,17 @@ def _log_tables(facts: SearchFacts, rows: list[dict[str, Any]], tracker: Tracker
     Markdown table."""
     columns = list(param_columns(facts.space).values())
     markdown = trials_markdown(rows, columns)
-    for path in write_table(rows, markdown, tmp, stem="trials"):
+    for path in write_table(rows, markdown, tmp, stem=names.TRIALS_TABLE):
         tracker.log_artifact(parent, path)
     tracker.replace_table(parent, {k: [r.get(k) for r in rows] for k in (rows[0] if rows else {})},
-                          "trials.json")
-    values = [r[OBJECTIVE] for r in rows]
+                          names.TRIALS_MLFLOW_TABLE)
+    values = [r[names.OBJECTIVE] for r in rows]
     plot_objective(values, tmp / "objective.png", title=f"{facts.name}: best val W-acc per trial")
-    plot_pareto([(r[PARETO[0]], r[PARETO[1]]) for r in rows], [r["pareto"] for r in rows],
+    clean, robust = names.PARETO
+    plot_pareto([(r[clean], r[robust]) for r in rows], [r["pareto"] for r in rows],
                 tmp / "pareto.png", title=f"{facts.name}: clean vs PGD (val, best epoch)")
     for name in ("objective.png", "pareto.png"):
-        tracker.log_artifact(parent, tmp / name, "plots")
+        tracker.log_artifact(parent, tmp / name, names.PLOTS)
     return markdown
 
 
@@ -189,10 +183,10 @@ def _log_importances(facts: SearchFacts, rows: list[dict[str, Any]],
                      tmp: Path, log: Log) -> tuple[dict[str, Any], optuna.Study]:
     """importances.json (JSON: metric, epoch, trials, importances) and its plot."""
     info, study = importances(facts, rows, histories)
-    (tmp / "importances.json").write_text(json.dumps(info, indent=2) + "\n")
+    (tmp / names.IMPORTANCES).write_text(json.dumps(info, indent=2) + "\n")
     plot_importances(info["importances"], tmp / "importances.png", title=_fidelity_title(info))
-    tracker.log_artifact(parent, tmp / "importances.json")
-    tracker.log_artifact(parent, tmp / "importances.png", "plots")
+    tracker.log_artifact(parent, tmp / names.IMPORTANCES)
+    tracker.log_artifact(parent, tmp / "importances.png", names.PLOTS)
     if info["importances"]:
         log(f"importances for val W-acc at epoch {info['epoch']} ({info['trials']} trials): "
             + ", ".join(f"{k} {v:.2f}" for k, v in info["importances"].items()))
@@ -210,18 +204,19 @@ def _log_study(facts: SearchFacts, rows: list[dict[str, Any]],
     study = None
     if storage is None:
         log(f"Optuna study: not stored (the MLflow store {redact(tracker.uri)} is not a local "
-            f"SQLite file, beside which {OPTUNA_DB} would go); its figures are under {OPTUNA_DIR}/")
+            f"SQLite file, beside which {names.OPTUNA_DB} would go); its figures are under "
+            f"{names.OPTUNA_FIGURES}/")
     else:
         try:
             with tracker.lock():  # two commands creating optuna.db at once race in its schema
                 study = build_study(facts, rows, histories, runs, storage=storage, name=name)
                 study.set_user_attr("mlflow_tracking_uri", tracker.uri)
                 study.set_user_attr("mlflow_parent_run_id", parent)
-                study.set_user_attr("spec_hash", facts.digest)
+                study.set_user_attr(names.SPEC_HASH, facts.digest)
         except Exception as exc:  # the trials are done: say what went wrong, do not fail
             log(f"warning: Optuna study not stored in {storage}: {type(exc).__name__}: {exc}")
         else:
-            tracker.set_tags(parent, {"optuna_storage": storage, "optuna_study": name})
+            tracker.set_tags(parent, {names.OPTUNA_STORAGE: storage, names.OPTUNA_STUDY: name})
             log(f"Optuna study {name} in {storage} ({len(study.trials)} trials); "
                 f"optuna-dashboard {storage}")
     if study is None:
@@ -233,9 +228,9 @@ def _log_study(facts: SearchFacts, rows: list[dict[str, Any]],
         importance_study=imp_study, importance_title=_fidelity_title(imp),
         pareto_names=("val clean acc", "val PGD acc") if facts.multi else ())
     if figures:
-        page = write_html(figures, tmp / OPTUNA_DIR / "figures.html",
+        page = write_html(figures, tmp / names.OPTUNA_FIGURES / "figures.html",
                           title=f"{facts.name}: Optuna figures")
-        tracker.log_artifact(parent, page, OPTUNA_DIR)
+        tracker.log_artifact(parent, page, names.OPTUNA_FIGURES)
     for fig, why in skipped.items():
         log(f"Optuna figure {fig} not drawn: {why}")
 
@@ -245,19 +240,19 @@ def _final_test(spec: SearchSpec, best: dict[str, Any], final: FinalTest, tracke
     sampled = sampled_values(best, param_columns(spec.space))
     cfg = spec.trial_config(sampled)
     # Readable by `ablate train` (whose YAML loader refuses aliases).
-    (tmp / "best_config.yaml").write_text(dump_yaml(cfg.model_dump(mode="json")))
-    tracker.log_artifact(parent, tmp / "best_config.yaml")
+    (tmp / names.BEST_CONFIG).write_text(dump_yaml(cfg.model_dump(mode="json")))
+    tracker.log_artifact(parent, tmp / names.BEST_CONFIG)
     test, history = final()
     plot_curves(history, tmp / "best_curves.png", title=f"best trial {best['trial']}")
-    tracker.log_artifact(parent, tmp / "best_curves.png", "plots")
-    metrics = {f"test/{k}": v for k, v in test.items()}
-    tracker.log_summary(parent, {**metrics, "best/" + OBJECTIVE: best[OBJECTIVE]}, step=0)
-    child = tracker.find_run(spec.name, {"trial_id": best["trial_id"],
-                                         "mlflow.parentRunId": parent})
+    tracker.log_artifact(parent, tmp / "best_curves.png", names.PLOTS)
+    metrics = names.prefixed(names.TEST, test)
+    tracker.log_summary(parent, {**metrics, names.BEST_OBJECTIVE: best[names.OBJECTIVE]}, step=0)
+    child = tracker.find_run(spec.name, {names.TRIAL_ID: best["trial_id"],
+                                         names.PARENT_RUN: parent})
     if child is not None:
         tracker.log_summary(child, metrics, step=cfg.optim.epochs)
-        tracker.set_tags(child, {"best": "true"})
-    tracker.set_tags(parent, {"best_trial": best["trial_id"]})
+        tracker.set_tags(child, {names.BEST: names.flag(True)})
+    tracker.set_tags(parent, {names.BEST_TRIAL: best["trial_id"]})
     log(_best_line(best, sampled))
     note = push_note(best["push_active"], best["push_empty"])
     if note:
@@ -269,7 +264,7 @@ def _final_test(spec: SearchSpec, best: dict[str, Any], final: FinalTest, tracke
 
 
 def _best_line(best: dict[str, Any], sampled: dict[str, Any]) -> str:
-    return (f"best trial {best['trial_id']}: val W {100 * best[OBJECTIVE]:.1f}%  "
+    return (f"best trial {best['trial_id']}: val W {100 * best[names.OBJECTIVE]:.1f}%  "
             f"{describe(sampled)}")
 
 
@@ -293,10 +288,11 @@ def report_search(info: dict[str, Any], tracker: Tracker, log: Log = print) -> s
     if note:
         log(f"best trial push term: {note}")
     metrics = tracker.run_metrics(parent)
-    test = {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/")}
+    test = {k.removeprefix(names.TEST): v for k, v in metrics.items()
+            if k.startswith(names.TEST)}
     if {"clean_acc", "pgd_sat_acc", "pgd_sat_wr"} <= set(test):
         epoch = f" (best epoch {int(test['best_epoch']) + 1})" if "best_epoch" in test else ""
-        tested = info["tags"].get("best_trial")
+        tested = info["tags"].get(names.BEST_TRIAL)
         who = f" of trial {tested}" if tested and tested != best["trial_id"] else ""
         log(f"test{who}{epoch}: {test_line(test)}")
         if facts.attacks:
@@ -311,18 +307,18 @@ def report_stages(search: str, tracker: Tracker, log: Log = print) -> str:
     (its ``confirm.md``) and each around-grid's table, rebuilt from its cells."""
     out = ""
     for run in sorted(tracker.children(search), key=lambda r: r["start_time"]):
-        kind, tags = run["tags"].get("kind"), run["tags"]
-        if kind == "confirm":
+        kind, tags = run["tags"].get(names.KIND), run["tags"]
+        if kind == names.KIND_CONFIRM:
             with tempfile.TemporaryDirectory() as tmp:
-                try:
-                    text = Path(tracker.download(run["run_id"], "confirm.md", tmp)).read_text()
-                except Exception:  # noqa: BLE001 - a stage that chose no winner has none
-                    text = f"Confirm stage {run['run_id']}: {run['status'].lower()}, no winner\n"
+                found = tracker.download_if_present(run["run_id"], names.CONFIRM_TABLE, tmp)
+                # a stage that chose no winner has no table
+                text = (Path(found).read_text() if found else
+                        f"Confirm stage {run['run_id']}: {run['status'].lower()}, no winner\n")
             log(text)
             out += "\n" + text
-        elif kind == "grid" and "grid" in tags:
+        elif kind == names.KIND_GRID and names.GRID in tags:
             log(f"Around-grid {run['run_id']} ({run['status'].lower()}):")
-            out += "\n" + summarize_cells(json.loads(tags["grid"]), tracker, run["run_id"], log)
+            out += "\n" + report_grid(run, tracker, log)
     return out
 
 

@@ -1,6 +1,6 @@
 """A search's trials as rows (one per trial: status, sampled values under dot-free column
-names, best validation metrics), from Ray's results or back from the MLflow child runs; the
-Optuna space, importances at one fidelity, and the Optuna study rebuilt from the rows.
+names, best validation metrics), from Ray's results or back from the MLflow child runs, and as
+a Markdown table; what a search's summary needs to know of its spec (:class:`SearchFacts`).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from typing import Any
 import optuna
 from pydantic import ValidationError
 from ray import tune
+from ray.tune.result import TRAINING_ITERATION
 
+from ablate import names
 from ablate.config import Param, SearchSpec, YamlRefused, parse_yaml
 from ablate.core.errors import ConfigError
-from ablate.report import PUSH_KEYS, push_cell
+from ablate.report import push_cell
 
-OBJECTIVE = "val/best_w_acc"
-PARETO = ("val/best_clean_acc", "val/best_robust_acc")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -55,15 +55,18 @@ class SearchFacts:
         """From a search's parent run (:meth:`Tracker.run_info`): its params are the spec
         flattened (``search.space.method.alpha.low``), each value as ``str()`` wrote it."""
         params, fields = info["params"], set(Param.model_fields)
+        space_prefix = names.param(names.PARAMS_SEARCH, "space", "")
+        epochs = names.param(names.PARAMS_BASE, "optim.epochs")
         raw: dict[str, dict[str, Any]] = {}
         for name, text in params.items():
-            key, _, field = name.removeprefix("search.space.").rpartition(".")
-            if name.startswith("search.space.") and key and field in fields:
+            key, _, field = name.removeprefix(space_prefix).rpartition(".")
+            if name.startswith(space_prefix) and key and field in fields:
                 raw.setdefault(key, {})[field] = literal(text)
-        if not raw or "base.optim.epochs" not in params:
+        if not raw or epochs not in params:
             raise ConfigError(f"run {info['run_id']}: its params do not hold a search spec "
-                              "(search.space.*, base.optim.epochs)")
-        order = literal(params.get("search.space_order", "[]"))  # older runs: none
+                              f"({space_prefix}*, {epochs})")
+        order = literal(params.get(names.param(names.PARAMS_SEARCH, names.SPACE_ORDER),
+                                   "[]"))  # older runs: none
         order = order if isinstance(order, list) else []
         raw = {k: raw[k] for k in order if k in raw} | raw
         try:
@@ -71,10 +74,11 @@ class SearchFacts:
         except ValidationError as exc:
             raise ConfigError(f"run {info['run_id']}: its search space does not parse: "
                               f"{exc.errors()[0]['msg']}") from None
-        return cls(info["experiment"], info["tags"].get("spec_hash", ""), space,
-                   isinstance(literal(params.get("search.objective.metric", "w_acc")), list),
-                   int(params["base.optim.epochs"]),
-                   tuple(literal(params.get("base.eval.attacks", "[]")) or ()))
+        metric = params.get(names.param(names.PARAMS_SEARCH, "objective.metric"), "w_acc")
+        attacks = params.get(names.param(names.PARAMS_BASE, "eval.attacks"), "[]")
+        return cls(info["experiment"], info["tags"].get(names.SPEC_HASH, ""), space,
+                   isinstance(literal(metric), list), int(params[epochs]),
+                   tuple(literal(attacks) or ()))
 
 
 def literal(text: str) -> Any:
@@ -94,7 +98,7 @@ def param_columns(keys: Iterable[str]) -> dict[str, str]:
     keys = list(keys)
     taken: dict[str, str] = {}
     for key in sorted(keys):
-        name = base = "param/" + key.replace(".", "_")
+        name = base = names.PARAM_COLUMN + key.replace(".", "_")
         n = 1
         while name in taken.values():
             n += 1
@@ -115,7 +119,7 @@ def trials_table(spec: SearchSpec, results: tune.ResultGrid) -> list[dict[str, A
     rows = []
     for result in results:
         m, cfg = result.metrics or {}, result.config or {}
-        epochs = int(m.get("training_iteration", 0))
+        epochs = int(m.get(TRAINING_ITERATION, 0))
         status = ("failed" if result.error else
                   "stopped" if epochs < spec.base.optim.epochs else "finished")
         number = Path(result.path).name.split("_")[1] if result.path else "0"
@@ -132,10 +136,10 @@ def trials_table(spec: SearchSpec, results: tune.ResultGrid) -> list[dict[str, A
 
 def _metrics(m: dict[str, Any]) -> dict[str, float | None]:
     row: dict[str, float | None] = {}
-    for key in (OBJECTIVE, *PARETO, "val/w_acc", "val/clean_acc", "val/robust_acc"):
+    for key in (names.OBJECTIVE, *names.PARETO, names.VAL_W, names.VAL_CLEAN, names.VAL_ROBUST):
         row[key] = float(m[key]) if m.get(key) is not None else None
-    for key in PUSH_KEYS:  # over the epochs the trial trained
-        value = m.get(f"train/run_{key}_frac")
+    for key in names.PUSH_KEYS:  # over the epochs the trial trained
+        value = m.get(names.run_mean(key))
         row[key] = float(value) if value is not None else None
     return row
 
@@ -150,25 +154,27 @@ def trials_from_runs(facts: SearchFacts, children: list[dict[str, Any]]
     rows = []
     for run in children:
         tags, m = run["tags"], run["metrics"]
-        if "trial_id" not in tags:
+        if names.TRIAL_ID not in tags:
             continue
         try:
-            sampled = parse_yaml(tags.get("sampled") or "{}")
+            sampled = parse_yaml(tags.get(names.SAMPLED) or "{}")
         except YamlRefused:
             sampled = None
         sampled = sampled if isinstance(sampled, dict) else {}
-        if "epochs_trained" in tags:
-            epochs = int(tags["epochs_trained"])
+        if names.EPOCHS_TRAINED in tags:
+            epochs = int(tags[names.EPOCHS_TRAINED])
         else:  # failed or interrupted: the epochs it logged
-            epochs = int(m["epoch"]) + 1 if "epoch" in m else 0
-        status = {"FINISHED": "stopped" if tags.get("stopped_early") == "True" else "finished",
+            epochs = int(m[names.EPOCH]) + 1 if names.EPOCH in m else 0
+        stopped = names.is_set(tags.get(names.STOPPED_EARLY))
+        status = {"FINISHED": "stopped" if stopped else "finished",
                   "FAILED": "failed", "KILLED": "interrupted"}.get(run["status"], "running")
-        number = tags.get("trial_number", "0")
+        number = tags.get(names.TRIAL_NUMBER, "0")
         row: dict[str, Any] = {"trial": int(number) if number.isdigit() else 0,
-                               "trial_id": tags["trial_id"], "status": status, "epochs": epochs}
+                               "trial_id": tags[names.TRIAL_ID], "status": status,
+                               "epochs": epochs}
         row.update({columns[k]: sampled.get(k) for k in facts.space})
         row.update(_metrics(m))
-        row["error"] = tags.get("error", "")[:300]
+        row["error"] = tags.get(names.ERROR, "")[:300]
         rows.append(row)
     rows.sort(key=lambda r: (r["trial"], r["trial_id"]))
     return rows
@@ -184,8 +190,7 @@ def trials_markdown(rows: Sequence[Mapping[str, Any]], params: Sequence[str]) ->
     for r in rows:
         cells = [str(r["trial"]), str(r["status"]), str(r["epochs"]),
                  *(_value(r.get(p)) for p in params),
-                 *(_percent(r.get(k)) for k in ("val/best_w_acc", "val/best_clean_acc",
-                                                "val/best_robust_acc")),
+                 *(_percent(r.get(k)) for k in (names.OBJECTIVE, *names.PARETO)),
                  "yes" if r.get("pareto") else "", push_cell(r), str(r.get("error") or "")]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     note = ("val W-acc, clean and PGD: at each trial's best epoch by W-acc so far (its "

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,9 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ablate.config import default_uri, sqlite_file, store_exists
+from ablate import names
+from ablate.config import default_uri, redact, sqlite_file, store_exists
+from ablate.core.errors import ConfigError
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stderr to errors
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -129,9 +131,9 @@ class Tracker:
 
     def start(self, experiment: str, run_name: str, *, params: Mapping[str, Any] | None = None,
               tags: Mapping[str, str] | None = None, parent_run_id: str | None = None) -> str:
-        all_tags = {"git_commit": git_commit(), **(tags or {})}
+        all_tags = {names.GIT_COMMIT: git_commit(), **(tags or {})}
         if parent_run_id:
-            all_tags["mlflow.parentRunId"] = parent_run_id
+            all_tags[names.PARENT_RUN] = parent_run_id
         run = self.client.create_run(self.experiment_id(experiment), run_name=run_name,
                                      tags=all_tags)
         run_id = run.info.run_id
@@ -195,7 +197,7 @@ class Tracker:
         parent = self.client.get_run(parent_run_id)
         runs = self.client.search_runs(
             [parent.info.experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=10000)
+            filter_string=f"tags.`{names.PARENT_RUN}` = '{parent_run_id}'", max_results=10000)
         return [{"run_id": r.info.run_id, "status": r.info.status, "tags": dict(r.data.tags),
                  "metrics": dict(r.data.metrics), "params": dict(r.data.params),
                  "start_time": r.info.start_time, "end_time": r.info.end_time} for r in runs]
@@ -207,6 +209,28 @@ class Tracker:
         return {"run_id": run_id, "experiment": exp.name, "experiment_id": exp.experiment_id,
                 "status": run.info.status,
                 "tags": dict(run.data.tags), "params": dict(run.data.params)}
+
+    def run_info_or_none(self, run_id: str) -> dict[str, Any] | None:
+        """:meth:`run_info`, or None when the store holds no run of that id (or the text is no
+        run id at all)."""
+        try:
+            return self.run_info(run_id)
+        except MlflowException:
+            return None
+
+    def resolve_run(self, target: str, kinds: Sequence[str], what: str) -> dict[str, Any]:
+        """:meth:`run_info` of the run a command names: a run id, or an experiment name for
+        its newest run whose ``kind`` tag is the first of ``kinds`` found there. Neither is a
+        one-line ConfigError starting with ``what`` (how the command quotes the target)."""
+        info = self.run_info_or_none(target)
+        if info is not None:
+            return info
+        for kind in kinds:
+            run_id = self.find_run(target, {names.KIND: kind})
+            if run_id is not None:
+                return self.run_info(run_id)
+        raise ConfigError(f"{what}: neither a run id nor an experiment with a "
+                          f"{' or '.join(kinds)} run in {redact(self.uri)}")
 
     def experiment_by_name(self, name: str) -> str | None:
         exp = self.client.get_experiment_by_name(name)
@@ -267,6 +291,13 @@ class Tracker:
     def download(self, run_id: str, path: str, dst: str | os.PathLike) -> str:
         """Download one artifact of the run into ``dst``; returns the local path."""
         return self.client.download_artifacts(run_id, path, os.fspath(dst))
+
+    def download_if_present(self, run_id: str, path: str, dst: str | os.PathLike) -> str | None:
+        """:meth:`download`, or None when the run has no such artifact (or no such run)."""
+        try:
+            return self.download(run_id, path, dst)
+        except (MlflowException, OSError):
+            return None
 
     def log_artifact(self, run_id: str, path: str | os.PathLike, subdir: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path=subdir)

@@ -12,6 +12,13 @@ from ablate.config import ExperimentConfig, load_config
 from ablate.core.attacks import attack
 from ablate.core.catalog import CiardParams
 from ablate.core.compute import autocast
+from ablate.core.settings import (
+    AttackSettings,
+    ComputeSettings,
+    EvalSettings,
+    IttSettings,
+    OptimSettings,
+)
 from ablate.core.step import train_step
 from ablate.core.trainer import Trainer
 from tests.helpers import REPO
@@ -60,11 +67,13 @@ def test_x_adv_stays_fp32_in_the_ball_and_the_box(small_digits, make_net, amp: s
     assert not torch.equal(x_adv, x)
 
 
-def make_trainer(data, make_net, **kw) -> Trainer:
+def make_trainer(data, make_net, **compute) -> Trainer:
     return Trainer(student=make_net(0), clean_teacher=make_net(1, 8),
-                   robust_teacher=make_net(2, 8), data=data, epochs=2, batch_size=64,
-                   lr=0.05, freeze_epochs=1, teacher_lr=0.01, eval_steps=2, eps=EPS,
-                   step_size=0.05, steps=2, **kw)
+                   robust_teacher=make_net(2, 8), data=data,
+                   optim=OptimSettings(epochs=2, batch_size=64, lr=0.05),
+                   attack=AttackSettings(eps=EPS, step_size=0.05, steps=2),
+                   itt=IttSettings(freeze_epochs=1, teacher_lr=0.01),
+                   eval=EvalSettings(val_steps=2), compute=ComputeSettings(**compute))
 
 
 @pytest.mark.parametrize("switches", [dict(amp="bf16", channels_last=True),

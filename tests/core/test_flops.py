@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from ablate.core.data import Dataset
 from ablate.core.flops import ImageFlops, count_flops, time_steps, tiny_split, trainer_flops
+from ablate.core.settings import AttackSettings, EvalSettings, IttSettings, OptimSettings
 from ablate.core.step import train_step
 from ablate.core.trainer import Trainer
 
@@ -84,9 +85,10 @@ def _trainer(steps: int, val_steps: int, *, freeze: int = 1, epochs: int = 2,
     data = Dataset("digits", split, tiny_split((1, 8, 8)), tiny_split((1, 8, 8)), 10,
                    augment=False)
     return Trainer(student=linear(0), clean_teacher=linear(1), robust_teacher=linear(2),
-                   data=data, method="ciard", method_params={"lam": 0.1}, epochs=epochs,
-                   batch_size=batch, objective="ce", eps=0.1, step_size=0.05, steps=steps,
-                   freeze_epochs=freeze, eval_steps=val_steps)
+                   data=data, method="ciard", method_params={"lam": 0.1},
+                   optim=OptimSettings(epochs=epochs, batch_size=batch),
+                   attack=AttackSettings(objective="ce", eps=0.1, step_size=0.05, steps=steps),
+                   itt=IttSettings(freeze_epochs=freeze), eval=EvalSettings(val_steps=val_steps))
 
 
 @MODES

@@ -12,9 +12,17 @@ from ablate.core.catalog import CiardParams
 from ablate.core.flop_counter import count_flops
 from ablate.core.methods import get_method
 from ablate.core.passes import Passes
+from ablate.core.schedules import student_lr, teacher_lr
+from ablate.core.settings import (
+    AttackSettings,
+    ComputeSettings,
+    EvalSettings,
+    IttSettings,
+    OptimSettings,
+)
 from ablate.core.step import train_step
 from ablate.core.teachers import train_teacher
-from ablate.core.trainer import Trainer, student_lr, teacher_lr
+from ablate.core.trainer import Trainer
 
 ATTACK = dict(eps=0.2, step_size=0.05, steps=2)
 
@@ -23,12 +31,17 @@ def state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def make_trainer(data, make_net, **kw) -> Trainer:
+def make_trainer(data, make_net, *, optim=None, attack=None, itt=None, eval=None,
+                 compute=None, **kw) -> Trainer:
+    """A small trainer; each settings group given as a dict of the fields it changes."""
     args = dict(student=make_net(0), clean_teacher=make_net(1, 8), robust_teacher=make_net(2, 8),
-                data=data, epochs=3, batch_size=64, lr=0.05, freeze_epochs=1, teacher_lr=0.01,
-                eval_steps=2, seed=0, **ATTACK)
+                data=data, seed=0)
     args.update(kw)
-    return Trainer(**args)
+    return Trainer(**args, optim=OptimSettings(**{"epochs": 3, "lr": 0.05, **(optim or {})}),
+                   attack=AttackSettings(**{**ATTACK, **(attack or {})}),
+                   itt=IttSettings(**{"freeze_epochs": 1, "teacher_lr": 0.01, **(itt or {})}),
+                   eval=EvalSettings(**{"val_steps": 2, **(eval or {})}),
+                   compute=ComputeSettings(**(compute or {})))
 
 
 def step_once(small_digits, make_net, update_teacher: bool, **params):
@@ -88,7 +101,7 @@ def test_step_loss_terms_are_consistent(small_digits, make_net) -> None:
 
 def test_robust_teacher_frozen_before_freeze_epoch_and_updated_after(
         small_digits, make_net) -> None:
-    tr = make_trainer(small_digits, make_net, freeze_epochs=2, epochs=3)
+    tr = make_trainer(small_digits, make_net, itt={"freeze_epochs": 2}, optim={"epochs": 3})
     initial = {k: v.clone() for k, v in tr.robust_teacher.state_dict().items()}
     tr.run_epoch()
     tr.run_epoch()
@@ -98,7 +111,7 @@ def test_robust_teacher_frozen_before_freeze_epoch_and_updated_after(
 
 
 def test_freeze_past_last_epoch_means_without_itt(small_digits, make_net) -> None:
-    tr = make_trainer(small_digits, make_net, freeze_epochs=5, epochs=2)
+    tr = make_trainer(small_digits, make_net, itt={"freeze_epochs": 5}, optim={"epochs": 2})
     initial = {k: v.clone() for k, v in tr.robust_teacher.state_dict().items()}
     list(tr.run())
     assert tr.teacher_optimizer is None
@@ -106,20 +119,21 @@ def test_freeze_past_last_epoch_means_without_itt(small_digits, make_net) -> Non
 
 
 def test_same_seed_same_result(small_digits, make_net) -> None:
-    a = make_trainer(small_digits, make_net, epochs=2)
-    b = make_trainer(small_digits, make_net, epochs=2)
+    a = make_trainer(small_digits, make_net, optim={"epochs": 2})
+    b = make_trainer(small_digits, make_net, optim={"epochs": 2})
     list(a.run())
     list(b.run())
     assert state_equal(a.student.state_dict(), b.student.state_dict())
     assert a.history == b.history  # every metric but the wall-clock perf/*
-    c = make_trainer(small_digits, make_net, epochs=2, seed=1)
+    c = make_trainer(small_digits, make_net, optim={"epochs": 2}, seed=1)
     list(c.run())
     assert not state_equal(a.student.state_dict(), c.student.state_dict())
 
 
 def test_resume_from_checkpoint_matches_uninterrupted_run(
         small_digits, make_net, tmp_path: Path) -> None:
-    kw = dict(epochs=3, freeze_epochs=1, method_params={"adaptive_temps": True})
+    kw = dict(optim={"epochs": 3}, itt={"freeze_epochs": 1},
+              method_params={"adaptive_temps": True})
     full = make_trainer(small_digits, make_net, **kw)
     list(full.run())
 
@@ -145,7 +159,8 @@ def test_training_learns_on_digits(digits, make_net) -> None:
     for teacher in (clean, robust):
         train_teacher(teacher, digits, method="ce", epochs=4, lr=0.1)
     tr = make_trainer(digits, make_net, student=make_net(0, 8), clean_teacher=clean,
-                      robust_teacher=robust, epochs=3, freeze_epochs=3, val_subset=200, lr=0.2,
+                      robust_teacher=robust, optim={"epochs": 3, "lr": 0.2},
+                      itt={"freeze_epochs": 3}, eval={"val_subset": 200},
                       method_params={"lam": 0.01})
     history = list(tr.run())
     assert history[-1]["val/clean_acc"] > 0.5  # chance is 0.1
@@ -195,11 +210,11 @@ def test_other_schedules() -> None:
 
 def test_igdm_weight_rises_linearly_and_adds_its_term(small_digits, make_net) -> None:
     igdm = {"alpha": 2.0, "beta": 1.0, "gamma": 1.0, "distance": "kl"}
-    trainer = make_trainer(small_digits, make_net, epochs=2, igdm=igdm)
+    trainer = make_trainer(small_digits, make_net, optim={"epochs": 2}, igdm=igdm)
     history = [trainer.run_epoch() for _ in range(2)]
     assert [h["train/igdm_weight"] for h in history] == [1.0, 2.0]
     assert all(h["train/igdm"] > 0 for h in history)
-    plain = make_trainer(small_digits, make_net, epochs=2).run_epoch()
+    plain = make_trainer(small_digits, make_net, optim={"epochs": 2}).run_epoch()
     assert "train/igdm" not in plain and "train/igdm_weight" not in plain
 
 
@@ -208,7 +223,7 @@ def test_final_protocol_attacks_transfer_from_the_untouched_surrogate(small_digi
     robust = make_net(2, 8)
     surrogate = make_net(2, 8)  # what build_trainer passes: the teacher before ITT
     before = {k: v.clone() for k, v in surrogate.state_dict().items()}
-    trainer = make_trainer(small_digits, make_net, epochs=2, robust_teacher=robust,
+    trainer = make_trainer(small_digits, make_net, optim={"epochs": 2}, robust_teacher=robust,
                            surrogate=surrogate)
     list(trainer.run())
     assert not state_equal(before, robust.state_dict())  # ITT trained the robust teacher
@@ -218,7 +233,7 @@ def test_final_protocol_attacks_transfer_from_the_untouched_surrogate(small_digi
         assert out[f"{a}_wr"] == pytest.approx((out["clean_acc"] + out[f"{a}_acc"]) / 2)
     assert state_equal(before, surrogate.state_dict())  # the transfer source stayed as given
     with pytest.raises(ValueError, match="surrogate"):
-        make_trainer(small_digits, make_net, epochs=1).test(attacks=["transfer_cw_inf"])
+        make_trainer(small_digits, make_net, optim={"epochs": 1}).test(attacks=["transfer_cw_inf"])
 
 
 def ciard_on_labels(small_digits, make_net, wrong: int, **params):
@@ -264,8 +279,9 @@ def test_epoch_push_loss_and_lambda_average_only_batches_with_a_push_set(
         return out
 
     monkeypatch.setattr(train_module, "train_step", recording_step)
-    trainer = make_trainer(small_digits, make_net, epochs=2, batch_size=16,
-                           method_params={"lam": "auto"}, objective="kl_clean_teacher")
+    trainer = make_trainer(small_digits, make_net, optim={"epochs": 2, "batch_size": 16},
+                           method_params={"lam": "auto"},
+                           attack={"objective": "kl_clean_teacher"})
     first = trainer.run_epoch()
     with_j = [b for b in batches if b["push_empty_frac"] == 0.0]
     assert 0 < len(with_j) <= len(batches) == 12
@@ -278,7 +294,8 @@ def test_epoch_push_loss_and_lambda_average_only_batches_with_a_push_set(
     second = trainer.run_epoch()  # the run-level means cover both epochs
     assert second["train/run_push_empty_frac"] == pytest.approx(
         (first["train/push_empty_frac"] + second["train/push_empty_frac"]) / 2)
-    no_push = make_trainer(small_digits, make_net, epochs=1, method_params={"push": False})
+    no_push = make_trainer(small_digits, make_net, optim={"epochs": 1},
+                           method_params={"push": False})
     assert not any("push" in k for k in no_push.run_epoch())
 
 
@@ -299,7 +316,8 @@ def test_test_runs_seeded_pgd_sat_and_scores_the_best_epochs_teacher(
     from ablate.core.accuracy import correct
     from ablate.core.robustness import run_suite
 
-    trainer = make_trainer(small_digits, make_net, epochs=3, freeze_epochs=0, teacher_lr=0.5)
+    trainer = make_trainer(small_digits, make_net, optim={"epochs": 3},
+                           itt={"freeze_epochs": 0, "teacher_lr": 0.5})
     trainer.run_epoch()
     trainer.best["w_acc"] = 2.0  # nothing beats epoch 0 now, while ITT goes on changing t'
     list(trainer.run())
@@ -340,7 +358,8 @@ def test_a_push_term_that_never_acts_changes_nothing(small_digits, make_net) -> 
                    10, augment=False)
 
     def run(push: bool) -> Trainer:
-        tr = make_trainer(data, make_net, epochs=1, clean_teacher=clean, eps=0.0,
+        tr = make_trainer(data, make_net, optim={"epochs": 1}, clean_teacher=clean,
+                          attack={"eps": 0.0},
                           method_params={"push": push, "lam": 0.3})
         tr.run_epoch()
         return tr
@@ -352,7 +371,8 @@ def test_a_push_term_that_never_acts_changes_nothing(small_digits, make_net) -> 
 
 def test_epochs_report_throughput_from_flops_counted_on_their_first_step(small_digits,
                                                                          make_net) -> None:
-    trainer = make_trainer(small_digits, make_net, epochs=2, freeze_epochs=1)
+    trainer = make_trainer(small_digits, make_net, optim={"epochs": 2},
+                           itt={"freeze_epochs": 1})
     first, second = list(trainer.run())
     # An independent count: one step of the same models on a batch of the same shape.
     x, y = small_digits.train.x[:64], small_digits.train.y[:64]

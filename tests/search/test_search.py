@@ -21,6 +21,7 @@ import ray
 import yaml
 from mlflow.tracking import MlflowClient
 
+from ablate import names
 from ablate.cli import main
 from ablate.config import dump_yaml, load_search_spec
 from ablate.core.errors import ConfigError
@@ -28,7 +29,7 @@ from ablate.search import SearchFacts, SearchJob
 from ablate.search.job import tune_config
 from ablate.search.study import at_fidelity
 from ablate.search.summary import in_driver, on_one_machine
-from ablate.search.trials import OBJECTIVE, param_columns
+from ablate.search.trials import param_columns
 from ablate.tracking import flatten
 from tests.helpers import (
     REPO,
@@ -98,8 +99,8 @@ def test_search_logs_parent_and_children_and_reports_a_diverging_trial(workdir: 
         config = Path(client.download_artifacts(c.info.run_id, "config.yaml", str(workdir)))
         assert yaml.safe_load(config.read_text())["optim"]["epochs"] == 4
         assert c.info.run_name.startswith(f"trial-{int(c.data.tags['trial_number']):02d}-")
-        assert c.info.run_name.endswith("-stopped") == (c.data.tags["stopped_early"] == "True")
-    assert any(c.data.tags["stopped_early"] == "True" for c in finished), "ASHA stopped none"
+        assert c.info.run_name.endswith("-stopped") == (c.data.tags["stopped_early"] == "true")
+    assert any(c.data.tags["stopped_early"] == "true" for c in finished), "ASHA stopped none"
 
     table = pq.read_table(client.download_artifacts(parent.info.run_id, "trials.parquet"))
     rows = table.to_pylist()
@@ -362,15 +363,15 @@ def test_a_trial_asha_stopped_is_pruned_for_optuna_not_complete(tmp_path: Path) 
     spec = load_search_spec(write(tmp_path / "s.yaml", SPEC))
     epochs = spec.base.optim.epochs
     searcher = tune_config(spec).search_alg
-    searcher.set_search_properties(OBJECTIVE, "max", {})
+    searcher.set_search_properties(names.OBJECTIVE, "max", {})
     for trial_id, last, error in (("stopped", 1, False), ("full", epochs, False),
                                   ("failed", 2, True)):
         assert searcher.suggest(trial_id) is not None
         for epoch in range(1, last + 1):
-            searcher.on_trial_result(trial_id, {OBJECTIVE: 0.1 * epoch,
+            searcher.on_trial_result(trial_id, {names.OBJECTIVE: 0.1 * epoch,
                                                 "training_iteration": epoch})
         searcher.on_trial_complete(trial_id, None if error else {
-            OBJECTIVE: 0.1 * last, "training_iteration": last}, error=error)
+            names.OBJECTIVE: 0.1 * last, "training_iteration": last}, error=error)
     trials = searcher._ot_study.get_trials(deepcopy=False)
     states = [t.state for t in trials]
     assert states == [optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE,
