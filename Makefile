@@ -1,12 +1,12 @@
 # The two set-up commands of the README:
 #   make quickstart   install, then run the CIARD search on the embedded digits data
 #                     (local Ray, MLflow store ./mlflow.db)
-#   make test         install, then run the tests
+#   make test         install, then run the tests, ruff and the docs build (mkdocs --strict)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install quickstart test lint bench bench-search ui
+.PHONY: install quickstart test lint docs bench bench-search ui
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ quickstart: install
 test: install
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check .
+	$(BIN)/mkdocs build --strict --site-dir .site  # not --quiet: it hides the warnings --strict fails on
+
+docs: install
+	$(BIN)/mkdocs serve
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,13 +1,14 @@
 """ablate: hyperparameter searches and ablation grids for CIARD robust distillation.
 
-The package is layered; a layer imports only the layers below it (tests/test_architecture.py):
+Layers, top to bottom; a layer imports only the layers below it, and units on one line
+(``|``) not each other (tests/test_architecture.py):
 
     cli          the ``ablate`` commands
-    cost         what a search or grid will cost (``--dry-run``)
     search       Optuna + ASHA through Ray Tune, its summary, confirm stage and around-grids
     grid         rows x seeds through Ray Tune, the table over seeds
-    runtime      Ray: run or resume one job, log its trials    | evaluation  ``ablate eval``
-    trainables   the Ray Tune trainable | tracking  MLflow     | report  plots, tables, stats
+    runtime      Ray: run or resume one job, log its trials  | evaluation  ``ablate eval``
+    tracking     MLflow  | report  plots, tables, statistics  | trainables  a Ray Tune trial
+                 | cost  what a search or grid will cost (``--dry-run``)
     build        checked config -> data, networks, teachers, trainer (torch)
     config       what a user writes, validated (no torch, Ray or MLflow)
     core         plain PyTorch: data, models, attacks, losses, methods, step, trainer

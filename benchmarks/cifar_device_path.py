@@ -16,9 +16,10 @@ of the paper preset does on a GPU, from the files on disk to the test metrics.
     python benchmarks/cifar_device_path.py --device cpu --per-file 40 --n-test 100  # smoke
 
 At the full size an epoch takes about 3.5 minutes on an H200 (the preset's batch of 64 is
-launch-bound: README, GPUs); ``--per-file 1000 --n-test 1000`` checks the path in about a
-minute there (measured: 210-225 images/s, 3.4 GiB of GPU memory at the peak). The teachers are
-random, so accuracies stay near chance: this measures the path and its speed, not learning.
+launch-bound: docs/gpus-and-clusters.md); ``--per-file 1000 --n-test 1000`` checks the path in
+about a minute there (measured: 210-225 images/s, 3.4 GiB of GPU memory at the peak). The
+teachers are random, so accuracies stay near chance: this measures the path and its speed, not
+learning.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def overrides(args: argparse.Namespace, work: Path) -> list[str]:
             f"device={args.device}", f"compute.amp={args.amp}",
             f"compute.channels_last={str(args.channels_last).lower()}",
             f"compute.compile={str(args.compile).lower()}",
-            "eval.attacks=[pgd_trades,cw_inf]", f"eval.val_subset={min(1000, val)}"]
+            "eval.attacks=[pgd_trades,cw_inf]", f"eval.val_subset={min(1000, val)}",
+            *args.overrides]
 
 
 def write_teachers(cfg, work: Path) -> None:
@@ -94,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--amp", default="bf16", choices=["none", "bf16", "fp16"])
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("overrides", nargs="*", help="config overrides after the benchmark's own, "
+                    "e.g. student.arch=small_cnn for a quick look at the path")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         run(args, Path(tmp))

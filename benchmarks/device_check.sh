@@ -3,7 +3,7 @@
 # WRN-34-10 students at batch 128 in fp32 and bf16 + channels-last, ResNet-18 and WRN-34-10 at
 # batch 512, then the aggregate img/s of 1, 2 and 4 small trials packed on the device
 # (benchmarks/device_check.py). Add --compile by hand: on an H200 it made the step slower and
-# compiling the WRN-34-10 step took over 3 minutes (README, GPUs).
+# compiling the WRN-34-10 step took over 3 minutes (docs/gpus-and-clusters.md).
 # On a machine without a GPU it runs the same on the CPU, smaller:
 #   benchmarks/device_check.sh            # GPU if there is one
 #   DEVICE=cpu benchmarks/device_check.sh

@@ -64,7 +64,7 @@ def ray_system_cpu() -> float:
 
 def timed_search(trials: int, epochs: int, cpus: float, concurrent: int, tmp: Path) -> Timing:
     points = [{"method.alpha": 0.3 + 0.1 * i, "method.beta": 0.5, "method.lam": 0.1,
-               "push_temp": 4.0, "itt.freeze_epochs": 2, "itt.teacher_lr": 1e-3}
+               "push_temp": 4.0, "itt.freeze_epochs": min(2, epochs), "itt.teacher_lr": 1e-3}
               for i in range(trials)]
     overrides = [f"num_samples={trials}", f"base.optim.epochs={epochs}",
                  f"space.itt.freeze_epochs.high={epochs}", "scheduler.name=none",

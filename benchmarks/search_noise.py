@@ -143,7 +143,7 @@ def report(configs: list[dict[str, Any]], curves: list[list[list[float]]],
           f"search share a seed)")
     print(f"Spearman of the configurations' ranks, seed {args.seeds[0]} vs {args.seeds[1]}: "
           f"{spearmanr(first, [row[1] for row in values]).statistic:.2f}")
-    for epoch in sorted({1, 2, args.epochs // 2} - {args.epochs}):  # ASHA's premise
+    for epoch in sorted(e for e in {1, 2, args.epochs // 2} if 1 <= e < args.epochs):  # ASHA's
         early = [row[0][epoch - 1] for row in curves]
         print(f"Spearman of the objective after epoch {epoch} (seed {args.seeds[0]}) with the "
               f"final mean over seeds: {spearmanr(early, means).statistic:.2f}")

@@ -27,11 +27,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("ablate.core",),  # plain PyTorch
     ("ablate.config",),  # what a user writes, validated: no torch, Ray or MLflow
     ("ablate.build",),  # checked config -> live objects (torch)
-    ("ablate.tracking", "ablate.report", "trainables"),  # MLflow | plots, tables | a trial
+    # MLflow | plots, tables | a trial | what a search or grid will cost
+    ("ablate.tracking", "ablate.report", "trainables", "ablate.cost"),
     ("ablate.runtime", "ablate.evaluation"),  # Ray jobs | ablate eval
     ("ablate.grid",),
     ("ablate.search",),  # above grid: its confirm stage and around-grids are grids
-    ("ablate.cost",),
     ("ablate.cli",),
 )
 FLOOR = {unit: i for i, units in enumerate(LAYERS) for unit in units}

@@ -4,7 +4,7 @@ Each failure is a one-line :class:`~ablate.config.ConfigError`, :class:`Checkpoi
 :class:`DatasetError` naming the field or file; the CLI turns it into exit code 2. They run
 before Ray or MLflow start and before any teacher is trained, so a refused command writes
 nothing. ``ablate validate`` runs the same checks as ``train``, so the two agree. The tracking
-URI is checked in :mod:`ablate.tracking_uri`, before any of this.
+URI is checked in :mod:`ablate.config.tracking_uri`, before any of this.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ablate.build.cache import teacher_cache_path, zoo_dir, zoo_key
 from ablate.build.networks import build_spec
 from ablate.config import ExperimentConfig, ModelConfig, TeacherConfig
 from ablate.core import zoo
+from ablate.core.catalog import DATASETS
 from ablate.core.data import DatasetMissingError, check_cifar, check_split, dataset_shape
 from ablate.core.errors import ConfigError, one_line
 from ablate.core.models import load_checkpoint
@@ -33,7 +34,7 @@ def check_inputs(cfg: ExperimentConfig) -> None:
         raise ConfigError("field `device`: cuda, but no CUDA device is available here "
                           "(use device=auto or device=cpu)")
     d, train_images = cfg.data, None
-    if d.name.startswith("cifar"):
+    if DATASETS[d.name].on_disk:
         try:
             train_images = check_cifar(d.name, d.root)  # DatasetError names the dir or file
         except DatasetMissingError:

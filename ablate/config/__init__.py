@@ -40,12 +40,12 @@ from ablate.config.safe_yaml import YamlRefused, dump_yaml, parse_yaml, read_yam
 from ablate.config.search_spec import (
     Confirm,
     Objective,
-    Param,
     Scheduler,
     Searcher,
     SearchSpec,
     load_search_spec,
 )
+from ablate.config.space import Param
 from ablate.config.spec_paths import available_specs, resolve_spec, shipped_dir
 from ablate.config.tracking_uri import (
     check_eval_target,

@@ -35,6 +35,7 @@ from ablate.config.overrides import (
 )
 from ablate.config.safe_yaml import read_yaml
 from ablate.core.catalog import (
+    DATASETS,
     METHOD_PARAMS,
     OBJECTIVES,
     CiardParams,
@@ -53,8 +54,9 @@ from ablate.core.limits import (
 
 
 class DataConfig(Strict):
-    name: Literal["digits", "cifar10", "cifar100", "synthetic"] = Field(
-        "digits", description="dataset; digits is bundled with scikit-learn (offline)")
+    name: Literal[tuple(DATASETS)] = Field(  # type: ignore[valid-type]
+        "digits", description="dataset: " + "; ".join(f"{d.name}: {d.summary}"
+                                                      for d in DATASETS.values()))
     root: str = Field("data", description="directory holding CIFAR (torchvision layout)")
     download: bool = Field(False, description="download CIFAR into root if missing")
     val_size: float = Field(0.15, gt=0, le=MAX_IMAGES, description="validation hold-out: "
@@ -227,16 +229,15 @@ class ExperimentConfig(Strict):
 
     @model_validator(mode="after")
     def _zoo_teachers_fit_the_data(self) -> ExperimentConfig:
+        data = DATASETS[self.data.name]
         for role in ("clean", "robust"):
             t = getattr(self.teachers, role)
             if t.robustbench is None:
                 continue
-            data = self.data.name
-            zoo = t.dataset or ("cifar10" if data == "synthetic" else data)
-            fits = zoo == data or (data == "synthetic" and zoo == "cifar10")  # 10 classes, 32x32
-            if zoo not in ("cifar10", "cifar100") or not fits:
+            zoo = t.dataset or data.zoo or data.name
+            if zoo != data.zoo:  # its classes and image size: the zoo dataset the data fits
                 raise ValueError(f"teachers.{role}: a RobustBench {zoo} model cannot teach on "
-                                 f"data.name={data}")
+                                 f"data.name={data.name}")
             if t.dataset is None:  # resolved here, so the dump says which zoo model it is
                 setattr(self.teachers, role, t.model_copy(update={"dataset": zoo}))
         return self

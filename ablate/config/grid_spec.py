@@ -118,7 +118,7 @@ class GridSpec(Strict):
 
 
 def load_grid(path: str | Path, overrides: list[str] | None = None) -> GridSpec:
-    """Read, override (in the order of :func:`ablate.search_spec.read_spec`) and validate a
+    """Read, override (in the order of :func:`~ablate.config.spec_file.read_spec`) and validate a
     grid file, including every row against the config."""
     source = str(path)
     raw, notes = read_spec(path, overrides, kind="grid")

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_serializer, model_validator
 
-from ablate.core.catalog import ARCHITECTURES
+from ablate.core.catalog import ARCHITECTURES, ZOO_DATASETS
 from ablate.core.limits import MAX_BATCH, MAX_EPOCHS, MAX_STEPS, STRICT, ModelKwarg
 
 
@@ -59,7 +59,7 @@ class TeacherConfig(ModelConfig):
     robustbench: str | None = Field(None, description="a RobustBench model name, e.g. "
                                     "Zhang2019Theoretically (the TRADES WRN-34-10); needs "
                                     "ablate[robustbench]; takes [0,1] inputs")
-    dataset: Literal["cifar10", "cifar100"] | None = Field(
+    dataset: Literal[ZOO_DATASETS] | None = Field(  # type: ignore[valid-type]
         None, description="RobustBench: the model's dataset; None = data.name")
     threat_model: Literal["Linf", "L2", "corruptions"] = Field(
         "Linf", description="RobustBench: the leaderboard the model is from")

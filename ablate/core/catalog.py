@@ -1,5 +1,5 @@
-"""What a config may name, as plain data without torch: architectures, PGD objectives,
-evaluation attacks, and every registered method with its knobs.
+"""What a config may name, as plain data without torch: datasets, architectures, PGD
+objectives, evaluation attacks, and every registered method with its knobs.
 
 A config is validated (and a bad one refused) against this module alone, before torch loads.
 The registries that implement these names (``core.models``, ``core.attacks``,
@@ -10,11 +10,42 @@ checks that they do.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from ablate.core.limits import MAX_EPOCHS, STRICT, Epoch
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset a config may name (``data.name``): what building its models, checking the
+    inputs and estimating the cost need to know of it before it is loaded."""
+
+    name: str
+    channels: int
+    classes: int
+    side: int  # images are side x side pixels
+    augment: bool  # random crop (pad 4) and horizontal flip on training batches
+    train_images: int | None  # the official training set the hold-out comes from (None:
+    #                           split by its loader from a bundled or generated set)
+    on_disk: bool  # files under data.root, checked (and refused if missing) before a run
+    zoo: str | None  # the RobustBench dataset whose models can teach on it
+    summary: str
+
+
+DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
+    DatasetInfo("digits", 1, 10, 8, augment=False, train_images=None, on_disk=False, zoo=None,
+                summary="scikit-learn's bundled 8x8 digits (1,797 images, offline)"),
+    DatasetInfo("cifar10", 3, 10, 32, augment=True, train_images=50_000, on_disk=True,
+                zoo="cifar10", summary="CIFAR-10 in torchvision's layout under data.root"),
+    DatasetInfo("cifar100", 3, 100, 32, augment=True, train_images=50_000, on_disk=True,
+                zoo="cifar100", summary="CIFAR-100 in torchvision's layout under data.root"),
+    DatasetInfo("synthetic", 3, 10, 32, augment=True, train_images=None, on_disk=False,
+                zoo="cifar10", summary="random CIFAR-shaped images (tests and benchmarks)"),
+)}
+ZOO_DATASETS: tuple[str, ...] = tuple(sorted({d.zoo for d in DATASETS.values() if d.zoo}))
 
 ARCHITECTURES: tuple[str, ...] = (
     "small_cnn", "resnet18", "mobilenet_v2", "resnet56", "wide_resnet", "wrn34_10", "wrn22_6",

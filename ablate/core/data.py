@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 
+from ablate.core.catalog import DATASETS, DatasetInfo
 from ablate.core.errors import DatasetError, DatasetMissingError, one_line
 
 __all__ = [
@@ -41,11 +42,8 @@ __all__ = [
     "synthetic_cifar",
 ]
 
-DATASETS = ("digits", "cifar10", "cifar100", "synthetic")
-# (input channels, classes) of each dataset: what a model needs before any data is loaded.
-_SHAPES = {"digits": (1, 10), "cifar10": (3, 10), "cifar100": (3, 100), "synthetic": (3, 10)}
 DIGITS_IMAGES, DIGITS_TEST = 1797, 0.2  # sklearn's digits; the test share load_digits holds out
-CIFAR_TRAIN = 50_000
+SYNTHETIC_SIZES = (256, 64, 64)  # train, val, test images of data.name=synthetic
 
 
 def as_float(pixels: torch.Tensor) -> torch.Tensor:
@@ -107,10 +105,15 @@ class Dataset:
 
 
 def dataset_shape(name: str) -> tuple[int, int]:
-    """(input channels, classes) of dataset ``name``."""
-    if name not in _SHAPES:
+    """(input channels, classes) of dataset ``name`` (:data:`~ablate.core.catalog.DATASETS`)."""
+    info = _info(name)
+    return info.channels, info.classes
+
+
+def _info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
-    return _SHAPES[name]
+    return DATASETS[name]
 
 
 def check_split(name: str, val_size: int | float, train_images: int | None = None) -> None:
@@ -125,7 +128,7 @@ def check_split(name: str, val_size: int | float, train_images: int | None = Non
         pool = DIGITS_IMAGES - _count(DIGITS_TEST, DIGITS_IMAGES)
         count = _count(val_size, DIGITS_IMAGES)
     else:
-        pool = train_images or CIFAR_TRAIN
+        pool = train_images or _info(name).train_images or 0
         count = _count(val_size, pool)
     if not classes <= count <= pool - classes:
         raise ValueError(f"{val_size:g} holds out {count} of the {pool} training images of "
@@ -134,7 +137,7 @@ def check_split(name: str, val_size: int | float, train_images: int | None = Non
 
 def load_dataset(name: str, *, root: str = "data", download: bool = False,
                  val_size: int | float = 0.1, seed: int = 0,
-                 synthetic_size: tuple[int, int, int] = (256, 64, 64)) -> Dataset:
+                 synthetic_size: tuple[int, int, int] = SYNTHETIC_SIZES) -> Dataset:
     """Load ``name`` (one of ``digits``, ``cifar10``, ``cifar100``, ``synthetic``)."""
     if name == "digits":
         return load_digits(val_size=val_size, seed=seed)
@@ -183,7 +186,7 @@ def load_digits(*, val_size: int | float = 0.15, test_size: float = 0.2, seed: i
     rest, test_idx = _stratified_holdout(y, _count(test_size, n), seed)
     tr, va = _stratified_holdout(y[rest], _count(val_size, n), seed)
     return Dataset("digits", _split(x, y, rest[tr]), _split(x, y, rest[va]),
-                   _split(x, y, test_idx), num_classes=10, augment=False)
+                   _split(x, y, test_idx), num_classes=10, augment=DATASETS["digits"].augment)
 
 
 def _latin1_encode(text: str, encoding: str) -> bytes:
@@ -329,7 +332,8 @@ def load_cifar(name: str, *, root: str, download: bool, val_size: int | float,
 
     all_test = np.arange(len(y_test))
     return Dataset(name, to_split(x, y, tr), to_split(x, y, va),
-                   to_split(x_test, y_test, all_test), num_classes=num_classes, augment=True)
+                   to_split(x_test, y_test, all_test), num_classes=num_classes,
+                   augment=DATASETS[name].augment)
 
 
 def synthetic_cifar(*, n_train: int, n_val: int, n_test: int, num_classes: int = 10,
@@ -351,7 +355,7 @@ def synthetic_cifar(*, n_train: int, n_val: int, n_test: int, num_classes: int =
         return Split((means[y] + noise).clamp_(0.0, 1.0), y.to(torch.int64))
 
     return Dataset("synthetic", make(n_train), make(n_val), make(n_test),
-                   num_classes=num_classes, augment=True)
+                   num_classes=num_classes, augment=DATASETS["synthetic"].augment)
 
 
 def crop_flip_at(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor,

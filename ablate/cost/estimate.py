@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ablate.config import ExperimentConfig
+from ablate.config import ExperimentConfig, GridSpec, SearchSpec
 from ablate.cost.model import (
     COMPUTE_PATHS,
     COUNT_IMAGES,
@@ -34,7 +34,6 @@ from ablate.cost.model import (
 )
 
 if TYPE_CHECKING:
-    from ablate.config import GridSpec, SearchSpec
     from ablate.core.flops import ImageFlops, Throughput
 
 

@@ -1,5 +1,5 @@
 """What a search or grid will cost, before it starts: FLOPs, and time on this machine (a probe)
-or on a GPU of a stated peak. ``--dry-run`` prints it (:mod:`ablate.cost_report`).
+or on a GPU of a stated peak. ``--dry-run`` prints it (:mod:`ablate.cost.estimate`).
 
 The FLOPs per image come from :mod:`ablate.core.flops` (torch's FlopCounterMode on a real
 training step and validation pass of the config's models). One run of ``E`` epochs with the
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ablate.config import ExperimentConfig
+from ablate.core.catalog import DATASETS
 from ablate.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -39,9 +40,6 @@ if TYPE_CHECKING:
 # 512: 6.5% fp32, 9.1% bf16. A cost at 35%, a typical figure for large dense models, would be
 # 15x too low.
 MFU_DEFAULT = 0.025
-CIFAR_TRAIN_IMAGES = 50_000  # CIFAR-10 and CIFAR-100 (ablate.core.data.CIFAR_TRAIN)
-SYNTHETIC_SIZES = (256, 64)  # train, val of data.name=synthetic (load_dataset's default)
-IMAGE_SIDE = {"digits": 8}  # every other dataset is 32x32
 COUNT_IMAGES = 2  # images of the counted step and validation pass
 # Config paths whose value changes the work of a step (beyond itt.freeze_epochs, which the
 # estimate follows); a search that varies one is counted at the base's value.
@@ -219,17 +217,15 @@ def format_hours(seconds: float, prefix: str = "") -> str:
 
 def split_sizes(cfg: ExperimentConfig) -> tuple[int, int]:
     """(training images per epoch, validation images per epoch) of the config."""
-    d = cfg.data
-    if d.name == "digits":
+    d, official = cfg.data, DATASETS[cfg.data.name].train_images
+    if official is not None:  # the hold-out of a known training set: nothing to load
+        val = int(d.val_size) if d.val_size >= 1 else int(round(d.val_size * official))
+        train = official - val
+    else:  # a bundled or generated set, as its loader splits it (small: digits, synthetic)
         from ablate.build import build_data
 
         data = build_data(cfg)
         train, val = len(data.train), len(data.val)
-    elif d.name == "synthetic":
-        train, val = SYNTHETIC_SIZES
-    else:
-        val = int(d.val_size) if d.val_size >= 1 else int(round(d.val_size * CIFAR_TRAIN_IMAGES))
-        train = CIFAR_TRAIN_IMAGES - val
     subset = cfg.eval.val_subset
     return train, val if subset is None else min(subset, val)
 
@@ -278,16 +274,14 @@ class Counter:
         import torch
 
         from ablate.build import build_net, build_trainer
-        from ablate.core.data import Dataset, dataset_shape
+        from ablate.core.data import Dataset
         from ablate.core.flops import tiny_split
 
-        channels, classes = dataset_shape(cfg.data.name)
-        side = IMAGE_SIDE.get(cfg.data.name, 32)
-        shape = (channels, side, side)
+        info = DATASETS[cfg.data.name]
+        shape = (info.channels, info.side, info.side)
         train = tiny_split(shape, train_images)
         small = tiny_split(shape, COUNT_IMAGES)
-        data = Dataset(cfg.data.name, train, small, small, classes,
-                       augment=cfg.data.name != "digits")
+        data = Dataset(info.name, train, small, small, info.classes, augment=info.augment)
         teachers = []
         for role in ("clean", "robust"):
             spec = getattr(cfg.teachers, role)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ablate.config import ExperimentConfig
+from ablate.core.catalog import DATASETS
 from ablate.core.errors import ConfigError
 
 LEADERBOARD_EPS = 8 / 255
@@ -29,7 +30,7 @@ def check_protocol(cfg: ExperimentConfig, attacks: Sequence[str], autoattack_sub
                           "'_', '.' and '-' (RobustBench's names are like Zhang2019Theoretically)")
     eps = cfg.eval.eps if cfg.eval.eps is not None else cfg.attack.eps
     reasons = []
-    if cfg.data.name not in ("cifar10", "cifar100"):
+    if DATASETS[cfg.data.name].zoo != cfg.data.name:  # RobustBench's own datasets
         reasons.append(f"data.name is {cfg.data.name}; the leaderboard is CIFAR-10/100")
     if not math.isclose(eps, LEADERBOARD_EPS, rel_tol=0, abs_tol=1e-6):
         reasons.append(f"eps is {eps:.6g} (eval.eps, else attack.eps); the leaderboard's L∞ "

@@ -1,4 +1,4 @@
-"""``ablate grid``: named ablation grids (rows × seeds, :mod:`ablate.grid_spec`) through Ray
+"""``ablate grid``: named ablation grids (rows × seeds, :mod:`ablate.config.grid_spec`) through Ray
 Tune, with the paper's table.
 
 Every cell trains to the end and is tested once (best checkpoint by validation W-acc, final PGD
@@ -34,7 +34,7 @@ def plan(grid: GridSpec, available: dict[str, float]) -> str:
 
 @dataclass
 class GridJob(JobFields):
-    """A grid as :func:`~ablate.runner.run_job` runs it: every row x seed cell trained to the
+    """A grid as :func:`~ablate.runtime.run_job` runs it: every row x seed cell trained to the
     end and tested; summarised into the table against the baseline row."""
 
     grid: GridSpec

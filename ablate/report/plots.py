@@ -1,5 +1,5 @@
 """Plots and tables built from logged metrics (no training here); a grid's statistics and table
-are in :mod:`ablate.grid_table`."""
+are in :mod:`ablate.grid.table`."""
 
 from __future__ import annotations
 

@@ -1,8 +1,11 @@
-"""Ray plumbing shared by ``search`` and ``grid``: start Ray, log trials to MLflow, fit/restore.
+"""One Ray Tune job (a search, a grid, a confirm stage) run or resumed: inputs and resources
+checked, teachers prepared once, the parent run opened, the Tuner fitted or restored, the job
+summarised, and Ctrl-C turned into an interrupted job that ``--resume`` continues.
 
 MLflow sees a single writer: the driver. Trials report to Ray;
-:class:`ablate.trial_logger.TrialLogger`, a Tune callback running in the driver, turns each report
-into metrics of the trial's child run, so the SQLite store never has concurrent writers.
+:class:`~ablate.runtime.trial_logger.TrialLogger`, a Tune callback running in the driver, turns
+each report into metrics of the trial's child run, so the SQLite store never has concurrent
+writers.
 """
 
 from __future__ import annotations

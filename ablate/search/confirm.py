@@ -88,7 +88,7 @@ def confirm_grid(spec: SearchSpec, ranked: Sequence[dict[str, Any]]
 
 @dataclass
 class ConfirmJob(GridJob):
-    """The stage as :func:`~ablate.runner.run_job` runs it: a grid of candidates x seeds whose
+    """The stage as :func:`~ablate.runtime.run_job` runs it: a grid of candidates x seeds whose
     parent run is nested in the search's, validated only; summarised by :func:`select`."""
 
     search: SearchSpec | None = None

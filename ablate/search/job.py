@@ -21,6 +21,7 @@ from ablate import names
 from ablate.config import SearchSpec, concurrency
 from ablate.core.console import Log
 from ablate.runtime import JobFields, Options, run_job, trial_dirname
+from ablate.search.confirm import run_confirm
 from ablate.search.study import optuna_space
 from ablate.search.summary import summarize
 from ablate.search.trials import describe
@@ -127,7 +128,7 @@ def tune_config(spec: SearchSpec) -> tune.TuneConfig:
 
 @dataclass
 class SearchJob(JobFields):
-    """A search as :func:`~ablate.runner.run_job` runs it: Optuna TPE (and ASHA) proposing
+    """A search as :func:`~ablate.runtime.run_job` runs it: Optuna TPE (and ASHA) proposing
     trials over the spec's space; summarised into tables, plots and the best trial's test."""
 
     spec: SearchSpec
@@ -189,9 +190,4 @@ def run_search(spec: SearchSpec, opts: Options, log: Log = print) -> int:
     code = run_job(job, opts, log)
     if code or spec.confirm is None:
         return code
-    from ablate.search.confirm import run_confirm
-
     return run_confirm(spec, job.parent, job.ranked, opts, log)
-
-
-# --- the summary: trials table, plots, importances, the Optuna study, the best trial's test ---

@@ -102,11 +102,13 @@ def build_study(facts: SearchFacts, rows: list[dict[str, Any]],
                 histories: dict[str, dict[int, float]], runs: dict[str, str], *,
                 storage: str | None = None, name: str | None = None) -> optuna.Study:
     """The search as an Optuna study, in ``storage`` (replacing a study of that name) or in
-    memory: one trial per trial that ended, in trial order, as Ray's OptunaSearch told its
-    sampler: COMPLETE with the objective at its last epoch (``val/best_w_acc``, or val clean
-    and PGD accuracy of the best epoch for a Pareto search) whether ASHA stopped it or not, FAIL
-    for a failed trial; intermediate values: val W-acc of the best epoch so far per epoch;
-    user attributes: trial number and id, status, epochs, MLflow run id."""
+    memory: one trial per trial that ended, in trial order: COMPLETE with the objective at its
+    last epoch (``val/best_w_acc``, or val clean and PGD accuracy of the best epoch for a Pareto
+    search) whether ASHA stopped it or not, FAIL for a failed trial; intermediate values: val
+    W-acc of the best epoch so far per epoch; user attributes: trial number and id, status,
+    epochs, MLflow run id. The search's own sampler was told PRUNED for a trial ASHA stopped
+    (:class:`~ablate.search.job.StoppedAsPruned`); this study keeps that trial's value, so the
+    dashboard's history and importances show every trial."""
     space, columns = optuna_space(facts), param_columns(facts.space)
     keys = names.PARETO if facts.multi else (names.OBJECTIVE,)
     rdb = None

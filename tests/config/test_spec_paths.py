@@ -1,5 +1,6 @@
-"""Where spec names resolve (ablate/spec_paths.py), that the specs are shipped with the package
-(pyproject.toml), and where trained teachers are cached by default (ablate.build.cache_dir)."""
+"""Where spec names resolve (ablate/config/spec_paths.py), that the specs are shipped with the
+package (pyproject.toml), and where trained teachers are cached by default
+(ablate.build.cache_dir)."""
 
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ def test_a_path_is_used_as_given(elsewhere: Path) -> None:
 
 
 def test_resolving_loads_neither_torch_nor_ray_nor_mlflow() -> None:
-    code = ("import sys; from ablate.spec_paths import resolve_spec; resolve_spec('ciard'); "
+    code = ("import sys; from ablate.config.spec_paths import resolve_spec; resolve_spec('ciard'); "
             "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, timeout=60, check=True,

@@ -1,5 +1,5 @@
 """The registry of distillation methods: CIARD and the methods it is compared with (the
-README's Methods table).
+docs/methods.md).
 
 Entries are :class:`Method` values defined by one module per family (``ciard``,
 ``adversarial_training``, ``distillation``); this module registers them, in the order
@@ -46,7 +46,7 @@ def all_methods() -> tuple[Method, ...]:
     return tuple(_REGISTRY.values())
 
 
-# CIARD first, then the order of the README's Methods table: this is the order of
+# CIARD first, then the order of docs/methods.md's table: this is the order of
 # ``ablate methods`` and of the config's method union.
 for _method in (CIARD, PGD_AT, TRADES, ARD, RSLAD, MTARD, ADAAD):
     register_method(_method)

@@ -1,4 +1,4 @@
-"""Adversarial training without a teacher, CIARD's reference points (the README's Methods
+"""Adversarial training without a teacher, CIARD's reference points (docs/methods.md's
 table): PGD-AT and TRADES as registry entries. Each is a PGD objective (``ablate.core.attacks``)
 plus an outer loss over the memoised passes; the loop itself is shared."""
 

@@ -1,5 +1,5 @@
 """Adversarial distillation from robust (and clean) teachers, the methods CIARD is compared with
-(the README's Methods table): ARD, RSLAD, MTARD and AdaAD as registry entries.
+(docs/methods.md): ARD, RSLAD, MTARD and AdaAD as registry entries.
 
 KL(a ‖ b) follows ``losses.kl``: b is the detached target. ``kl_reduction``: the papers' KL is
 per sample (batchmean); the released ARD/RSLAD/MTARD/AdaAD code averages over entries
