@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install quickstart test lint docs bench bench-search ui
+.PHONY: install fashion-mnist quickstart test lint docs bench bench-search ui
 
 install: $(VENV)/.installed
 
@@ -17,7 +17,26 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev,postgres,robustbench]"
+	@$(MAKE) --no-print-directory fashion-mnist
 	touch $@
+
+# Fashion-MNIST's idx files (data.name: fashion_mnist) from Debian's package, where apt-get
+# can install it (as root, or with sudo that asks no password); otherwise a note on how. The
+# default search runs on the bundled digits and needs none of this.
+FMNIST_PKG := dataset-fashion-mnist
+fashion-mnist:
+	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then exit 0; fi; \
+	as_root=""; [ "$$(id -u)" = 0 ] || as_root="sudo -n"; \
+	if command -v apt-get >/dev/null && $$as_root true 2>/dev/null; then \
+	    echo "installing Fashion-MNIST: apt-get install $(FMNIST_PKG)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    $$as_root apt-get install -y -qq --no-install-recommends $(FMNIST_PKG) >/dev/null 2>&1 || \
+	    { $$as_root apt-get update -qq >/dev/null 2>&1 && \
+	      $$as_root apt-get install -y -qq --no-install-recommends $(FMNIST_PKG) >/dev/null 2>&1; } || \
+	    echo "note: apt-get install $(FMNIST_PKG) failed; Fashion-MNIST needs it, or its idx files in data/FashionMNIST/raw"; \
+	else \
+	    echo "note: for Fashion-MNIST, install Debian's $(FMNIST_PKG) (sudo apt-get install $(FMNIST_PKG)), put its idx files in data/FashionMNIST/raw, or set data.download=true on an online machine"; \
+	fi
 
 quickstart: install
 	$(BIN)/ablate search search_spaces/quickstart.yaml --fresh

@@ -5,9 +5,11 @@ command with a signal. Test modules import these from here, never from each othe
 from __future__ import annotations
 
 import copy
+import gzip
 import os
 import pickle
 import signal
+import struct
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
 from ablate.config import dump_yaml
+from ablate.core.fashion_mnist import FILES, SIZES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -190,3 +193,34 @@ def write_fake_cifar10(root: str, per_batch: int = 20, n_test: int = 30) -> None
     with open(os.path.join(folder, "batches.meta"), "wb") as f:
         pickle.dump({"label_names": [f"c{k}" for k in range(10)], "num_cases_per_batch":
                      per_batch, "num_vis": 3072}, f)
+
+
+# --- Fashion-MNIST idx files -----------------------------------------------------------------
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An idx file of unsigned bytes, written by hand from the format's description."""
+    magic = 0x00000800 | array.ndim  # 0, 0, type 0x08 (unsigned byte), number of dimensions
+    return struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.tobytes()
+
+
+def fake_fashion_mnist() -> dict[str, np.ndarray]:
+    """Full-size files (the reader insists on 60,000 and 10,000 images): each image's first
+    pixel is its index mod 251, its label the index mod 10."""
+    out = {}
+    for part, n in SIZES.items():
+        images = np.zeros((n, 28, 28), dtype=np.uint8)
+        images[:, 0, 0] = np.arange(n) % 251
+        out[f"{part}_images"], out[f"{part}_labels"] = images, (np.arange(n) % 10).astype(np.uint8)
+    return out
+
+
+def write_fashion_mnist(folder: Path, arrays: dict[str, np.ndarray], *, gz: bool) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, name in FILES.items():
+        blob = idx_bytes(arrays[key])
+        if gz:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(blob, compresslevel=1))
+        else:
+            (folder / name).write_bytes(blob)
+    return folder

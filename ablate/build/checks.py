@@ -20,7 +20,7 @@ from ablate.build.networks import build_spec
 from ablate.config import ExperimentConfig, ModelConfig, TeacherConfig
 from ablate.core import zoo
 from ablate.core.catalog import DATASETS
-from ablate.core.data import DatasetMissingError, check_cifar, check_split, dataset_shape
+from ablate.core.data import DatasetMissingError, check_files, check_split, dataset_shape
 from ablate.core.errors import ConfigError, one_line
 from ablate.core.models import load_checkpoint
 from ablate.core.trainer import read_trainer_checkpoint
@@ -36,7 +36,7 @@ def check_inputs(cfg: ExperimentConfig) -> None:
     d, train_images = cfg.data, None
     if DATASETS[d.name].on_disk:
         try:
-            train_images = check_cifar(d.name, d.root)  # DatasetError names the dir or file
+            train_images = check_files(d.name, d.root)  # DatasetError names the dir or file
         except DatasetMissingError:
             if not d.download:  # with download=true, missing files are fetched later
                 raise

@@ -36,6 +36,7 @@ from ablate.config.overrides import (
 from ablate.config.safe_yaml import read_yaml
 from ablate.core.catalog import (
     DATASETS,
+    DEFAULT_DATA_ROOT,
     METHOD_PARAMS,
     OBJECTIVES,
     CiardParams,
@@ -57,8 +58,12 @@ class DataConfig(Strict):
     name: Literal[tuple(DATASETS)] = Field(  # type: ignore[valid-type]
         "digits", description="dataset: " + "; ".join(f"{d.name}: {d.summary}"
                                                       for d in DATASETS.values()))
-    root: str = Field("data", description="directory holding CIFAR (torchvision layout)")
-    download: bool = Field(False, description="download CIFAR into root if missing")
+    root: str = Field(DEFAULT_DATA_ROOT, description="directory holding the dataset's files "
+                      "(CIFAR, Fashion-MNIST: torchvision's layout; Fashion-MNIST also flat); "
+                      "Fashion-MNIST not found there is read where Debian's "
+                      "dataset-fashion-mnist puts it")
+    download: bool = Field(False, description="download the dataset into root if missing "
+                           "(torchvision's downloader; needs the network)")
     val_size: float = Field(0.15, gt=0, le=MAX_IMAGES, description="validation hold-out: "
                             "fraction (<1) or count (>=1) of the training data")
     split_seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the train/val/test "

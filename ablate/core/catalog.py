@@ -33,6 +33,10 @@ class DatasetInfo:
     on_disk: bool  # files under data.root, checked (and refused if missing) before a run
     zoo: str | None  # the RobustBench dataset whose models can teach on it
     summary: str
+    system_dirs: tuple[str, ...] = ()  # where its files are looked for when not under data.root
+
+
+DEFAULT_DATA_ROOT = "data"  # data.root's default: ./data
 
 
 DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
@@ -44,6 +48,10 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
                 zoo="cifar100", summary="CIFAR-100 in torchvision's layout under data.root"),
     DatasetInfo("synthetic", 3, 10, 32, augment=True, train_images=None, on_disk=False,
                 zoo="cifar10", summary="random CIFAR-shaped images (tests and benchmarks)"),
+    DatasetInfo("fashion_mnist", 1, 10, 28, augment=False, train_images=60_000, on_disk=True,
+                zoo=None, summary="Fashion-MNIST (70,000 28x28 grey images): its idx files "
+                "under data.root, else Debian's dataset-fashion-mnist",
+                system_dirs=("/usr/share/datasets/fashion-mnist",)),
 )}
 ZOO_DATASETS: tuple[str, ...] = tuple(sorted({d.zoo for d in DATASETS.values() if d.zoo}))
 

@@ -28,6 +28,7 @@ import yaml
 
 from ablate.cli import main
 from ablate.core.models import build_model
+from tests.helpers import fake_fashion_mnist, write_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -166,6 +167,13 @@ CIFAR = [*C, "data.name=cifar10", "data.root={in}/cifar", "data.val_size=20",
          "teachers.clean.train={method: ce, epochs: 1}",
          "teachers.robust.train={method: ce, epochs: 1}"]
 BAD_URI = "notascheme:://x"
+
+def _damaged_fashion_mnist(folder: Path) -> None:
+    """Fashion-MNIST's four idx files with the last test label cut off."""
+    write_fashion_mnist(folder, fake_fashion_mnist(), gz=False)
+    labels = folder / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes()[:-1])
+
 
 CASES: list[tuple[str, list[str], dict[str, File], str]] = [
     # 5. names that would become paths outside the project
@@ -322,6 +330,10 @@ CASES: list[tuple[str, list[str], dict[str, File], str]] = [
     ("missing-file", ["train", "{in}/nope.yaml"], {}, "nope.yaml"),
     ("unknown-option", ["train", *C, "--bogus"], CFG, "--bogus"),
     ("missing-argument", ["train"], {}, "config"),
+    # 10. a damaged Fashion-MNIST file under data.root (a checked file before anything starts)
+    ("fashion-mnist-truncated", ["validate", *C, "data.name=fashion_mnist",
+                                 "data.root={in}/fm", "data.val_size=5000"],
+     {**CFG, "fm": _damaged_fashion_mnist}, "t10k-labels-idx1-ubyte: 9999 bytes of data"),
 ]
 if torch.cuda.is_available():  # device=cuda is only bad input where there is no GPU
     CASES.append(pytest.param("device-cuda", [], {}, "", marks=pytest.mark.skip("CUDA present")))
