@@ -27,7 +27,6 @@ OBJECTIVE = "val/best_w_acc"  # a search's objective; its checkpoint is the one 
 BEST_CLEAN = "val/best_clean_acc"
 BEST_ROBUST = "val/best_robust_acc"
 PARETO = (BEST_CLEAN, BEST_ROBUST)  # a Pareto search's two objectives
-TEST_BEST_EPOCH = "test/best_epoch"  # the epoch of the tested checkpoint, counted from 0
 
 PUSH_ACTIVE = "push_active"  # share of each batch in CIARD's push set J
 PUSH_EMPTY = "push_empty"  # share of batches with J = ∅ (the push term is exactly 0)

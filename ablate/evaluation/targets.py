@@ -65,12 +65,8 @@ def _run_of(path: Path, tracker: Tracker) -> str | None:
     id_file = path / names.RUN_ID_FILE
     if not (id_file.is_file() and tracker.exists()):
         return None
-    run_id = id_file.read_text().strip()
-    try:
-        tracker.run_info(run_id)
-    except Exception:  # logged to another store
-        return None
-    return run_id
+    run_id = id_file.read_text().strip()  # a run of another store: None
+    return run_id if tracker.run_info_or_none(run_id) is not None else None
 
 
 def resolve_target(target: str, tracker: Tracker, config: str | None, tmp: Path) -> Target:
@@ -80,10 +76,9 @@ def resolve_target(target: str, tracker: Tracker, config: str | None, tmp: Path)
         found.run_id = _run_of(Path(target), tracker)
         return found
     check_eval_target(target, tracker.uri)
-    try:
-        info = tracker.run_info(target)
-    except Exception:  # MLflow raises its own exception types for unknown ids
-        raise ConfigError(not_a_target(target, tracker.uri)) from None
+    info = tracker.run_info_or_none(target)
+    if info is None:
+        raise ConfigError(not_a_target(target, tracker.uri))
     best = info["tags"].get(names.BEST_TRIAL)
     if best:  # a search's parent run: its best trial
         child = tracker.find_run(info["experiment"], {names.TRIAL_ID: best,
@@ -93,12 +88,11 @@ def resolve_target(target: str, tracker: Tracker, config: str | None, tmp: Path)
     checkpoint = info["tags"].get(names.CHECKPOINT)
     if checkpoint and (Path(checkpoint) / names.CHECKPOINT_FILE).is_file():
         return _from_path(Path(checkpoint), config, run_id=target)
-    try:
-        weights = tracker.download(target, names.BEST_STUDENT, tmp)
-        cfg_file = config or tracker.download(target, names.CONFIG_FILE, tmp)
-    except Exception:
+    weights = tracker.download_if_present(target, names.BEST_STUDENT, tmp)
+    cfg_file = config or tracker.download_if_present(target, names.CONFIG_FILE, tmp)
+    if weights is None or cfg_file is None:
         raise ConfigError(f"run {target}: no checkpoint found (tag 'checkpoint' is "
-                          f"{checkpoint or 'missing'}, no {names.BEST_STUDENT} artifact)") from None
+                          f"{checkpoint or 'missing'}, no {names.BEST_STUDENT} artifact)")
     return Target(load_config(cfg_file), Path(weights), _read_student(Path(weights)), target,
                   f"run {target}")
 
