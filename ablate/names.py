@@ -49,6 +49,9 @@ CELLS_FINISHED = "cells/finished"  # a grid's parent run
 CELLS_FAILED = "cells/failed"
 CONFIRM_MEAN = "confirm/mean"  # the confirmed winner's validation objective over seeds
 CONFIRM_LCB = "confirm/lcb"  # ... and the lower bound of its 95% interval
+CONFIRM_BASE_DIFF = "confirm/base_diff"  # winner − base config, validation objective (with_base)
+CONFIRM_BASE_P = "confirm/base_p"  # ... its paired t-test over the seeds
+CONFIRM_BASE_TEST_DIFF = "confirm/base_test_diff"  # ... and on the test split (PGD_SAT W-R)
 BEST_OBJECTIVE = "best/" + OBJECTIVE  # the best trial's objective, on a search's parent run
 
 # --- Tags of runs (MLflow keeps them as text) -----------------------------------------------

@@ -1,10 +1,11 @@
 """Can any searcher beat random on this objective? How much of the spread between a search's
 trials is the configurations, and how much is the training seed.
 
-    python benchmarks/search_noise.py [--configs 16] [--seeds 0 1 2] [--epochs 8]
-        [--sample-seed 0] [--workers 2] [OVERRIDE ...]
+    python benchmarks/search_noise.py [--spec quickstart] [--configs 16] [--seeds 0 1 2]
+        [--epochs 8] [--sample-seed 0] [--workers 2] [OVERRIDE ...]
 
-Draws ``--configs`` configurations at random from the quickstart space (Optuna's RandomSampler
+Draws ``--configs`` configurations at random from the space of ``--spec`` (a shipped search
+spec's name or a path; quickstart_fmnist for Fashion-MNIST) (Optuna's RandomSampler
 over the same distributions the search uses; OVERRIDEs are search spec overrides, e.g. a wider
 space ``"space.optim.lr={type: float, low: 0.001, high: 1.0, log: true}"``), trains each on
 every seed for ``--epochs`` epochs (the Trainer the Ray trials run, in ``--workers`` processes of
@@ -37,7 +38,7 @@ import optuna
 from scipy.stats import spearmanr
 
 from ablate import names
-from ablate.config import ExperimentConfig, Recipe, load_search_spec
+from ablate.config import ExperimentConfig, Recipe, load_search_spec, resolve_spec
 from ablate.runtime import teacher_states
 from ablate.search.study import optuna_space
 from trainables.ciard import make_trainer
@@ -92,6 +93,7 @@ def anova(values: list[list[float]]) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="search spec overrides")
+    parser.add_argument("--spec", default="quickstart", help="search spec name or path")
     parser.add_argument("--configs", type=int, default=16)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=8)
@@ -102,7 +104,7 @@ def main() -> None:
     if len(args.seeds) < 2 or args.configs < 2:
         parser.error("need at least 2 configurations and 2 seeds")
     os.environ.setdefault("ABLATE_CACHE", str(REPO / ".cache/ablate"))
-    spec = load_search_spec(REPO / "search_spaces/quickstart.yaml", [
+    spec = load_search_spec(resolve_spec(args.spec), [
         "searcher.points_to_evaluate=[]", f"base.optim.epochs={args.epochs}",
         f"space.itt.freeze_epochs.high={args.epochs}",
         *args.overrides])

@@ -20,7 +20,8 @@ from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
 from ablate.config import dump_yaml
-from ablate.core.fashion_mnist import FILES, SIZES
+from ablate.core.catalog import DATASETS
+from ablate.core.fashion_mnist import APT_PACKAGE, FILES, SIZES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -224,3 +225,20 @@ def write_fashion_mnist(folder: Path, arrays: dict[str, np.ndarray], *, gz: bool
         else:
             (folder / name).write_bytes(blob)
     return folder
+
+
+def fashion_mnist_installed() -> bool:
+    """Whether Debian's Fashion-MNIST files are here; where they must be (CI sets
+    ABLATE_REQUIRE_FASHION_MNIST=1 after installing the package) their absence fails."""
+    system = Path(DATASETS["fashion_mnist"].system_dirs[0])
+    if all((system / f"{name}.gz").is_file() for name in FILES.values()):
+        return True
+    if os.environ.get("ABLATE_REQUIRE_FASHION_MNIST") == "1":
+        pytest.fail(f"Debian's {APT_PACKAGE} is not installed ({system})")
+    return False
+
+
+def require_fashion_mnist() -> None:
+    """Skip the test without Debian's Fashion-MNIST files (fail in CI)."""
+    if not fashion_mnist_installed():
+        pytest.skip(f"Debian's {APT_PACKAGE} is not installed")

@@ -38,8 +38,9 @@ def zoo_dir(spec: TeacherConfig) -> Path:
 def teacher_cache_path(role: str, spec: TeacherConfig, cfg: ExperimentConfig) -> Path:
     """Cache file of a trained teacher. Every part of the name is safe as a path component:
     the dataset name is a Literal, the arch a registered model name, the key a hex hash."""
-    key = config_hash({"teacher": spec.model_dump(mode="json"),
-                       "data": cfg.data.model_dump(mode="json", exclude={"root", "download"})})
+    # The student's training subset is not the teacher's: all presets on a dataset share it.
+    data = cfg.data.model_dump(mode="json", exclude={"root", "download", "train_subset"})
+    key = config_hash({"teacher": spec.model_dump(mode="json"), "data": data})
     return cache_dir() / "teachers" / f"{cfg.data.name}-{role}-{spec.arch}-{key}.pt"
 
 

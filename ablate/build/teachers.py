@@ -49,6 +49,7 @@ def prepare_teacher(
         model.to(device)
         t = spec.train
         data = data.to(device)
+        data = data.with_train(data.train.subset(t.subset))
         train_teacher(model, data, method=t.method, epochs=t.epochs, lr=t.lr,
                       batch_size=t.batch_size, momentum=t.momentum,
                       weight_decay=t.weight_decay, eps=t.eps, step_size=t.step_size,

@@ -46,6 +46,7 @@ def build_trainer(
 ) -> Trainer:
     """A Trainer for the config; the robust teacher is copied because ITT modifies it."""
     torch.manual_seed(cfg.seed)
+    data = data.with_train(data.train.subset(cfg.data.train_subset))
     student = build_net(cfg.student, data).to(device)
     robust_copy = build_net(cfg.teachers.robust, data).to(device)
     robust_copy.load_state_dict(robust.state_dict())

@@ -25,6 +25,7 @@ from ablate.config.networks import (
     ModelConfig,
     Strict,
     TeachersConfig,
+    drop_none,
 )
 from ablate.config.overrides import (
     apply_overrides,
@@ -69,6 +70,15 @@ class DataConfig(Strict):
     split_seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the train/val/test "
                             "split (fixed across trials so they are compared on the same "
                             "validation data)")
+    train_subset: int | None = Field(
+        None, ge=1, le=MAX_IMAGES, description="train the student on the first N images of "
+        "the (shuffled, seeded) training split, the same N for every trial and seed; None = "
+        "all. Teachers trained here take theirs from teachers.*.train.subset")
+
+    @model_serializer(mode="wrap")
+    def _without_unset_subset(self, handler: Any) -> Any:
+        # Left out when unset: config hashes and resumable searches stay what they were.
+        return drop_none(handler(self), "train_subset")
 
 
 class AttackConfig(Strict):
@@ -85,9 +95,11 @@ class AttackConfig(Strict):
     eps: float = Field(8 / 255, ge=0, le=1, description="L∞ radius, [0,1] pixel units")
     step_size: float = Field(2 / 255, gt=0, description="PGD step, pixel units")
     steps: int = Field(10, ge=0, le=MAX_STEPS, description="PGD steps K")
-    start: Literal["normal", "uniform", "none"] = Field(
+    start: Literal["normal", "uniform", "uniform_unclamped", "none"] = Field(
         "normal", description="x + 0.001·N(0,I) (released code; the first gradient is taken "
-        "there, unclamped), uniform in the ε-ball, or x")
+        "there, unclamped), uniform in the ε-ball and clamped to [0,1] (Madry's code), "
+        "uniform_unclamped (ARD's code: the first gradient is taken outside [0,1] where the "
+        "noise leaves it), or x")
     student_mode: Literal["eval", "train"] = Field(
         "eval", description="student mode while x* is crafted (ARD's and Madry's code: train, "
         "which also moves its BatchNorm running statistics)")
@@ -318,8 +330,8 @@ def effective_config(cfg: ExperimentConfig) -> dict[str, Any]:
                 method.pop(key)
             method["push"] = False
         if not method["adaptive_temps"]:
-            for key in ("temp_lr", "temp_min", "temp_max", "adaptive_temps_freeze_epoch"):
-                method.pop(key)
+            for key in ("temp_lr", "temp_min", "temp_max", "adaptive_temps_decay_epochs"):
+                method.pop(key, None)
     if d["attack"]["objective"] is None:
         d["attack"]["objective"] = spec.objective
     if not cfg.igdm.enabled:

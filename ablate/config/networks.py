@@ -9,13 +9,24 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_serializer, model_validator
 
 from ablate.core.catalog import ARCHITECTURES, ZOO_DATASETS
-from ablate.core.limits import MAX_BATCH, MAX_EPOCHS, MAX_STEPS, STRICT, ModelKwarg
+from ablate.core.limits import MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_STEPS, STRICT, ModelKwarg
 
 
 class Strict(BaseModel):
     """Base of every config model: unknown keys and inf/nan are errors (see core.limits)."""
 
     model_config = STRICT
+
+
+def drop_none(dumped: Any, *keys: str) -> Any:
+    """A model's dump without ``keys`` whose value is None: an optional field added later
+    leaves the hashes (run names, cache keys, resumable searches) of older configs as they
+    were."""
+    if isinstance(dumped, dict):
+        for key in keys:
+            if key in dumped and dumped[key] is None:
+                dumped.pop(key)
+    return dumped
 
 
 class NormalizeConfig(Strict):
@@ -46,6 +57,16 @@ class TeacherTrainConfig(Strict):
     eps: float = Field(0.2, ge=0, le=1, description="PGD-AT radius, L∞ in [0,1] pixel units")
     step_size: float = Field(0.05, gt=0, description="PGD-AT step, pixel units")
     steps: int = Field(10, ge=1, le=MAX_STEPS, description="PGD-AT steps")
+    subset: int | None = Field(None, ge=1, le=MAX_IMAGES, description="train on the first "
+                               "N images of the (shuffled, seeded) training split; None = all "
+                               "of it. Independent of data.train_subset, which cuts only the "
+                               "student's: every preset on a dataset can share one cached "
+                               "teacher")
+
+    @model_serializer(mode="wrap")
+    def _without_unset_subset(self, handler: Any) -> Any:
+        # Left out when unset: teacher cache keys from before the field stay what they were.
+        return drop_none(handler(self), "subset")
 
 
 class TeacherConfig(ModelConfig):

@@ -88,7 +88,11 @@ class Confirm(Strict):
     top_k: int = Field(3, ge=2, le=MAX_TRIALS, description="configurations re-trained: the "
                        "best by the search's validation objective")
     seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2], min_length=2,
-                              description="training seeds each one is re-trained with")
+                              description="training seeds each one is re-trained with (seeds "
+                              "the search did not train with make them unseen)")
+    with_base: bool = Field(False, description="also train the base config (the spec's "
+                            "default, before any search) on the same seeds, test it beside "
+                            "the winner and report winner − base with its 95% interval")
 
     @field_validator("seeds")
     @classmethod

@@ -1,4 +1,4 @@
-"""Network definitions: a small CNN for the embedded digits set and the CIFAR students/teachers.
+"""Network definitions: small CNNs for digits and Fashion-MNIST, the CIFAR students/teachers.
 
 Each class keeps the module layout (attribute names, nesting) of the public code it reproduces,
 so released checkpoints load by key. The only deliberate deviation is global average pooling via
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SmallCNN", "ResNet18", "MobileNetV2", "CifarResNet", "WideResNet"]
+__all__ = ["SmallCNN", "FlatCNN", "ResNet18", "MobileNetV2", "CifarResNet", "WideResNet"]
 
 
 def _gap(x: torch.Tensor) -> torch.Tensor:
@@ -30,6 +30,8 @@ def _gap(x: torch.Tensor) -> torch.Tensor:
 class SmallCNN(nn.Module):
     """3 conv3x3+BN+ReLU layers (width, 2w, 2w), max-pool after the 2nd, GAP, linear."""
 
+    head_cells = 1  # spatial positions per channel the linear layer reads (GAP: one)
+
     def __init__(self, num_classes: int, in_channels: int = 1, width: int = 32) -> None:
         super().__init__()
         w2 = 2 * width
@@ -40,7 +42,7 @@ class SmallCNN(nn.Module):
         self.bn2 = nn.BatchNorm2d(w2)
         self.conv3 = nn.Conv2d(w2, w2, 3, padding=1, bias=False)
         self.bn3 = nn.BatchNorm2d(w2)
-        self.fc = nn.Linear(w2, num_classes)
+        self.fc = nn.Linear(w2 * self.head_cells, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -51,6 +53,31 @@ class SmallCNN(nn.Module):
         x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
         x = F.relu(self.bn3(self.conv3(x)))
         return self.fc(_gap(x))
+
+
+class FlatCNN(SmallCNN):
+    """3 conv3x3+BN+ReLU layers (width, 2w, 2w), max-pool after the 1st and 2nd, the 7x7 map
+    flattened into a linear layer.
+
+    For 28x28 images (Fashion-MNIST): global average pooling throws away *where* a feature is,
+    and the classes differ by shape (shirt, pullover, coat). Measured on Fashion-MNIST (CE, 2
+    epochs of 20k images, 2 CPU threads): width 32 reaches 88.2% validation accuracy in 15 s,
+    SmallCNN 79% after 3 epochs (71 s) and 74% with a second pool. Other sizes are average-pooled
+    to 7x7 first, so the head does not depend on the resolution.
+    """
+
+    head_cells = 7 * 7
+
+    def __init__(self, num_classes: int, in_channels: int = 1, width: int = 16) -> None:
+        super().__init__(num_classes, in_channels, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+        x = F.relu(self.bn3(self.conv3(x)))
+        if x.shape[-2:] != (7, 7):
+            x = F.adaptive_avg_pool2d(x, 7)
+        return self.fc(torch.flatten(x, 1))
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 ObjectiveFactory = Callable[..., Objective]  # (student, clean_teacher, x, y, robust_teacher)
-Start = Literal["normal", "uniform", "none"]
+Start = Literal["normal", "uniform", "uniform_unclamped", "none"]
 
 OBJECTIVES: dict[str, ObjectiveFactory] = {}
 
@@ -124,13 +124,16 @@ def kl_robust_teacher_objective(
 
 
 def random_start(x: torch.Tensor, eps: float, start: Start, sigma: float = 1e-3) -> torch.Tensor:
-    """Starting point: x + σ·N(0, I), uniform in the ε-ball (projected), or x itself.
+    """Starting point: x + σ·N(0, I), uniform in the ε-ball (clamped to [0, 1], or not), or x.
 
     The normal start is returned unclamped: the released codes (CIARD, RSLAD, MTARD, TRADES,
-    AdaAD) take the first gradient there, and every PGD step projects afterwards.
+    AdaAD) take the first gradient there, and every PGD step projects afterwards. So does
+    ARD's code with its uniform start (``uniform_unclamped``); Madry's clips it first.
     """
     if start == "normal":
         return x + sigma * torch.randn_like(x)
+    if start == "uniform_unclamped":
+        return x + torch.empty_like(x).uniform_(-eps, eps)
     if start == "uniform":
         x0 = x + torch.empty_like(x).uniform_(-eps, eps)
     elif start == "none":

@@ -11,11 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializationInfo,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
-from ablate.core.limits import MAX_EPOCHS, STRICT, Epoch
+from ablate.core.limits import STRICT, Epoch
 
 
 @dataclass(frozen=True)
@@ -56,8 +64,8 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
 ZOO_DATASETS: tuple[str, ...] = tuple(sorted({d.zoo for d in DATASETS.values() if d.zoo}))
 
 ARCHITECTURES: tuple[str, ...] = (
-    "small_cnn", "resnet18", "mobilenet_v2", "resnet56", "wide_resnet", "wrn34_10", "wrn22_6",
-    "wrn70_16")
+    "small_cnn", "flat_cnn", "resnet18", "mobilenet_v2", "resnet56", "wide_resnet", "wrn34_10",
+    "wrn22_6", "wrn70_16")
 OBJECTIVES: tuple[str, ...] = (
     "ce", "kl_clean_teacher", "kl_clean_teacher_detached", "trades_kl", "kl_robust_teacher_nat",
     "kl_robust_teacher")
@@ -88,6 +96,20 @@ class MethodParams(BaseModel):
     objective: ClassVar[str]  # the inner max's default objective (a name in OBJECTIVES)
     teachers: ClassVar[tuple[str, ...]] = ()  # which teachers the loss reads: clean, robust
     itt: ClassVar[bool] = False  # whether the loss trains the robust teacher (ITT, Eq. 8)
+    # Knobs added after a method first shipped, with the value that keeps its old behaviour:
+    # left out of JSON dumps (what is hashed, saved and logged) at that value, so config
+    # hashes, run names and resumable searches of configs that do not use them stay what they
+    # were. Python dumps, what the losses read, carry every knob.
+    late: ClassVar[dict[str, Any]] = {}
+
+    @model_serializer(mode="wrap")
+    def _without_late_defaults(self, handler: Any, info: SerializationInfo) -> Any:
+        out = handler(self)
+        if isinstance(out, dict) and info.mode_is_json():
+            for key, default in self.late.items():
+                if key in out and out[key] == default:
+                    out.pop(key)
+        return out
 
 
 KlReduction = Literal["batchmean", "mean"]
@@ -122,10 +144,11 @@ class CiardParams(MethodParams):
     adaptive_temps: bool = Field(False, description="released code's adaptive teacher "
                                  "temperatures τ_adv, τ_nat for the two KL targets")
     temp_lr: float = Field(1e-3, gt=0, description="adaptive temperature step per batch")
-    adaptive_temps_freeze_epoch: int | None = Field(
-        None, ge=0, le=MAX_EPOCHS, description="epochs with the full temperature step; from "
-        "then on the step shrinks ×0.1 after every batch, which freezes the temperatures "
-        "within an epoch (released code: 214, i.e. its 1-based epoch 215); None = never")
+    adaptive_temps_decay_epochs: list[Epoch] = Field(
+        [], description="epochs (counted from 0) in which the temperature step shrinks ×0.1 "
+        "after every batch (released code: [214, 259, 284]: `if epoch in [215,260,285]: "
+        "temp_learn_rate *= 0.1` sits in its batch loop); between them the step stays where "
+        "it got to; [] = never")
     temp_min: float = Field(1.0, gt=0, description="lower clip of adaptive temperatures")
     temp_max: float = Field(10.0, gt=0, description="upper clip of adaptive temperatures")
     kl_reduction: KlReduction = Field(
@@ -134,6 +157,19 @@ class CiardParams(MethodParams):
     kl_eps: float = Field(0.0, ge=0, description="eps in the teacher's p·log(p + eps) of every "
                           "KL term (released code: 1e-5); shifts the loss values, hence λ auto, "
                           "not the gradients")
+
+    late: ClassVar[dict[str, Any]] = {"adaptive_temps_decay_epochs": []}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "adaptive_temps_freeze_epoch" in raw:
+            if raw["adaptive_temps_freeze_epoch"] is None:  # "never", as older dumps say it
+                return {k: v for k, v in raw.items() if k != "adaptive_temps_freeze_epoch"}
+            raise ValueError("`adaptive_temps_freeze_epoch` was replaced by "
+                             "`adaptive_temps_decay_epochs` (a list of 0-based epochs; the "
+                             "released code's is [214, 259, 284]); delete the old key")
+        return raw
 
     @field_validator("lam")
     @classmethod
@@ -185,6 +221,11 @@ class ArdParams(MethodParams):
     temp: float = Field(30.0, gt=0, description="distillation temperature T, the KL is scaled "
                         "by T² (paper value 30 on CIFAR-10)")
     kl_reduction: KlReduction = Field("batchmean", description=_RED_DOC)
+    clean_pass: bool = Field(False, description="run the student's clean pass s(x) (train "
+                             "mode) even when α = 1 leaves it out of the loss, as the released "
+                             "code does: it moves only the student's BatchNorm running "
+                             "statistics (after s(x*), in ARD's order)")
+    late: ClassVar[dict[str, Any]] = {"clean_pass": False}
 
 
 class RsladParams(MethodParams):
@@ -198,6 +239,10 @@ class RsladParams(MethodParams):
     alpha: float = Field(5 / 6, ge=0, le=1, description="weight of KL(S(x*) ‖ T(x)); 1 − α goes "
                          "to KL(S(x) ‖ T(x)) (paper value 5/6)")
     kl_reduction: KlReduction = Field("batchmean", description=_RED_DOC)
+    kl_eps: float = Field(0.0, ge=0, description="eps in the teacher's p·log(p + eps) of "
+                          "both KL terms (released code: 1e-5); shifts the loss values, "
+                          "not the gradients")
+    late: ClassVar[dict[str, Any]] = {"kl_eps": 0.0}
 
 
 class MtardParams(MethodParams):
@@ -214,6 +259,10 @@ class MtardParams(MethodParams):
         [215, 260, 285], description="epochs (counted from 0) from which η is multiplied by "
         "0.1, as the released code does with the student LR at 215/260/285 of 300 epochs")
     kl_reduction: KlReduction = Field("batchmean", description=_RED_DOC)
+    kl_eps: float = Field(0.0, ge=0, description="eps in the teacher's p·log(p + eps) of "
+                          "both KL terms (released code: 1e-5); shifts the loss values, "
+                          "hence the adaptive weights, not the gradients")
+    late: ClassVar[dict[str, Any]] = {"kl_eps": 0.0}
 
 
 class AdaadParams(MethodParams):
@@ -229,6 +278,11 @@ class AdaadParams(MethodParams):
     temp: float = Field(1.0, gt=0, description="temperature τ of the adversarial term, both "
                         "sides, no τ² factor (Eq. 11; paper/released code value 1)")
     kl_reduction: KlReduction = Field("batchmean", description=_RED_DOC)
+    clean_pass: bool = Field(False, description="run the student's clean pass s(x) (train "
+                             "mode) even when α = 1 leaves it out of the loss, as the released "
+                             "code does: it moves only the student's BatchNorm running "
+                             "statistics (before s(x*), in AdaAD's order)")
+    late: ClassVar[dict[str, Any]] = {"clean_pass": False}
 
 
 METHOD_PARAMS: tuple[type[MethodParams], ...] = (

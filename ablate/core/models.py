@@ -17,6 +17,7 @@ from torch import nn
 
 from ablate.core.architectures import (
     CifarResNet,
+    FlatCNN,
     MobileNetV2,
     ResNet18,
     SmallCNN,
@@ -134,6 +135,12 @@ def build_model(
 def small_cnn(*, num_classes: int, in_channels: int = 3, width: int = 32) -> nn.Module:
     """3-conv BN-ReLU CNN for the embedded 8x8 digits set (also fine on 32x32)."""
     return SmallCNN(num_classes=num_classes, in_channels=in_channels, width=width)
+
+
+@register_model("flat_cnn")
+def flat_cnn(*, num_classes: int, in_channels: int = 3, width: int = 16) -> nn.Module:
+    """3-conv BN-ReLU CNN with two pools and a flattened 7x7 head, for 28x28 Fashion-MNIST."""
+    return FlatCNN(num_classes=num_classes, in_channels=in_channels, width=width)
 
 
 @register_model("resnet18")

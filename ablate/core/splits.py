@@ -67,6 +67,10 @@ class Dataset:
         return Dataset(self.name, self.train.to(device), self.val.to(device),
                        self.test.to(device), self.num_classes, self.augment)
 
+    def with_train(self, train: Split) -> Dataset:
+        """The same dataset training on ``train`` (e.g. a subset of its training split)."""
+        return Dataset(self.name, train, self.val, self.test, self.num_classes, self.augment)
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         c, h, w = self.train.pixels.shape[1:]

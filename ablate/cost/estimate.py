@@ -140,7 +140,11 @@ class SearchFlops:
 
 
 def confirm_runs(spec: SearchSpec) -> int:
-    return 0 if spec.confirm is None else spec.confirm.top_k * len(spec.confirm.seeds)
+    """Runs of the confirm stage; with ``with_base`` an upper bound (the base config may be
+    one of the candidates)."""
+    if spec.confirm is None:
+        return 0
+    return (spec.confirm.top_k + spec.confirm.with_base) * len(spec.confirm.seeds)
 
 
 def search_flops(spec: SearchSpec, counter: Counter) -> SearchFlops:

@@ -226,6 +226,8 @@ def split_sizes(cfg: ExperimentConfig) -> tuple[int, int]:
 
         data = build_data(cfg)
         train, val = len(data.train), len(data.val)
+    if d.train_subset is not None:
+        train = min(train, d.train_subset)
     subset = cfg.eval.val_subset
     return train, val if subset is None else min(subset, val)
 

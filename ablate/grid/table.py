@@ -17,8 +17,9 @@ def aggregate(cells: Sequence[Mapping[str, Any]], *, rows: Sequence[str], baseli
     """One dict per row (in `rows` order): seeds_finished, seeds_asked, push_active and
     push_empty (means over the finished seeds that logged them, fractions; None without a push
     term) and, per metric m (a fraction in the cells, a percentage here), m_values (per seed),
-    m_mean/_std/_ci_low/_ci_high, m_diff/_p (paired against the baseline over the seeds both
-    finished) and m_paper (paper[row][m] or None)."""
+    m_mean/_std/_ci_low/_ci_high, m_diff/_diff_ci_low/_diff_ci_high/_p (paired against the
+    baseline over the seeds both finished: the mean difference, its 95% t-interval and the
+    two-sided p) and m_paper (paper[row][m] or None)."""
     finished: dict[str, dict[int, Mapping[str, Any]]] = {r: {} for r in rows}
     for c in cells:
         if c.get("status") == "finished" and c["row"] in finished and c["seed"] in seeds:
@@ -45,6 +46,8 @@ def aggregate(cells: Sequence[Mapping[str, Any]], *, rows: Sequence[str], baseli
                         f"{m}_mean": s["mean"], f"{m}_std": s["std"], f"{m}_ci_low": s["ci_low"],
                         f"{m}_ci_high": s["ci_high"],
                         f"{m}_diff": 0.0 if r == baseline else test["diff"],
+                        f"{m}_diff_ci_low": NAN if r == baseline else test["diff_ci_low"],
+                        f"{m}_diff_ci_high": NAN if r == baseline else test["diff_ci_high"],
                         f"{m}_p": NAN if r == baseline else test["p"],
                         f"{m}_paper": (paper or {}).get(r, {}).get(m)})
         table.append(out)
@@ -57,11 +60,11 @@ def _num(x: float | None, fmt: str = ".2f") -> str:
 
 def table_markdown(table: Sequence[Mapping[str, Any]], *, metrics: Sequence[str], baseline: str,
                    labels: Mapping[str, str] | None = None) -> str:
-    """Markdown table: per row and metric the mean ± std, 95% CI, Δ vs baseline (p) and the
-    paper's value; then a footnote on the statistics. Up to three metrics sit side by side
+    """Markdown table: per row and metric the mean ± std, 95% CI, Δ vs baseline [95% CI] (p)
+    and the paper's value; then a footnote on the statistics. Up to three metrics sit side by side
     (one line per row); more go one block per metric (the paper's attack-major Tables 3-6)."""
     label = {m: (labels or {}).get(m, m) for m in metrics}
-    stats = ["(mean ± std)", "95% CI", "Δ vs baseline (p)", "paper"]
+    stats = ["(mean ± std)", "95% CI", "Δ vs baseline [95% CI] (p)", "paper"]
     push = any(t.get("push_empty") is not None for t in table)
     if len(metrics) <= 3:
         header = ["row", "seeds", *(["push"] if push else []),
@@ -77,8 +80,9 @@ def table_markdown(table: Sequence[Mapping[str, Any]], *, metrics: Sequence[str]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     note = ("Mean ± sample std over seeds (percent); 95% CI: t-interval of the mean; Δ: paired "
-            f"difference to the baseline row ({baseline}) over the seeds both finished, p from a "
-            "two-sided paired t-test over seeds; – = not available.")
+            f"difference to the baseline row ({baseline}) over the seeds both finished, with the "
+            "t-interval of the mean difference and p from a two-sided paired t-test over seeds; "
+            "– = not available.")
     if push:
         note += (" push: mean share of each batch in the push set J (clean teacher wrong on "
                  "x*) over training, and the share of batches with J = ∅, in which the push "
@@ -96,15 +100,17 @@ def _seeds(t: Mapping[str, Any]) -> str:
 
 
 def _cells(t: Mapping[str, Any], m: str, baseline: str) -> list[str]:
-    """mean ± std, 95% CI, Δ vs baseline (p), paper: one metric of one table row."""
+    """mean ± std, 95% CI, Δ vs baseline [95% CI] (p), paper: one metric of one table row."""
     mean, std, lo, hi = (t[f"{m}_{k}"] for k in ("mean", "std", "ci_low", "ci_high"))
-    p = t[f"{m}_p"]
+    p, d_lo, d_hi = t[f"{m}_p"], t[f"{m}_diff_ci_low"], t[f"{m}_diff_ci_high"]
     p_text = "p<0.001" if p < 0.001 else f"p={_num(p, '.3f')}"
+    d_ci = "" if math.isnan(d_lo) else f" [{_num(d_lo, '+.2f')}, {_num(d_hi, '+.2f')}]"
     return [
         "–" if math.isnan(mean) else f"{_num(mean)} ± {_num(std)}",
         "–" if math.isnan(lo) else f"[{_num(lo)}, {_num(hi)}]",
         "baseline" if t["row"] == baseline else
-        "–" if math.isnan(t[f"{m}_diff"]) else f"{_num(t[f'{m}_diff'], '+.2f')} ({p_text})",
+        "–" if math.isnan(t[f"{m}_diff"]) else
+        f"{_num(t[f'{m}_diff'], '+.2f')}{d_ci} ({p_text})",
         _num(t[f"{m}_paper"]),
     ]
 

@@ -61,29 +61,39 @@ def select(values: Mapping[str, Mapping[int, float]], order: Sequence[str]) -> l
     return ranked
 
 
+BASE_ROW = "base"  # the extra row of ``confirm.with_base`` when no candidate is the base config
+
+
 def confirm_grid(spec: SearchSpec, ranked: Sequence[dict[str, Any]]
-                 ) -> tuple[GridSpec, dict[str, dict[str, Any]]]:
+                 ) -> tuple[GridSpec, dict[str, dict[str, Any]], str | None]:
     """The grid of the stage: one row per distinct configuration among the best trials
-    (``ranked``: trials table rows, best first), up to ``top_k``, on the confirm seeds; and
-    each row's search trial."""
+    (``ranked``: trials table rows, best first), up to ``top_k``, on the confirm seeds; each
+    row's search trial; and with ``confirm.with_base`` the row of the base config: a
+    candidate's when one is the base config, else an extra row :data:`BASE_ROW`, which is
+    trained and tested but cannot win."""
     assert spec.confirm is not None
-    columns, rows, seen = param_columns(spec.space), [], set()
+    columns, rows, seen = param_columns(spec.space), [], {}
     candidates: dict[str, dict[str, Any]] = {}
     for trial in ranked:
         sampled = sampled_values(trial, columns)
         key = config_hash(effective_config(spec.trial_config(sampled)))
         if key in seen:  # the same config sampled twice: one row
             continue
-        seen.add(key)
         overrides = {p: v for k, v in sampled.items() for p in spec.targets(k)}
         rows.append(Row(name=f"#{len(rows) + 1} trial {trial['trial']}", overrides=overrides))
+        seen[key] = rows[-1].name
         candidates[rows[-1].name] = trial
         if len(rows) == spec.confirm.top_k:
             break
+    base_row = None
+    if spec.confirm.with_base:
+        base_row = seen.get(config_hash(effective_config(spec.base)), BASE_ROW)
+        if base_row == BASE_ROW:
+            rows.append(Row(name=BASE_ROW, overrides={}))
     grid = GridSpec(name=spec.name, base=spec.base, rows=rows, baseline=rows[0].name,
                     seeds=spec.confirm.seeds, resources=spec.resources,
                     max_concurrent=spec.max_concurrent, max_failures=spec.max_failures)
-    return grid, candidates
+    return grid, candidates, base_row
 
 
 @dataclass
@@ -93,15 +103,19 @@ class ConfirmJob(GridJob):
 
     search: SearchSpec | None = None
     candidates: dict[str, dict[str, Any]] = field(default_factory=dict)  # row -> trial row
+    base_row: str | None = None  # the base config's row (confirm.with_base)
     kind: ClassVar[str] = names.KIND_CONFIRM
     test_at_end: ClassVar[bool] = False  # only the winner is tested, after the selection
 
     def plan(self, available: dict[str, float]) -> str:
         g = self.grid
         runs = len(g.rows) * len(g.seeds)
-        return (f"confirm stage of search {g.name}: {len(g.rows)} candidates x {len(g.seeds)} "
-                f"seeds = {runs} runs of {g.base.optim.epochs} epochs, validated only; "
-                f"{concurrency(g, available, trials=runs)} at a time")
+        extra = any(r.name == BASE_ROW for r in g.rows)
+        base = ("" if self.base_row is None else " + the base config" if extra else
+                f" (the base config is {self.base_row})")
+        return (f"confirm stage of search {g.name}: {len(g.rows) - extra} candidates{base} x "
+                f"{len(g.seeds)} seeds = {runs} runs of {g.base.optim.epochs} epochs, "
+                f"validated only; {concurrency(g, available, trials=runs)} at a time")
 
     def summarize(self, results: tune.ResultGrid, tracker: Tracker, parent: str,
                   params: dict[str, Any]) -> None:
@@ -115,8 +129,9 @@ def run_confirm(spec: SearchSpec, search_parent: str, ranked: list[dict[str, Any
     if not ranked:
         log("confirm: no trial ended with a value, nothing to confirm")
         return 0
-    grid, candidates = confirm_grid(spec, ranked)
-    job = ConfirmJob(grid, log, nested_in=search_parent, search=spec, candidates=candidates)
+    grid, candidates, base_row = confirm_grid(spec, ranked)
+    job = ConfirmJob(grid, log, nested_in=search_parent, search=spec, candidates=candidates,
+                     base_row=base_row)
     tracker = Tracker(opts.tracking_uri)
     tracker.reopen(search_parent)
     tracker.set_tags(search_parent, {names.CONFIRM: names.CONFIRM_RUNNING})
@@ -152,16 +167,21 @@ def summarize_confirm(job: ConfirmJob, results: tune.ResultGrid, tracker: Tracke
     spec, grid, log = job.search, job.grid, job.log
     assert spec is not None
     values, checkpoints = _values(results)
-    ranked = select(values, [r.name for r in grid.rows])
+    ranked = select(values, [r.name for r in grid.rows if r.name != BASE_ROW])
     win = ranked[0]
     if win["n"] == 0:
         log("confirm: no run of the stage ended with a value: no winner")
         return
-    pending = {s: launch_test({names.ROW: win["candidate"], names.SEED: s}, checkpoints[(
-        win["candidate"], s)], params, spec.resources) for s in sorted(win["values"])}
-    markdown = confirm_markdown(ranked, job.candidates, len(grid.seeds))
+    tested = [win["candidate"]] + ([job.base_row] if job.base_row not in (None, win[
+        "candidate"]) else [])
+    pending = {(row, s): launch_test({names.ROW: row, names.SEED: s}, checkpoints[(row, s)],
+                                     params, spec.resources)
+               for row in tested for s in sorted(values.get(row, {}))}
+    base = base_comparison(values, job.base_row, win) if job.base_row else None
+    markdown = confirm_markdown(ranked, job.candidates, len(grid.seeds), base)
     log(markdown)
-    tests = {s: run()[0] for s, run in pending.items()}
+    done = {key: run()[0] for key, run in pending.items()}
+    tests = {s: t for (row, s), t in done.items() if row == win["candidate"]}
     mean = _mean_tests(tests)
     sampled = sampled_values(job.candidates[win["candidate"]], param_columns(spec.space))
     _log_outcome(job, ranked, tests, mean, sampled, markdown, tracker, stage)
@@ -177,6 +197,76 @@ def summarize_confirm(job: ConfirmJob, results: tune.ResultGrid, tracker: Tracke
     log(f"winner: {describe(sampled)}")
     log(f"test of the winner, mean over seeds {sorted(tests)}: {test_line(mean)}   best "
         f"config: {names.BEST_CONFIG} in the search's parent run")
+    if base is not None:
+        base_tests = {s: t for (row, s), t in done.items() if row == job.base_row}
+        base.update(test_comparison(tests, base_tests or tests))
+        log(base_line(base, job.base_row or "", win["candidate"]))
+        _log_base(job, base, base_tests, tracker, stage)
+
+
+def base_comparison(values: Mapping[str, Mapping[int, float]], base_row: str,
+                    win: dict[str, Any]) -> dict[str, Any]:
+    """The base config's validation objective over seeds (:func:`seed_stats`, as a row of the
+    table) and the winner minus it: ``diff``, its 95% interval, ``p`` (paired over the seeds
+    both have)."""
+    vals = dict(values.get(base_row, {}))
+    common = sorted(set(vals) & set(win["values"]))
+    test = paired_test([win["values"][k] for k in common], [vals[k] for k in common])
+    return {"candidate": base_row, "values": vals, **seed_stats([vals[k] for k in sorted(vals)]),
+            "diff": test["diff"], "diff_ci_low": test["diff_ci_low"],
+            "diff_ci_high": test["diff_ci_high"], "p": test["p"], "seeds": common}
+
+
+def test_comparison(win: Mapping[int, Mapping[str, float]],
+                    base: Mapping[int, Mapping[str, float]]) -> dict[str, Any]:
+    """Winner minus base on the test split, per metric of the PGD_SAT line, paired by seed."""
+    common = sorted(set(win) & set(base))
+    return {f"test_{key}": paired_test([win[s][key] for s in common],
+                                       [base[s][key] for s in common])
+            for key in ("clean_acc", "pgd_sat_acc", "pgd_sat_wr")}
+
+
+def base_line(base: dict[str, Any], row: str, winner: str) -> str:
+    """The console line of winner − base: validation objective and test, with intervals."""
+    def diff(d: Mapping[str, float]) -> str:
+        ci = ("" if math.isnan(d["diff_ci_low"]) else
+              f" [{100 * d['diff_ci_low']:+.2f}, {100 * d['diff_ci_high']:+.2f}]")
+        p = "" if math.isnan(d["p"]) else f" p={d['p']:.3f}"
+        return f"{100 * d['diff']:+.2f}{ci}{p}"
+
+    if row == winner:
+        return (f"the winner is the base config ({row}): on seeds {base['seeds']} no searched "
+                "configuration was confirmed better than the spec's default")
+    where = "the base config" + ("" if row == BASE_ROW else f" (= {row})")
+    return (f"winner − {where}, seeds {base['seeds']}: val W {diff(base)}; test clean "
+            f"{diff(base['test_clean_acc'])}, PGD_SAT {diff(base['test_pgd_sat_acc'])}, W-R "
+            f"{diff(base['test_pgd_sat_wr'])} (points, 95% interval, paired t-test)")
+
+
+def _log_base(job: ConfirmJob, base: dict[str, Any], tests: dict[int, dict[str, float]],
+              tracker: Tracker, stage: str) -> None:
+    """The base config's tests into its cells, winner − base into the stage and the search."""
+    _log_tests(job, tracker, stage, job.base_row or "", tests)
+    metrics = {names.CONFIRM_BASE_DIFF: base["diff"], names.CONFIRM_BASE_P: base["p"],
+               names.CONFIRM_BASE_TEST_DIFF: base["test_pgd_sat_wr"]["diff"]}
+    for run in (stage, job.nested_in):
+        if run is not None:
+            tracker.log_summary(run, {k: v for k, v in metrics.items() if not math.isnan(v)},
+                                step=0)
+
+
+def _log_tests(job: ConfirmJob, tracker: Tracker, stage: str, row: str,
+               tests: dict[int, dict[str, float]]) -> list[str]:
+    """Each seed's test of ``row`` into that cell's run; returns the runs."""
+    assert job.search is not None
+    cells = {(c["tags"].get(names.ROW), c["tags"].get(names.SEED)): c["run_id"]
+             for c in tracker.children(stage)}
+    runs = [(cells.get((row, str(seed))), test) for seed, test in tests.items()]
+    for run, test in runs:
+        if run is not None:
+            tracker.log_summary(run, names.prefixed(names.TEST, test),
+                                step=job.search.base.optim.epochs)
+    return [run for run, _ in runs if run is not None]
 
 
 def _distinguishable(runner_up: dict[str, Any], seeds: int) -> str:
@@ -194,8 +284,9 @@ def _mean_tests(tests: dict[int, dict[str, float]]) -> dict[str, float]:
 
 
 def confirm_markdown(ranked: Sequence[dict[str, Any]], trials: Mapping[str, dict[str, Any]],
-                     seeds: int) -> str:
-    """The stage's table: validation objective (W-acc, %) of each candidate over the seeds."""
+                     seeds: int, base: dict[str, Any] | None = None) -> str:
+    """The stage's table: validation objective (W-acc, %) of each candidate over the seeds,
+    and of the base config (``base``, :func:`base_comparison`) when it is an extra row."""
     def pct(x: float) -> str:
         return "–" if x is None or math.isnan(x) or math.isinf(x) else f"{100 * x:.2f}"
 
@@ -209,6 +300,11 @@ def confirm_markdown(ranked: Sequence[dict[str, Any]], trials: Mapping[str, dict
             f"[{pct(r['ci_low'])}, {pct(r['ci_high'])}] | {pct(r['lcb'])} | "
             f"{'' if i == 0 else pct(r['diff'])} | "
             f"{'' if i == 0 or math.isnan(r['p']) else format(r['p'], '.3f')} |")
+    if base is not None and base["candidate"] == BASE_ROW:  # Δ and p: winner − base here
+        lines.append(
+            f"| base config | {BASE_ROW} | – | {base['n']}/{seeds} | {pct(base['mean'])} ± "
+            f"{pct(base['std'])} | [{pct(base['ci_low'])}, {pct(base['ci_high'])}] | – | "
+            f"{pct(-base['diff'])} | {'' if math.isnan(base['p']) else format(base['p'], '.3f')} |")
     return ("Confirm stage: validation W-acc (%) over seeds; the winner has the highest lower "
             "bound of the 95% interval\n\n" + "\n".join(lines) + "\n")
 
@@ -218,14 +314,8 @@ def _log_outcome(job: ConfirmJob, ranked: list[dict[str, Any]], tests: dict[int,
                  tracker: Tracker, stage: str) -> None:
     spec, win, search = job.search, ranked[0], job.nested_in
     assert spec is not None and search is not None
-    cells = {(c["tags"].get(names.ROW), c["tags"].get(names.SEED)): c["run_id"]
-             for c in tracker.children(stage)}
-    for seed, test in tests.items():
-        run = cells.get((win["candidate"], str(seed)))
-        if run is not None:
-            tracker.log_summary(run, names.prefixed(names.TEST, test),
-                                step=spec.base.optim.epochs)
-            tracker.set_tags(run, {names.BEST: names.flag(True)})
+    for run in _log_tests(job, tracker, stage, win["candidate"], tests):
+        tracker.set_tags(run, {names.BEST: names.flag(True)})
     mean = names.prefixed(names.TEST, mean_test)
     summary = {**mean, names.CONFIRM_MEAN: win["mean"], names.CONFIRM_LCB: win["lcb"]}
     runner_up = ranked[1] if len(ranked) > 1 else None

@@ -20,6 +20,7 @@ from ray.tune.search.optuna import OptunaSearch
 from ablate import names
 from ablate.config import SearchSpec, concurrency
 from ablate.core.console import Log
+from ablate.cost import confirm_runs
 from ablate.runtime import JobFields, Options, run_job, trial_dirname
 from ablate.search.confirm import run_confirm
 from ablate.search.study import optuna_space
@@ -51,11 +52,18 @@ def plan(spec: SearchSpec, available: dict[str, float]) -> str:
         "space: " + ", ".join(f"{k} {_range(p)}" for k, p in spec.space.items()),
         f"resources per trial: {r.cpu:g} CPU, {r.gpu:g} GPU; max concurrent "
         f"{spec.max_concurrent or 'unlimited'}; {here}; retries per trial {spec.max_failures}",
-        *([] if spec.confirm is None else [
-            f"then confirm: the top {spec.confirm.top_k} configurations re-trained on seeds "
-            f"{spec.confirm.seeds} ({spec.confirm.top_k * len(spec.confirm.seeds)} more runs of "
-            f"{spec.base.optim.epochs} epochs), winner by the lower 95% bound, only it tested"]),
+        *([] if spec.confirm is None else [_confirm_plan(spec)]),
     ])
+
+
+def _confirm_plan(spec: SearchSpec) -> str:
+    c = spec.confirm
+    assert c is not None
+    base = " and the base config (unless it is one of them)" if c.with_base else ""
+    return (f"then confirm: the top {c.top_k} configurations{base} re-trained on seeds "
+            f"{c.seeds} ({confirm_runs(spec)} more runs of {spec.base.optim.epochs} epochs), "
+            f"winner by the lower 95% bound; only it{' and the base config' if base else ''} "
+            "tested")
 
 
 def _tpe_options(spec: SearchSpec) -> str:

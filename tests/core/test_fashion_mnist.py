@@ -5,7 +5,6 @@ sets ABLATE_REQUIRE_FASHION_MNIST=1, under which their absence fails instead of 
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 import struct
 from pathlib import Path
@@ -18,7 +17,12 @@ from ablate.core.catalog import DATASETS
 from ablate.core.data import check_files, load_dataset
 from ablate.core.errors import DatasetError, DatasetMissingError
 from ablate.core.fashion_mnist import APT_PACKAGE, FILES, check_fashion_mnist, load_fashion_mnist
-from tests.helpers import fake_fashion_mnist, idx_bytes, write_fashion_mnist
+from tests.helpers import (
+    fake_fashion_mnist,
+    idx_bytes,
+    require_fashion_mnist,
+    write_fashion_mnist,
+)
 
 SYSTEM = Path(DATASETS["fashion_mnist"].system_dirs[0])
 
@@ -109,17 +113,10 @@ def test_root_first_then_the_system_folder(tmp_path, fake) -> None:
     assert mine.test.y[0] == 0 and system.test.y[0] == 1
 
 
-def real_files() -> None:
-    if not all((SYSTEM / f"{name}.gz").is_file() for name in FILES.values()):
-        if os.environ.get("ABLATE_REQUIRE_FASHION_MNIST") == "1":
-            pytest.fail(f"Debian's {APT_PACKAGE} is not installed ({SYSTEM})")
-        pytest.skip(f"Debian's {APT_PACKAGE} is not installed")
-
-
 def test_the_real_files_load_through_the_config_default(tmp_path, monkeypatch) -> None:
     """With data.root at its default (no ./data here), load_dataset reads Debian's copy: the
     real 70,000 images, the test split in the file's order and byte for byte."""
-    real_files()
+    require_fashion_mnist()
     monkeypatch.chdir(tmp_path)
     ds = load_dataset("fashion_mnist", val_size=5000, seed=0)
     assert [len(ds.train), len(ds.val), len(ds.test)] == [55_000, 5000, 10_000]

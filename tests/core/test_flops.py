@@ -56,7 +56,7 @@ def _step(update_teacher: bool, *, steps: int, push: bool = True,
     t_opt = torch.optim.SGD(robust.parameters(), lr=0.1)
     params = {"alpha": 0.5, "beta": 0.5, "lam": "auto", "push": push, "push_student_temp": 4.0,
               "push_teacher_temp": 4.0, "adaptive_temps": False, "temp_lr": 1e-3,
-              "adaptive_temps_freeze_epoch": None, "temp_min": 1.0, "temp_max": 10.0,
+              "adaptive_temps_decay_epochs": [], "temp_min": 1.0, "temp_max": 10.0,
               "kl_reduction": "batchmean", "kl_eps": 0.0}
     return count_flops(lambda: train_step(
         method="ciard", params=params, state={}, student=student, clean_teacher=clean,

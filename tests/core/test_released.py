@@ -157,16 +157,42 @@ def test_released_preset_step_matches_the_released_code(epoch: int) -> None:
         assert any(not torch.equal(ours[k], initial[k]) for k in stats)
 
 
-def test_released_temperature_step_shrinks_per_batch_from_epoch_215() -> None:
-    params = get_method("ciard").params(adaptive_temps=True,
-                                        adaptive_temps_freeze_epoch=214).model_dump()
-    assert not get_method("ciard").epoch_params(params, 213)["temps_decaying"]
-    assert get_method("ciard").epoch_params(params, 214)["temps_decaying"]
-    # Through a real epoch: 2 batches in 0-based epoch 214 = the released epoch 215, where
-    # CIARD.py multiplies temp_learn_rate by 0.1 after each batch's temperature update.
+def released_temp_learn_rate(batches_per_epoch: int, last_epoch: int) -> float:
+    """CIARD.py's temp_learn_rate after the last batch of its 1-based ``last_epoch``:
+    ``if epoch in [215,260,285]: temp_learn_rate *= 0.1`` runs inside the batch loop."""
+    rate = 0.001
+    for epoch in range(1, last_epoch + 1):
+        for _ in range(batches_per_epoch):
+            if epoch in [215, 260, 285]:
+                rate *= 0.1
+    return rate
+
+
+def test_released_temperature_step_shrinks_per_batch_only_in_epochs_215_260_285() -> None:
+    method = get_method("ciard")
+    params = method.params(adaptive_temps=True,
+                           adaptive_temps_decay_epochs=[214, 259, 284]).model_dump()
+    decaying = [e for e in range(300) if method.epoch_params(params, e)["temps_decaying"]]
+    assert decaying == [214, 259, 284]
+    # Through real epochs of 2 batches each: 0-based 214 (the released 215) shrinks the step
+    # twice, 215 leaves it where it got to (decaying on from 215 would give 1e-7).
     cfg, trainer, *_ = preset_trainer(214)
     trainer.batch_size = 64
-    trainer.train_epoch()
+    for _ in range(2):
+        trainer.train_epoch()
+        trainer.epoch += 1
+        lr = cfg.method.temp_lr * trainer.state["temp_lr_scale"]
+        assert lr == pytest.approx(released_temp_learn_rate(2, trainer.epoch), rel=1e-12)
     assert trainer.state["temp_lr_scale"] == pytest.approx(0.01)
-    # The two updates moved each temperature by at most 0.001 + 0.0001 from 1 (clipped at 1).
-    assert 1.0 <= trainer.state["tau_adv"] <= 1.0011 and 1.0 <= trainer.state["tau_nat"] <= 1.0011
+    # The updates moved each temperature by at most 0.001 + 0.0001 + 2e-5 from 1 (clipped at 1).
+    assert 1.0 <= trainer.state["tau_adv"] <= 1.0012 and 1.0 <= trainer.state["tau_nat"] <= 1.0012
+
+
+def test_the_replaced_freeze_epoch_key_loads_as_never_and_is_refused_with_a_value() -> None:
+    params = get_method("ciard").params
+    assert params(adaptive_temps_freeze_epoch=None).adaptive_temps_decay_epochs == []  # old dumps
+    with pytest.raises(ValueError, match="replaced by `adaptive_temps_decay_epochs`"):
+        params(adaptive_temps_freeze_epoch=214)
+    # Unused, the new knob stays out of JSON dumps: hashes of configs without it do not move.
+    assert "adaptive_temps_decay_epochs" not in params().model_dump(mode="json")
+    assert params().model_dump()["adaptive_temps_decay_epochs"] == []  # what the loss reads

@@ -8,8 +8,10 @@ import math
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from scipy import stats
 from scipy.stats import ttest_1samp, ttest_rel
 
 from ablate.grid.table import aggregate, table_markdown
@@ -118,6 +120,10 @@ def test_aggregate_counts_means_and_pairs_on_common_seeds() -> None:
         assert got["clean_p"] == pytest.approx(ref.pvalue, rel=1e-8)
         diff = statistics.mean(pct(row, common, 0)) - statistics.mean(pct("A", common, 0))
         assert got["clean_diff"] == pytest.approx(diff, rel=1e-9)
+        d = np.subtract(pct(row, common, 0), pct("A", common, 0))
+        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+        assert (got["clean_diff_ci_low"], got["clean_diff_ci_high"]) == pytest.approx(
+            (d.mean() - half, d.mean() + half), rel=1e-9)
     ref = ttest_rel(pct("B", [0, 2], 1), pct("A", [0, 2], 1))
     assert b["robust_p"] == pytest.approx(ref.pvalue, rel=1e-8)
     assert c["robust_diff"] == pytest.approx(38.0 - 40.0) and math.isnan(c["robust_p"])
@@ -135,7 +141,7 @@ def test_table_markdown_layout() -> None:
     assert "baseline" in row_a and "91.50" in row_a and "40.25" in row_a
     assert "| 3 |" in row_a and "2/3 (1 missing)" in row_b and "2/3 (1 missing)" in row_c
     assert "91.00 ± 1.00" in row_a and "[88.52, 93.48]" in row_a  # 91 -+ 4.302653 / sqrt(3)
-    assert "86.50 ± 2.12" in row_b and "-4.00 (p=" in row_b
+    assert "86.50 ± 2.12" in row_b and "-4.00 [" in row_b and "] (p=" in row_b
     assert "-2.00 (p=–)" in row_c  # a single common seed: a difference but no test
 
 
@@ -172,7 +178,8 @@ def test_table_markdown_goes_metric_major_beyond_three_metrics() -> None:
     table = aggregate(cells, rows=ROWS, baseline="A", seeds=SEEDS, metrics=metrics, paper=PAPER)
     lines = table_markdown(table, metrics=metrics, baseline="A",
                            labels={"clean": "Clean acc."}).splitlines()
-    assert lines[0] == "| metric | row | seeds | mean ± std | 95% CI | Δ vs baseline (p) | paper |"
+    assert lines[0] == ("| metric | row | seeds | mean ± std | 95% CI | "
+                        "Δ vs baseline [95% CI] (p) | paper |")
     body = lines[2:2 + len(metrics) * len(ROWS)]
     assert [ln.split(" | ")[0:2] for ln in body[:3]] == [["| Clean acc.", r] for r in ROWS]
     assert "91.00 ± 1.00" in body[0] and "baseline" in body[0] and "91.50" in body[0]

@@ -15,7 +15,8 @@ from scipy import stats
 
 from ablate.cli import main
 from ablate.config import load_search_spec
-from ablate.search.confirm import select
+from ablate.search.confirm import BASE_ROW, confirm_grid, select
+from ablate.search.trials import param_columns
 from tests.helpers import SPEC, store, write
 
 
@@ -73,13 +74,29 @@ def test_confirm_is_left_out_of_the_search_hash(tmp_path: Path) -> None:
     assert plain.digest() == confirmed.digest()  # the same search, confirmed afterwards
 
 
+def test_the_base_config_is_a_candidate_row_or_an_extra_one(tmp_path: Path) -> None:
+    spec = load_search_spec(write(tmp_path / "s.yaml", SPEC), ["confirm.with_base=true"])
+    base = {"method.alpha": spec.base.method.alpha, "itt.teacher_lr": spec.base.itt.teacher_lr,
+            "optim.lr": spec.base.optim.lr}
+    other = {**base, "method.alpha": 0.123}
+    columns = param_columns(spec.space)
+    trials = [{"trial": i, **{columns[k]: v for k, v in p.items()}}
+              for i, p in enumerate([other, base])]
+    grid, _, row = confirm_grid(spec, trials)
+    assert row == "#2 trial 1" and [r.name for r in grid.rows] == ["#1 trial 0", "#2 trial 1"]
+    grid, _, row = confirm_grid(spec, trials[:1])
+    assert row == BASE_ROW and grid.rows[-1].name == BASE_ROW and grid.rows[-1].overrides == {}
+
+
 def test_a_search_with_a_confirm_stage_tests_only_the_winner(workdir: Path, capsys) -> None:
-    spec = copy.deepcopy(SPEC) | {"num_samples": 3, "confirm": {"top_k": 2, "seeds": [0, 1]}}
+    spec = copy.deepcopy(SPEC) | {"num_samples": 3, "confirm": {"top_k": 2, "seeds": [0, 1],
+                                                                "with_base": True}}
     spec["scheduler"] = {"name": "none"}
     spec["base"]["optim"]["epochs"] = 2
     assert main(["search", str(write(workdir / "s.yaml", spec))]) == 0
     out = capsys.readouterr().out
     assert "confirmed winner: #" in out and "paired p = " in out
+    assert "winner − the base config, seeds [0, 1]: val W " in out
 
     client, exp = store(workdir)
     runs = client.search_runs([exp])
@@ -88,20 +105,24 @@ def test_a_search_with_a_confirm_stage_tests_only_the_winner(workdir: Path, caps
     cells = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == stage.info.run_id]
     assert stage.data.tags["mlflow.parentRunId"] == search.info.run_id
     assert search.info.status == stage.info.status == "FINISHED"
-    assert search.data.tags["confirm"] == "done" and len(cells) == 4
+    assert search.data.tags["confirm"] == "done" and len(cells) == 6  # 2 candidates + base
     # The rule applied to the logged validation values picks the logged winner.
     values: dict[str, dict[int, float]] = {}
     for c in cells:
         values.setdefault(c.data.tags["row"], {})[int(c.data.tags["seed"])] = (
             c.data.metrics["val/best_w_acc"])
+    base = values.pop(BASE_ROW)  # trained beside the candidates, never one of them
     order = sorted(values, key=lambda name: int(name.split()[0][1:]))
     winner = select(values, order)[0]["candidate"]
     assert search.data.tags["confirm_winner"] == winner
     assert search.data.metrics["confirm/lcb"] == pytest.approx(
         lower_bound(list(values[winner].values())))
-    # Only the winner's cells were tested; the parent's test is their mean.
+    assert search.data.metrics["confirm/base_diff"] == pytest.approx(
+        np.mean([values[winner][s] - base[s] for s in (0, 1)]))
+    # Only the winner's and the base's cells were tested; the parent's test is the winner's mean.
     tested = [c for c in cells if "test/clean_acc" in c.data.metrics]
-    assert {c.data.tags["row"] for c in tested} == {winner} and len(tested) == 2
+    assert {c.data.tags["row"] for c in tested} == {winner, BASE_ROW} and len(tested) == 4
+    tested = [c for c in tested if c.data.tags["row"] == winner]
     assert search.data.metrics["test/clean_acc"] == pytest.approx(
         np.mean([c.data.metrics["test/clean_acc"] for c in tested]))
     # best_config.yaml is the winner's configuration.

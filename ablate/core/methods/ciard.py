@@ -28,8 +28,7 @@ def _ciard_state() -> dict[str, Any]:
 
 
 def _ciard_at_epoch(params: dict[str, Any], epoch: int) -> dict[str, Any]:
-    freeze = params["adaptive_temps_freeze_epoch"]
-    return {**params, "temps_decaying": freeze is not None and epoch >= freeze}
+    return {**params, "temps_decaying": epoch in params["adaptive_temps_decay_epochs"]}
 
 
 def ciard_loss(
@@ -59,7 +58,7 @@ def ciard_loss(
         state["tau_adv"], state["tau_nat"] = update_temperatures(
             tau_adv, tau_nat, rt_adv, passes.t_nat(),
             lr=p["temp_lr"] * scale, low=p["temp_min"], high=p["temp_max"])
-        if p.get("temps_decaying"):  # the released code's ×0.1 per batch from epoch 215
+        if p.get("temps_decaying"):  # the released code's ×0.1 per batch of epochs 215, 260, 285
             state["temp_lr_scale"] = scale * 0.1
     if passes.update_teacher and rt_adv is not None:
         out["teacher_loss"] = F.cross_entropy(rt_adv, y)

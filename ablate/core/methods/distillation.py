@@ -23,10 +23,12 @@ if TYPE_CHECKING:
 
 
 
-def _kl(student: torch.Tensor, teacher: torch.Tensor, red: Reduction, temp: float = 1.0
-        ) -> torch.Tensor:
-    """KL(softmax(s/τ) ‖ softmax(t/τ)), teacher detached."""
-    return kl(student, soft_targets(teacher, temp), student_temp=temp, reduction=red)
+def _kl(student: torch.Tensor, teacher: torch.Tensor, red: Reduction, temp: float = 1.0,
+        eps: float = 0.0) -> torch.Tensor:
+    """KL(softmax(s/τ) ‖ softmax(t/τ)), teacher detached; ``eps``: the released code's
+    p·log(p + eps) (RSLAD, MTARD: 1e-5)."""
+    return kl(student, soft_targets(teacher, temp), student_temp=temp, reduction=red,
+              log_eps=eps)
 
 
 def _zero(y: torch.Tensor) -> torch.Tensor:
@@ -38,10 +40,13 @@ def _zero(y: torch.Tensor) -> torch.Tensor:
 def ard_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: dict[str, Any]
              ) -> Out:
     """L = α·T²·KL(S(x*)/T ‖ T(x)/T) + (1 − α)·CE(S(x), y), T = robust teacher on clean x (ARD).
-    A term with weight 0 runs no passes."""
+    A term with weight 0 runs no passes, except S(x) with ``clean_pass`` (released code: its
+    BatchNorm statistics); passes run in the released order S(x*), T(x), S(x)."""
     a, t = params["alpha"], params["temp"]
     kl_adv = _kl(passes.s_adv(), passes.rt_nat(), params["kl_reduction"], t) if a > 0 \
         else _zero(y)
+    if a == 1 and params["clean_pass"]:
+        passes.s_nat()
     ce = F.cross_entropy(passes.s_nat(), y) if a < 1 else _zero(y)
     loss = a * t * t * kl_adv + (1 - a) * ce
     return {"loss": loss, "kl_adv": kl_adv.detach(), "ce": ce.detach()}
@@ -52,9 +57,9 @@ def ard_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: dic
 def rslad_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: dict[str, Any]
                ) -> Out:
     """L = α·KL(S(x*) ‖ T(x)) + (1 − α)·KL(S(x) ‖ T(x)), α = 5/6 (RSLAD)."""
-    a, red, t_nat = params["alpha"], params["kl_reduction"], passes.rt_nat()
-    kl_adv = _kl(passes.s_adv(), t_nat, red) if a > 0 else _zero(y)
-    kl_nat = _kl(passes.s_nat(), t_nat, red) if a < 1 else _zero(y)
+    a, red, eps, t_nat = params["alpha"], params["kl_reduction"], params["kl_eps"], passes.rt_nat()
+    kl_adv = _kl(passes.s_adv(), t_nat, red, eps=eps) if a > 0 else _zero(y)
+    kl_nat = _kl(passes.s_nat(), t_nat, red, eps=eps) if a < 1 else _zero(y)
     return {"loss": a * kl_adv + (1 - a) * kl_nat, "kl_adv": kl_adv.detach(),
             "kl_nat": kl_nat.detach()}
 
@@ -76,9 +81,10 @@ def mtard_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: d
     """L = w_nat·KL(S(x) ‖ T_clean(x)) + w_adv·KL(S(x*) ‖ T_robust(x*)) (MTARD Adaptive
     Normalization Loss). Each step: r = l/l0 per term, w ← w − η·(w − r/(r_nat + r_adv)),
     applied before the loss as in the released code; w_nat + w_adv = 1 throughout."""
-    red = params["kl_reduction"]
-    kl_nat = _kl(passes.s_nat(), passes.t_nat(), red)
-    kl_adv = _kl(passes.s_adv(), passes.rt_adv(), red)
+    red, eps = params["kl_reduction"], params["kl_eps"]
+    # S(x*) before S(x), as released: the BatchNorm running statistics end where its loop's do.
+    kl_adv = _kl(passes.s_adv(), passes.rt_adv(), red, eps=eps)
+    kl_nat = _kl(passes.s_nat(), passes.t_nat(), red, eps=eps)
     l_nat, l_adv = kl_nat.item(), kl_adv.item()
     if math.isfinite(l_nat) and math.isfinite(l_adv):
         if state["l0_nat"] <= 0:
@@ -102,8 +108,12 @@ def mtard_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: d
 def adaad_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: dict[str, Any]
                ) -> Out:
     """L = α·KL(S^τ(x*) ‖ T^τ(x*)) + (1 − α)·KL(S(x) ‖ T(x)), T = robust teacher (AdaAD Eq. 11).
-    With the paper's α = 1 the clean term and its passes are skipped."""
+    With the paper's α = 1 the clean term and its passes are skipped, except S(x) with
+    ``clean_pass`` (released code: its BatchNorm statistics). S(x) runs before S(x*), in the
+    released order: the running statistics end where the released loop leaves them."""
     a, red = params["alpha"], params["kl_reduction"]
+    if a < 1 or params["clean_pass"]:
+        passes.s_nat()
     kl_adv = _kl(passes.s_adv(), passes.rt_adv(), red, params["temp"]) if a > 0 else _zero(y)
     kl_nat = _kl(passes.s_nat(), passes.rt_nat(), red) if a < 1 else _zero(y)
     return {"loss": a * kl_adv + (1 - a) * kl_nat, "kl_adv": kl_adv.detach(),
