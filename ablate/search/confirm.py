@@ -199,7 +199,7 @@ def summarize_confirm(job: ConfirmJob, results: tune.ResultGrid, tracker: Tracke
         f"config: {names.BEST_CONFIG} in the search's parent run")
     if base is not None:
         base_tests = {s: t for (row, s), t in done.items() if row == job.base_row}
-        base.update(test_comparison(tests, base_tests or tests))
+        base.update(compare_tests(tests, base_tests or tests))
         log(base_line(base, job.base_row or "", win["candidate"]))
         _log_base(job, base, base_tests, tracker, stage)
 
@@ -217,7 +217,7 @@ def base_comparison(values: Mapping[str, Mapping[int, float]], base_row: str,
             "diff_ci_high": test["diff_ci_high"], "p": test["p"], "seeds": common}
 
 
-def test_comparison(win: Mapping[int, Mapping[str, float]],
+def compare_tests(win: Mapping[int, Mapping[str, float]],
                     base: Mapping[int, Mapping[str, float]]) -> dict[str, Any]:
     """Winner minus base on the test split, per metric of the PGD_SAT line, paired by seed."""
     common = sorted(set(win) & set(base))
