@@ -25,7 +25,6 @@ from ablate.config.networks import (
     ModelConfig,
     Strict,
     TeachersConfig,
-    drop_none,
 )
 from ablate.config.overrides import (
     apply_overrides,
@@ -52,6 +51,7 @@ from ablate.core.limits import (
     MAX_STEPS,
     Epoch,
     SafeName,
+    without_defaults,
 )
 
 
@@ -78,7 +78,7 @@ class DataConfig(Strict):
     @model_serializer(mode="wrap")
     def _without_unset_subset(self, handler: Any) -> Any:
         # Left out when unset: config hashes and resumable searches stay what they were.
-        return drop_none(handler(self), "train_subset")
+        return without_defaults(handler(self), {"train_subset": None})
 
 
 class AttackConfig(Strict):

@@ -9,24 +9,21 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_serializer, model_validator
 
 from ablate.core.catalog import ARCHITECTURES, ZOO_DATASETS
-from ablate.core.limits import MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_STEPS, STRICT, ModelKwarg
+from ablate.core.limits import (
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_IMAGES,
+    MAX_STEPS,
+    STRICT,
+    ModelKwarg,
+    without_defaults,
+)
 
 
 class Strict(BaseModel):
     """Base of every config model: unknown keys and inf/nan are errors (see core.limits)."""
 
     model_config = STRICT
-
-
-def drop_none(dumped: Any, *keys: str) -> Any:
-    """A model's dump without ``keys`` whose value is None: an optional field added later
-    leaves the hashes (run names, cache keys, resumable searches) of older configs as they
-    were."""
-    if isinstance(dumped, dict):
-        for key in keys:
-            if key in dumped and dumped[key] is None:
-                dumped.pop(key)
-    return dumped
 
 
 class NormalizeConfig(Strict):
@@ -66,7 +63,7 @@ class TeacherTrainConfig(Strict):
     @model_serializer(mode="wrap")
     def _without_unset_subset(self, handler: Any) -> Any:
         # Left out when unset: teacher cache keys from before the field stay what they were.
-        return drop_none(handler(self), "subset")
+        return without_defaults(handler(self), {"subset": None})
 
 
 class TeacherConfig(ModelConfig):

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from ablate.core.limits import STRICT, Epoch
+from ablate.core.limits import STRICT, Epoch, without_defaults
 
 
 @dataclass(frozen=True)
@@ -105,11 +105,7 @@ class MethodParams(BaseModel):
     @model_serializer(mode="wrap")
     def _without_late_defaults(self, handler: Any, info: SerializationInfo) -> Any:
         out = handler(self)
-        if isinstance(out, dict) and info.mode_is_json():
-            for key, default in self.late.items():
-                if key in out and out[key] == default:
-                    out.pop(key)
-        return out
+        return without_defaults(out, self.late) if info.mode_is_json() else out
 
 
 KlReduction = Literal["batchmean", "mean"]

@@ -9,7 +9,8 @@ stops answering.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field
 
@@ -24,6 +25,18 @@ MAX_MODEL_KWARG = 4_096  # integer architecture arguments: width, depth, widen f
 # Unknown keys are errors, and so are inf/nan: no field is meaningful at infinity, and YAML's
 # `.inf`/`.nan` would otherwise slip through every `gt=0`/`le=1` bound (nan compares false).
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def without_defaults(dumped: Any, late: Mapping[str, Any]) -> Any:
+    """A model's dump without the fields of ``late`` (a field added after configs were
+    already hashed -> the value that keeps the old behaviour) that hold that value: hashes,
+    run names, teacher cache keys and resumable searches of older configs stay what they
+    were."""
+    if isinstance(dumped, dict):
+        for key, default in late.items():
+            if key in dumped and dumped[key] == default:
+                dumped.pop(key)
+    return dumped
 
 Epoch = Annotated[int, Field(ge=0, le=MAX_EPOCHS)]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED, description="a seed in [0, 2^32)")]
