@@ -67,5 +67,5 @@ def build_trainer(
 def save_config(cfg: ExperimentConfig, directory: str | os.PathLike) -> Path:
     """Write the resolved config as ``config.yaml`` (what ``ablate eval`` reads beside weights)."""
     path = Path(directory) / names.CONFIG_FILE
-    path.write_text(dump_yaml(cfg.model_dump(mode="json")))
+    path.write_text(dump_yaml(cfg.model_dump(mode="json")), encoding="utf-8")
     return path

@@ -30,6 +30,7 @@ from ablate.config import (
     read_yaml,
     redact,
     resolve_spec,
+    unseen_seeds,
 )
 from ablate.core.console import Log
 from ablate.core.errors import BAD_INPUT, ConfigError, one_line
@@ -97,7 +98,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     spec = load_search_spec(resolve_spec(args.spec), args.overrides)
     if args.confirm and spec.confirm is None:  # the spec's own confirm block wins
-        spec.confirm = Confirm()
+        spec.confirm = Confirm(seeds=unseen_seeds(spec.base.seed))
     from ablate.runtime import machine_resources
     from ablate.search import plan, run_search
 
@@ -144,7 +145,8 @@ def _around(args: argparse.Namespace) -> tuple[str, str]:
     if not tracker.exists():  # opening a missing SQLite store would create it
         raise ConfigError(f"--tracking-uri: no MLflow store at {redact(tracker.uri)}, so no "
                           f"search run {args.around!r}")
-    path, search = around_grid(tracker, args.around, Path.cwd())
+    path, search = around_grid(tracker, args.around, Path.cwd(), args.overrides)
+    args.overrides = []  # applied: the file holds them
     tracker.log_artifact(search, path, "around")
     print(f"around-grid of search run {search}: {path} (rerun: ablate grid {path})")
     return str(path), search

@@ -44,6 +44,7 @@ from ablate.config.search_spec import (
     Searcher,
     SearchSpec,
     load_search_spec,
+    unseen_seeds,
 )
 from ablate.config.space import Param
 from ablate.config.spec_paths import available_specs, resolve_spec, shipped_dir
@@ -100,6 +101,7 @@ __all__ = [
     "load_config",
     "load_grid",
     "load_search_spec",
+    "unseen_seeds",
     "not_a_target",
     "parse_override",
     "parse_yaml",

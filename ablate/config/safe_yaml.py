@@ -77,7 +77,7 @@ class NoAliasDumper(yaml.SafeDumper):
 
 def dump_yaml(value: Any, *, sort_keys: bool = False) -> str:
     """``value`` (plain data) as YAML that :func:`parse_yaml` accepts."""
-    return yaml.dump(value, Dumper=NoAliasDumper, sort_keys=sort_keys)
+    return yaml.dump(value, Dumper=NoAliasDumper, sort_keys=sort_keys, allow_unicode=True)
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping (no aliases, plain data, at most 1 MiB); a missing, oversized or
     malformed file is a one-line ConfigError naming it."""

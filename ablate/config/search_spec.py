@@ -87,19 +87,25 @@ class Scheduler(Strict):
 class Confirm(Strict):
     top_k: int = Field(3, ge=2, le=MAX_TRIALS, description="configurations re-trained: the "
                        "best by the search's validation objective")
-    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2], min_length=2,
-                              description="training seeds each one is re-trained with (seeds "
-                              "the search did not train with make them unseen)")
+    seeds: list[Seed] | None = Field(None, min_length=2, description="training seeds each "
+                                     "one is re-trained with, never the search's own "
+                                     "(base.seed); None: the first three others (1, 2, 3 for "
+                                     "seed 0)")
     with_base: bool = Field(False, description="also train the base config (the spec's "
                             "default, before any search) on the same seeds, test it beside "
                             "the winner and report winner − base with its 95% interval")
 
     @field_validator("seeds")
     @classmethod
-    def _distinct(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds):
+    def _distinct(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and len(set(seeds)) != len(seeds):
             raise ValueError("seeds must be distinct")
         return seeds
+
+
+def unseen_seeds(seed: int, n: int = 3) -> list[int]:
+    """The confirm stage's default seeds: the first ``n`` seeds other than the search's."""
+    return [s for s in range(n + 1) if s != seed][:n]
 
 
 class SearchSpec(Strict):
@@ -121,6 +127,12 @@ class SearchSpec(Strict):
     confirm: Confirm | None = Field(None, description="after the search, re-train the top_k "
                                     "configurations on each seed and choose the winner by the "
                                     "lower 95% bound of its validation objective")
+
+    @model_validator(mode="after")
+    def _default_confirm_seeds(self) -> SearchSpec:
+        if self.confirm is not None and self.confirm.seeds is None:
+            self.confirm.seeds = unseen_seeds(self.base.seed)
+        return self
 
     def digest(self) -> str:
         """The search's hash; ``confirm`` is left out: it runs after the same search."""
@@ -221,4 +233,14 @@ def load_search_spec(path: str | Path, overrides: list[str] | None = None) -> Se
     with_notes(spec.base, notes)
     _check_space(spec, source)
     _check_points(spec, source)
+    _check_confirm(spec, source)
     return spec
+
+
+def _check_confirm(spec: SearchSpec, source: str) -> None:
+    """The confirm stage re-trains on seeds the search did not train with: the seed whose luck
+    ranked a configuration first would lift it again (selection bias)."""
+    if spec.confirm is not None and spec.base.seed in (spec.confirm.seeds or []):
+        raise ConfigError(f"{source}: field `confirm.seeds`: {spec.base.seed} is the seed the "
+                          "search trains with (base.seed); the stage re-trains on unseen "
+                          f"seeds only (e.g. {unseen_seeds(spec.base.seed)})")

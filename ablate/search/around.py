@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from ablate import names
 from ablate.config import (
     ExperimentConfig,
     Param,
+    apply_overrides,
     config_hash,
     dump_yaml,
     effective_config,
@@ -94,10 +96,13 @@ def _with(best: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return tree
 
 
-def around_grid(tracker: Tracker, target: str, workdir: Path) -> tuple[Path, str]:
+def around_grid(tracker: Tracker, target: str, workdir: Path,
+                overrides: Sequence[str] = ()) -> tuple[Path, str]:
     """Write the around-grid of the search parent run ``target`` (a run id, or an experiment
-    name for its newest search) to ``workdir/runs/around/``; returns the file and the search's
-    parent run id."""
+    name for its newest search) to ``workdir/runs/around/``, with the grid ``overrides``
+    (``base.optim.epochs=4``, ``seeds=[0]``) applied before the rows are made, so a row that
+    the overrides make a copy of another is dropped; returns the file and the search's parent
+    run id."""
     info = _search_run(tracker, target)
     facts = SearchFacts.from_run(info)
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,13 +117,17 @@ def around_grid(tracker: Tracker, target: str, workdir: Path) -> tuple[Path, str
     cpu, gpu = (params.get(names.param(names.PARAMS_SEARCH, "resources", k), default)
                 for k, default in (("cpu", 1), ("gpu", 0)))
     # The search's MLflow experiment: the UI nests runs only within one experiment.
-    grid = {"name": facts.name, "base": best, "rows": around_rows(best, facts.space),
-            "baseline": OPTIMUM, "seeds": seeds,
-            "resources": {"cpu": float(cpu), "gpu": float(gpu)},
-            "paper_note": f"none: a one-at-a-time grid around search run {info['run_id']}"}
+    grid = apply_overrides({
+        "name": facts.name, "base": best, "baseline": OPTIMUM, "seeds": seeds,
+        "resources": {"cpu": float(cpu), "gpu": float(gpu)},
+        "paper_note": f"none: a one-at-a-time grid around search run {info['run_id']}"},
+        list(overrides))
+    if not isinstance(grid.get("base"), dict):
+        raise ConfigError(f"--around {target}: `base` must stay a mapping")
+    grid["rows"] = around_rows(grid["base"], facts.space)
     path = workdir / "runs" / "around" / f"{facts.name}-{info['run_id'][:8]}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dump_yaml(grid))
+    path.write_text(dump_yaml(grid), encoding="utf-8")
     return path, info["run_id"]
 
 

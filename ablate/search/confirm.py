@@ -43,8 +43,9 @@ def select(values: Mapping[str, Mapping[int, float]], order: Sequence[str]) -> l
     objective; ``order``: the candidates in search rank. Each gets :func:`seed_stats` of its
     values and ``lcb``, the lower bound of the 95% t-interval of its mean (-inf with fewer than
     2 seeds: without an interval a candidate cannot be confirmed). Ranked by lcb, then mean,
-    then search rank; the first is the winner. Each other candidate carries ``diff`` (its mean
-    difference to the winner) and ``p``, the paired t-test over the seeds both have."""
+    then search rank; the first is the winner. Each other candidate carries ``diff``, the
+    winner's mean minus its own over the seeds both have (negative when the winner won on a
+    tighter interval, not a higher mean), and ``p``, the paired t-test over those seeds."""
     ranked = []
     for rank, name in enumerate(order, start=1):
         vals = dict(values.get(name, {}))
@@ -56,7 +57,7 @@ def select(values: Mapping[str, Mapping[int, float]], order: Sequence[str]) -> l
     win = ranked[0]["values"]
     for r in ranked:
         common = sorted(set(r["values"]) & set(win))
-        test = paired_test([r["values"][k] for k in common], [win[k] for k in common])
+        test = paired_test([win[k] for k in common], [r["values"][k] for k in common])
         r["diff"], r["p"] = (0.0, NAN) if r is ranked[0] else (test["diff"], test["p"])
     return ranked
 
@@ -192,7 +193,7 @@ def summarize_confirm(job: ConfirmJob, results: tune.ResultGrid, tracker: Tracke
         f"{grid.rows[0].name}" + (" too" if win["candidate"] == grid.rows[0].name else
                                   f" (val W {100 * raw[names.OBJECTIVE]:.1f}%)"))
     if runner_up is not None:
-        log(f"winner vs runner-up {runner_up['candidate']}: "
+        log(f"winner − runner-up {runner_up['candidate']}: "
             f"{_distinguishable(runner_up, len(grid.seeds))}")
     log(f"winner: {describe(sampled)}")
     log(f"test of the winner, mean over seeds {sorted(tests)}: {test_line(mean)}   best "
@@ -270,12 +271,16 @@ def _log_tests(job: ConfirmJob, tracker: Tracker, stage: str, row: str,
 
 
 def _distinguishable(runner_up: dict[str, Any], seeds: int) -> str:
-    p = runner_up["p"]
+    """The line's tail: the winner's mean minus the runner-up's, and the paired test. A negative
+    difference is possible (the rule is the lower bound, not the mean) and is said in words."""
+    p, diff = runner_up["p"], runner_up["diff"]
+    lower = (" (the runner-up has the higher mean; the winner has the higher lower bound, i.e. "
+             "less spread over the seeds)" if diff < 0 else "")
     if math.isnan(p):
-        return "no paired test (fewer than 2 seeds in common)"
+        return f"{100 * diff:+.2f} points{lower}; no paired test (fewer than 2 seeds in common)"
     verdict = "distinguishable" if p < ALPHA else "not distinguishable"
-    return (f"Δ {100 * runner_up['diff']:+.2f} points, paired p = {p:.3f}: {verdict} at "
-            f"{ALPHA:g} with {seeds} seeds")
+    return (f"{100 * diff:+.2f} points{lower}, paired p = {p:.3f}: {verdict} at {ALPHA:g} "
+            f"with {seeds} seeds")
 
 
 def _mean_tests(tests: dict[int, dict[str, float]]) -> dict[str, float]:
@@ -291,7 +296,7 @@ def confirm_markdown(ranked: Sequence[dict[str, Any]], trials: Mapping[str, dict
         return "–" if x is None or math.isnan(x) or math.isinf(x) else f"{100 * x:.2f}"
 
     lines = ["| | candidate | search run | seeds | mean ± std | 95% interval | lower bound | "
-             "Δ vs winner | p |", "|---|---|---|---|---|---|---|---|---|"]
+             "winner − row | p |", "|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(ranked):
         mark = "**winner**" if i == 0 else ""
         lines.append(
@@ -304,9 +309,11 @@ def confirm_markdown(ranked: Sequence[dict[str, Any]], trials: Mapping[str, dict
         lines.append(
             f"| base config | {BASE_ROW} | – | {base['n']}/{seeds} | {pct(base['mean'])} ± "
             f"{pct(base['std'])} | [{pct(base['ci_low'])}, {pct(base['ci_high'])}] | – | "
-            f"{pct(-base['diff'])} | {'' if math.isnan(base['p']) else format(base['p'], '.3f')} |")
-    return ("Confirm stage: validation W-acc (%) over seeds; the winner has the highest lower "
-            "bound of the 95% interval\n\n" + "\n".join(lines) + "\n")
+            f"{pct(base['diff'])} | {'' if math.isnan(base['p']) else format(base['p'], '.3f')} |")
+    return ("Confirm stage: validation W-acc (%) over seeds. Rule: the winner has the highest "
+            "lower bound of the 95% interval of its mean (ties: the higher mean, then the search "
+            "rank); `winner − row` is paired over the seeds both have\n\n"
+            + "\n".join(lines) + "\n")
 
 
 def _log_outcome(job: ConfirmJob, ranked: list[dict[str, Any]], tests: dict[int, dict[str, float]],
@@ -325,7 +332,7 @@ def _log_outcome(job: ConfirmJob, ranked: list[dict[str, Any]], tests: dict[int,
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / names.CONFIRM_TABLE).write_text(markdown)
         (Path(tmp) / names.BEST_CONFIG).write_text(
-            dump_yaml(spec.trial_config(sampled).model_dump(mode="json")))
+            dump_yaml(spec.trial_config(sampled).model_dump(mode="json")), encoding="utf-8")
         for run in (stage, search):
             tracker.log_summary(run, summary, step=0)
             tracker.set_tags(run, tags)

@@ -240,7 +240,7 @@ def _final_test(spec: SearchSpec, best: dict[str, Any], final: FinalTest, tracke
     sampled = sampled_values(best, param_columns(spec.space))
     cfg = spec.trial_config(sampled)
     # Readable by `ablate train` (whose YAML loader refuses aliases).
-    (tmp / names.BEST_CONFIG).write_text(dump_yaml(cfg.model_dump(mode="json")))
+    (tmp / names.BEST_CONFIG).write_text(dump_yaml(cfg.model_dump(mode="json")), encoding="utf-8")
     tracker.log_artifact(parent, tmp / names.BEST_CONFIG)
     test, history = final()
     plot_curves(history, tmp / "best_curves.png", title=f"best trial {best['trial']}")

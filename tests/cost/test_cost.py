@@ -154,7 +154,7 @@ def test_search_total_by_hand() -> None:
     # A confirm stage adds top_k x seeds full runs: 2 x 2 of 89,400.
     confirmed = search_flops(search(scheduler={"name": "asha", "grace_period": 1,
                                                "reduction_factor": 2},
-                                    confirm={"top_k": 2, "seeds": [0, 1]}), FixedCounter())
+                                    confirm={"top_k": 2, "seeds": [1, 2]}), FixedCounter())
     assert confirmed.upper.total == 8 * 89_400
     assert confirmed.expected.total == pytest.approx(s.expected.total + 4 * 89_400)
 

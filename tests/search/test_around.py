@@ -110,6 +110,16 @@ def test_the_generated_grid_is_a_grid_file_that_loads_and_reruns(workdir: Path, 
     assert f"rerun: ablate grid {path}" in out and "x 2 seeds" in out
     logged = tracker.download(run, f"around/{path.name}", workdir / "dl")
     assert yaml.safe_load(Path(logged).read_text()) == yaml.safe_load(path.read_text())
+    # Names print as text, not YAML escapes.
+    assert "itt.teacher_lr ×0.1" in out and "itt.teacher_lr ×0.1" in path.read_text()
+    assert "\\xD7" not in out and "ITT off" in out
+    # Overrides come before the rows: 2 epochs with the freeze at 2 leave ITT inert, so its
+    # rows train the optimum again and are dropped, not refused.
+    assert main(["grid", "--around", run, "base.optim.epochs=2", "seeds=[0]", "--dry-run"]) == 0
+    short = load_grid(path)
+    assert short.base.optim.epochs == 2 and short.seeds == [0]
+    names = [r.name for r in short.rows]
+    assert "push off" in names and not [n for n in names if "ITT" in n or "teacher_lr" in n]
 
 
 def test_around_refuses_what_is_not_a_finished_search(workdir: Path, capsys) -> None:

@@ -13,9 +13,17 @@ import pytest
 import yaml
 from scipy import stats
 
+from ablate import names
 from ablate.cli import main
 from ablate.config import load_search_spec
-from ablate.search.confirm import BASE_ROW, confirm_grid, select
+from ablate.core.errors import ConfigError
+from ablate.search.confirm import (
+    BASE_ROW,
+    _distinguishable,
+    confirm_grid,
+    confirm_markdown,
+    select,
+)
 from ablate.search.trials import param_columns
 from tests.helpers import SPEC, store, write
 
@@ -35,11 +43,19 @@ def test_the_winner_has_the_highest_lower_bound_not_the_highest_mean() -> None:
         vals = list(values[r["candidate"]].values())
         assert r["lcb"] == pytest.approx(lower_bound(vals))
         assert r["mean"] == pytest.approx(np.mean(vals)) and r["n"] == 3
-    a, c = ranked[1], ranked[2]  # paired against the winner over the same seeds
-    want = stats.ttest_rel([values["a"][s] for s in (0, 1, 2)], [values["b"][s] for s in (0, 1, 2)])
-    assert a["p"] == pytest.approx(want.pvalue) and a["diff"] == pytest.approx(0.01)
-    assert c["p"] == pytest.approx(stats.ttest_rel([.40, .42, .41], [.68, .69, .70]).pvalue)
+    a, c = ranked[1], ranked[2]  # winner − candidate, paired over the same seeds
+    want = stats.ttest_rel([values["b"][s] for s in (0, 1, 2)], [values["a"][s] for s in (0, 1, 2)])
+    assert a["p"] == pytest.approx(want.pvalue) and a["diff"] == pytest.approx(-0.01)
+    assert c["p"] == pytest.approx(stats.ttest_rel([.68, .69, .70], [.40, .42, .41]).pvalue)
+    assert c["diff"] == pytest.approx(0.28)
     assert ranked[0]["diff"] == 0 and math.isnan(ranked[0]["p"])
+    # The summary says the sign in words: the winner won on its interval, not its mean.
+    line = _distinguishable(a, 3)
+    assert line.startswith("-1.00 points (the runner-up has the higher mean")
+    assert "not distinguishable" in line
+    assert "runner-up" not in _distinguishable(c, 3) and _distinguishable(c, 3).startswith("+28")
+    table = confirm_markdown(ranked, {k: {names.OBJECTIVE: 0.7} for k in values}, 3)
+    assert "winner − row" in table and "| -1.00 |" in table and "| 28.00 |" in table
 
 
 def test_ties_go_to_the_higher_mean_then_the_search_rank() -> None:
@@ -67,6 +83,18 @@ def test_missing_seeds_count_only_what_finished() -> None:
     assert math.isnan(ranked[2]["p"])  # one common seed: no test
 
 
+def test_confirm_seeds_are_unseen_by_the_search(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.yaml", SPEC)
+    default = load_search_spec(path, ["confirm={}"])
+    assert default.base.seed == 0 and default.confirm is not None
+    assert default.confirm.seeds == [1, 2, 3]
+    shifted = load_search_spec(path, ["confirm={}", "base.seed=2"])
+    assert shifted.confirm is not None and shifted.confirm.seeds == [0, 1, 3]
+    with pytest.raises(ConfigError, match=r"field `confirm.seeds`: 0 is the seed the search "
+                       r"trains with \(base.seed\)"):
+        load_search_spec(path, ["confirm.seeds=[0, 1]"])
+
+
 def test_confirm_is_left_out_of_the_search_hash(tmp_path: Path) -> None:
     plain = load_search_spec(write(tmp_path / "s.yaml", SPEC))
     confirmed = load_search_spec(tmp_path / "s.yaml", ["confirm.top_k=2", "confirm.seeds=[3,4]"])
@@ -89,14 +117,14 @@ def test_the_base_config_is_a_candidate_row_or_an_extra_one(tmp_path: Path) -> N
 
 
 def test_a_search_with_a_confirm_stage_tests_only_the_winner(workdir: Path, capsys) -> None:
-    spec = copy.deepcopy(SPEC) | {"num_samples": 3, "confirm": {"top_k": 2, "seeds": [0, 1],
+    spec = copy.deepcopy(SPEC) | {"num_samples": 3, "confirm": {"top_k": 2, "seeds": [1, 2],
                                                                 "with_base": True}}
     spec["scheduler"] = {"name": "none"}
     spec["base"]["optim"]["epochs"] = 2
     assert main(["search", str(write(workdir / "s.yaml", spec))]) == 0
     out = capsys.readouterr().out
     assert "confirmed winner: #" in out and "paired p = " in out
-    assert "winner − the base config, seeds [0, 1]: val W " in out
+    assert "winner − the base config, seeds [1, 2]: val W " in out
 
     client, exp = store(workdir)
     runs = client.search_runs([exp])
@@ -118,7 +146,7 @@ def test_a_search_with_a_confirm_stage_tests_only_the_winner(workdir: Path, caps
     assert search.data.metrics["confirm/lcb"] == pytest.approx(
         lower_bound(list(values[winner].values())))
     assert search.data.metrics["confirm/base_diff"] == pytest.approx(
-        np.mean([values[winner][s] - base[s] for s in (0, 1)]))
+        np.mean([values[winner][s] - base[s] for s in (1, 2)]))
     # Only the winner's and the base's cells were tested; the parent's test is the winner's mean.
     tested = [c for c in cells if "test/clean_acc" in c.data.metrics]
     assert {c.data.tags["row"] for c in tested} == {winner, BASE_ROW} and len(tested) == 4
