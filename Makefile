@@ -11,12 +11,13 @@ BIN := $(VENV)/bin
 install: $(VENV)/.installed
 
 # The postgres extra (psycopg) for tests/tracking/test_postgres.py, the robustbench extra for the zoo
-# teachers' tests (tests/core/test_zoo.py). Makefile is a prerequisite too, so
+# teachers' tests (tests/core/test_zoo.py), the browser extra (selenium) for
+# tests/tracking/test_browser.py. Makefile is a prerequisite too, so
 # an existing .venv picks up a change of what is installed here.
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,postgres,robustbench]"
+	$(BIN)/pip install --quiet -e ".[dev,postgres,robustbench,browser]"
 	@$(MAKE) --no-print-directory fashion-mnist
 	touch $@
 

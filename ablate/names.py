@@ -54,6 +54,25 @@ CONFIRM_BASE_P = "confirm/base_p"  # ... its paired t-test over the seeds
 CONFIRM_BASE_TEST_DIFF = "confirm/base_test_diff"  # ... and on the test split (PGD_SAT W-R)
 BEST_OBJECTIVE = "best/" + OBJECTIVE  # the best trial's objective, on a search's parent run
 
+# Percent copies (rounded to 0.01) of the accuracies a reader looks for first, which the
+# tracking layer logs beside their source metric. In MLflow's runs table they are the columns of
+# ablate's views (ablate.tracking.ui); on a run's page their section comes first (sections are
+# sorted by name), the per-epoch validation curves first in it. val_* are at the best epoch so
+# far (the checkpoint that is tested), epoch_val_* at each epoch.
+PCT = "pct/"
+PCT_OBJECTIVE = "pct/objective"
+TEST_CLEAN = "test/clean_acc"
+TEST_ROBUST = "test/pgd_sat_acc"  # the protocol's strongest attack
+TEST_W = "test/pgd_sat_wr"  # W-acc with it
+PERCENT = {
+    VAL_CLEAN: "pct/epoch_val_clean", VAL_ROBUST: "pct/epoch_val_robust", VAL_W: "pct/epoch_val_w",
+    OBJECTIVE: PCT_OBJECTIVE, BEST_OBJECTIVE: PCT_OBJECTIVE,
+    BEST_CLEAN: "pct/val_clean", BEST_ROBUST: "pct/val_robust",
+    TEST_CLEAN: "pct/test_clean", TEST_ROBUST: "pct/test_robust", TEST_W: "pct/test_w",
+}
+TABLE_METRICS = (PCT_OBJECTIVE, "pct/val_clean", "pct/val_robust", "pct/test_clean",
+                 "pct/test_robust", "pct/test_w")  # the runs table's columns, in MLflow's order
+
 # --- Tags of runs (MLflow keeps them as text) -----------------------------------------------
 
 KIND = "kind"  # what a run is: one of the KIND_* values
@@ -93,6 +112,8 @@ ERROR = "error"  # why a trial failed: the last 'SomeError: message' line
 CHECKPOINT = "checkpoint"  # the directory of trainer.pt and config.yaml (``ablate eval``)
 NODE_ID = "node_id"  # the Ray node a trial ended on
 BEST = "best"  # flag: the trial or cell whose checkpoint was tested as the winner
+EVAL_KEY = "eval_key"  # ``ablate eval``: digest of the weights and the protocol's settings
+EVAL_PARTIAL = "eval_partial"  # ... and the attacks finished so far (JSON), while unfinished
 
 
 def flag(value: bool) -> str:

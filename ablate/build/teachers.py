@@ -16,7 +16,7 @@ from ablate.build.networks import build_net
 from ablate.config import ExperimentConfig, TeacherConfig
 from ablate.core import zoo
 from ablate.core.accuracy import evaluate
-from ablate.core.console import Log
+from ablate.core.console import Log, clock
 from ablate.core.data import Dataset, Split
 from ablate.core.models import load_checkpoint
 from ablate.core.teachers import train_teacher
@@ -69,21 +69,24 @@ TEACHER_VAL_IMAGES = 500  # per-epoch teacher check: enough to see it learn, che
 def teacher_progress(model: nn.Module, role: str, epochs: int, val: Split,
                      cfg: ExperimentConfig, log: Log) -> Callable[[int, float], None]:
     """A console line per teacher epoch (loss, clean and PGD-10 accuracy on the first
-    TEACHER_VAL_IMAGES validation images, seconds), so a long teacher run is not silent. The
-    check runs under its own RNG: the cached teacher stays what its key says."""
+    TEACHER_VAL_IMAGES validation images, seconds, and the ETA of the teacher from the mean
+    epoch so far), so a long teacher run is not silent. The check runs under its own RNG: the
+    cached teacher stays what its key says."""
     val = val.subset(TEACHER_VAL_IMAGES)
     eps = cfg.eval.eps if cfg.eval.eps is not None else cfg.attack.eps
-    tick = time.perf_counter()
+    start = tick = time.perf_counter()
 
     def on_epoch(epoch: int, loss: float) -> None:
         nonlocal tick
         seconds = time.perf_counter() - tick
         with torch.random.fork_rng(devices=[val.device] if val.device.type == "cuda" else []):
             r = evaluate(model, val, eps=eps, step_size=eps / 4, steps=10)
+        tick = time.perf_counter()
+        left = (tick - start) / (epoch + 1) * (epochs - epoch - 1)
+        when = f"ETA {clock(left)}" if left > 0 else f"done in {clock(tick - start)}"
         log(f"  {role} teacher epoch {epoch + 1:>3}/{epochs}  loss {loss:.4f}  val clean "
             f"{100 * r['clean_acc']:5.1f}%  PGD-10 {100 * r['robust_acc']:5.1f}% "
-            f"(first {len(val)})  {seconds:.1f}s")
-        tick = time.perf_counter()
+            f"(first {len(val)})  {seconds:.1f}s  {when}")
 
     return on_epoch
 

@@ -281,5 +281,5 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from ablate.tracking import serve
 
     return serve(args.tracking_uri or default_uri(), host=args.host, port=args.port,
-                 experiment=args.experiment)
+                 experiment=args.experiment, verbose=args.verbose)
 

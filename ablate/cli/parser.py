@@ -144,6 +144,8 @@ def build_parser(commands: Mapping[str, Command]) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_int_in(1, 65535), default=5000)
     p.add_argument("--experiment", help="open this experiment's runs (default: the newest)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show MLflow's and uvicorn's log lines and warnings (quiet by default)")
     p.set_defaults(func=commands["ui"])
     return parser
 

@@ -9,6 +9,8 @@ RNG, so results are reproducible and the caller's global RNG is left untouched.
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 from ablate.core.accuracy import correct, eval_mode
 from ablate.core.attacks import Objective, Start, pgd
 from ablate.core.catalog import ATTACK_LABELS, ATTACKS, check_attacks
+from ablate.core.console import Log, clock
 
 __all__ = ["adversarial_examples", "cw_margin_loss", "run_suite",
            "suite_metrics", "suite_table"]
@@ -28,6 +31,70 @@ __all__ = ["adversarial_examples", "cw_margin_loss", "run_suite",
 
 CW_KAPPA = 50.0
 SQUARE_QUERIES = 100
+PROGRESS_S = 10.0  # at most one progress line per attack this often
+
+
+class Progress:
+    """Lines ``NAME: DONE/TOTAL images, ELAPSED, ETA ...`` for a long attack, at most every
+    :data:`PROGRESS_S` seconds (a short attack prints none)."""
+
+    def __init__(self, name: str, total: int, log: Log | None) -> None:
+        self.name, self.total, self.log = name, total, log
+        self.start = self.last = time.perf_counter()
+
+    def __call__(self, done: int) -> None:
+        now = time.perf_counter()
+        if self.log is None or now - self.last < PROGRESS_S or done >= self.total:
+            return
+        self.last = now
+        left = (now - self.start) / max(done, 1) * (self.total - done)
+        self.log(f"  {self.name}: {done}/{self.total} images, {clock(now - self.start)}, "
+                 f"ETA {clock(left)}")
+
+
+_AA_BATCH = re.compile(r"^(\S+) - (\d+)/(\d+) - ")
+
+
+class _AutoAttackLines(logging.Handler):
+    """pyautoattack's own progress (logger ``auto-attack``, DEBUG): each sub-attack's result
+    line, and its batches with the sub-attack's ETA at most every :data:`PROGRESS_S`."""
+
+    def __init__(self, log: Log) -> None:
+        super().__init__(logging.DEBUG)
+        self.out, self.last = log, 0.0
+        self.sub: tuple[str, float] = ("", 0.0)  # the sub-attack running and when it began
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text, now = record.getMessage(), time.perf_counter()
+        batch = _AA_BATCH.match(text)
+        if batch is None:  # 'robust accuracy after APGD-CE: ...', 'initial accuracy', ...
+            self.out(f"  autoattack: {text}")
+            return
+        name, done, total = batch.group(1), int(batch.group(2)), int(batch.group(3))
+        if name != self.sub[0]:
+            self.sub = (name, now)
+        if now - self.last >= PROGRESS_S and done < total:
+            self.last = now
+            left = (now - self.sub[1]) / done * (total - done)
+            self.out(f"  autoattack: {name} batch {done}/{total}, ETA of {name} {clock(left)}")
+
+
+@contextmanager
+def _autoattack_progress(log: Log | None) -> Iterator[None]:
+    if log is None:
+        yield
+        return
+    logger, handler = logging.getLogger("auto-attack"), _AutoAttackLines(log)
+    saved = logger.level, logger.propagate
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False  # to our log only, once
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 @dataclass(frozen=True)
@@ -85,21 +152,29 @@ def _device(model: nn.Module, x: torch.Tensor) -> torch.device:
 
 
 def _batched(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
-             y: torch.Tensor, batch_size: int) -> torch.Tensor:
-    chunks = [fn(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+             y: torch.Tensor, batch_size: int,
+             progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    chunks = []
+    for i in range(0, len(x), batch_size):
+        chunks.append(fn(x[i:i + batch_size], y[i:i + batch_size]))
+        if progress is not None:
+            progress(i + len(chunks[-1]))
     return torch.cat(chunks) if chunks else x.clone()
 
 
 def adversarial_examples(
     name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     surrogate: nn.Module | None = None, seed: int = 0, batch_size: int = 256,
+    log: Log | None = None,
 ) -> torch.Tensor:
     """x_adv of attack ``name`` (docs/evaluation.md) on ``model``; transfer attacks craft on
-    ``surrogate``.
+    ``surrogate``. ``log``: progress lines of a long attack (:class:`Progress`; AutoAttack's
+    sub-attacks and batches).
 
     Models are put in eval mode and restored; the attack runs under a forked RNG seeded by ``seed``.
     """
     check_attacks([name])
+    progress = Progress(name, len(x), log)
     if name in _TRANSFER:
         if surrogate is None:
             raise ValueError(f"attack {name!r} needs a surrogate model (the robust teacher)")
@@ -110,7 +185,7 @@ def adversarial_examples(
             s = _WHITE_BOX[name]
             return _batched(lambda xb, yb: pgd(_objective(model, yb, s.loss), xb, eps=eps,
                                                step_size=s.step_frac * eps, steps=s.steps,
-                                               start=s.start), x, y, batch_size)
+                                               start=s.start), x, y, batch_size, progress)
         device = _device(model, x)
         if name == "square":
             from pyautoattack.square import SquareAttack  # heavy import, only when used
@@ -122,12 +197,14 @@ def adversarial_examples(
                               n_restarts=1, seed=seed, verbose=False, device=device,
                               resc_schedule=True)
             with torch.no_grad():
-                return _batched(lambda xb, yb: sq.perturb(xb, yb).detach(), x, y, batch_size)
+                return _batched(lambda xb, yb: sq.perturb(xb, yb).detach(), x, y, batch_size,
+                                progress)
         from pyautoattack import AutoAttack
 
         adv = AutoAttack(model, eps=eps, norm="Linf", version="standard", device=device,
                          seed=seed)
-        x_adv, _ = adv.run_standard_evaluation(x, y, batch_size=batch_size)
+        with _autoattack_progress(log):
+            x_adv, _ = adv.run_standard_evaluation(x, y, batch_size=batch_size)
         return x_adv.detach()
 
 
@@ -137,6 +214,8 @@ def run_suite(
     autoattack_subset: int | None = None, seed: int = 0, batch_size: int = 256,
     log: Callable[[str], None] | None = None,
     on_adv: Callable[[str, torch.Tensor, torch.Tensor], None] | None = None,
+    done: Mapping[str, Mapping[str, float]] | None = None,
+    on_result: Callable[[str, dict[str, float]], None] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Clean and per-attack robust / W-R accuracy (fractions) of ``model`` on (x, y)
     (docs/evaluation.md).
@@ -144,6 +223,8 @@ def run_suite(
     W-R = w·clean + (1−w)·robust. AutoAttack runs on the first ``autoattack_subset`` samples
     (None: all); its "clean" and "n" refer to that subset. ``on_adv(name, x_adv, y)`` sees
     each attack's examples (e.g. to score the teachers on the student's PGD examples).
+    ``done``: results of attacks that already ran (a stopped evaluation), kept, not run again;
+    ``on_result(name, result)`` sees each attack's result the moment it finishes (clean first).
     """
     # Validate everything up front so a typo never costs a long AutoAttack run first.
     check_attacks(attacks)
@@ -154,7 +235,14 @@ def run_suite(
     with eval_mode(model):
         clean_hits = correct(model, x, y, batch_size)
     results: dict[str, dict[str, float]] = {"clean": {"acc": clean_hits / max(n, 1), "n": n}}
-    for name in attacks:
+    if on_result is not None:
+        on_result("clean", results["clean"])
+    for i, name in enumerate(attacks):
+        if done and name in done:
+            results[name] = dict(done[name])
+            continue
+        if log is not None and len(attacks) > 1:
+            log(f"{name} ({i + 1}/{len(attacks)}) ...")
         xs, ys, hits = x, y, clean_hits
         if name == "autoattack" and autoattack_subset is not None and autoattack_subset < n:
             xs, ys = x[:autoattack_subset], y[:autoattack_subset]
@@ -162,7 +250,7 @@ def run_suite(
                 hits = correct(model, xs, ys, batch_size)
         start = time.perf_counter()
         x_adv = adversarial_examples(name, model, xs, ys, eps=eps, surrogate=surrogate,
-                                     seed=seed, batch_size=batch_size)
+                                     seed=seed, batch_size=batch_size, log=log)
         with eval_mode(model):
             robust = correct(model, x_adv, ys, batch_size) / max(len(ys), 1)
         seconds = time.perf_counter() - start  # correct() syncs the device, so this is honest
@@ -174,6 +262,8 @@ def run_suite(
         if log is not None:
             log(f"{name}: robust {100 * robust:.2f}% clean {100 * clean:.2f}% "
                 f"(n={len(ys)}, {seconds:.1f}s)")
+        if on_result is not None:
+            on_result(name, results[name])
     return results
 
 

@@ -48,6 +48,10 @@ class GridJob(JobFields):
         self.name, self.digest, self.base, self.resources = g.name, g.digest(), g.base, g.resources
         self.trials, self.max_failures = len(g.rows) * len(g.seeds), g.max_failures
         self.recipe = g.recipe()
+        self.view_params = [names.ROW, names.SEED]
+
+    def start(self, tracker: Tracker, parent: str) -> None:
+        pass  # nothing to prepare once the parent run exists
 
     def _settings(self) -> dict[str, Any]:
         return self.grid.model_dump(mode="json", exclude={"base"})

@@ -41,7 +41,10 @@ class Job(Protocol):
     max_failures: int  # retries of a trial from its last checkpoint
     recipe: Recipe  # how each trial's config is made, on the workers and in the driver
     test_at_end: bool  # each trial tests its best checkpoint when done (a grid cell)
+    view_params: list[str]  # the params that tell its trials apart: the runs table's columns
+    expected_epochs: float | None  # epochs a trial is expected to train (None: all of them)
 
+    def start(self, tracker: Tracker, parent: str) -> None: ...  # once the parent run exists
     def parent_params(self) -> dict[str, Any]: ...
     def parent_tags(self) -> dict[str, str]: ...
     def warnings(self) -> list[str]: ...  # inert terms, printed before the run
@@ -69,6 +72,8 @@ class JobFields:
     trials: int = field(init=False)
     max_failures: int = field(init=False)
     recipe: Recipe = field(init=False)
+    view_params: list[str] = field(init=False)
+    expected_epochs: float | None = field(init=False, default=None)
 
     def run_config(self, sampled: dict[str, Any]) -> dict[str, Any]:
         return self.recipe.config(sampled).model_dump(mode="json")

@@ -31,7 +31,7 @@ from ablate.runtime.job import Job, Options
 from ablate.runtime.progress import Heartbeat
 from ablate.runtime.storage import experiment_dir, make_private
 from ablate.runtime.trial_logger import TrialLogger
-from ablate.tracking import Tracker, browse_line
+from ablate.tracking import Tracker, browse_line, publish_views
 from trainables.ciard import train_ciard
 
 EXIT_INTERRUPTED = 130
@@ -74,10 +74,12 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
     check_resources(job.resources, available,
                     f"the Ray cluster at {opts.address}" if opts.address else "this machine")
     parent = _parent_run(job, tracker, path, opts.resume)
+    publish_views(tracker, parent, job.view_params)  # the runs table's URL works from now on
     log(job.plan({"CPU": available.get("CPU", 0), "GPU": available.get("GPU", 0)}))
     for line in job.warnings():
         log(f"warning: {line}")
     log(f"MLflow parent run {parent} in {redact(tracker.uri)}; Ray experiment {path}")
+    job.start(tracker, parent)
     trainable = tune.with_resources(tune.with_parameters(train_ciard, **params,
                                                          test_at_end=job.test_at_end),
                                     {"cpu": job.resources.cpu, "gpu": job.resources.gpu})
@@ -86,6 +88,7 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
                          run_name=job.run_name, run_config=job.run_config)
     try:
         heartbeat = Heartbeat(planned=job.trials, epochs=job.base.optim.epochs,
+                              expected=job.expected_epochs,
                               every=opts.heartbeat, log=log)
         results = _tuner(job, trainable, path, opts.resume, [logger, heartbeat]).fit()
         for tid in logger.discard_orphans():

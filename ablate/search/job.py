@@ -20,10 +20,16 @@ from ray.tune.search.optuna import OptunaSearch
 from ablate import names
 from ablate.config import SearchSpec, concurrency
 from ablate.core.console import Log
-from ablate.cost import confirm_runs
+from ablate.cost import confirm_runs, expected_epochs
 from ablate.runtime import JobFields, Options, run_job, trial_dirname
 from ablate.search.confirm import run_confirm
-from ablate.search.study import optuna_space
+from ablate.search.study import (
+    dashboard_command,
+    live_study,
+    optuna_space,
+    optuna_storage,
+    study_name,
+)
 from ablate.search.summary import summarize
 from ablate.search.trials import describe
 from ablate.tracking import Tracker
@@ -100,6 +106,13 @@ class StoppedAsPruned(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.epochs = epochs
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        # Ray's trial id on the Optuna trial: how a dashboard trial is found in MLflow.
+        trial = self._ot_trials.get(trial_id)
+        if trial is not None and "ray_trial_id" not in trial.user_attrs:
+            trial.set_user_attr("ray_trial_id", trial_id)
+        super().on_trial_result(trial_id, result)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
         stopped = (not error and result is not None and not isinstance(self.metric, list)
@@ -111,14 +124,17 @@ class StoppedAsPruned(OptunaSearch):
         return None
 
 
-def tune_config(spec: SearchSpec) -> tune.TuneConfig:
-    """Optuna TPE (seeded, the given points first) and ASHA on the scalar objective."""
+def tune_config(spec: SearchSpec, study: str | None = None,
+                storage: optuna.storages.BaseStorage | None = None) -> tune.TuneConfig:
+    """Optuna TPE (seeded, the given points first) and ASHA on the scalar objective; the
+    searcher's study is ``study`` in ``storage`` when given (written as trials report)."""
     multi = spec.objective.multi
     searcher = StoppedAsPruned(
         space=optuna_space(spec), metric=list(names.PARETO) if multi else names.OBJECTIVE,
         mode=["max", "max"] if multi else "max",
         points_to_evaluate=[dict(p) for p in spec.searcher.points_to_evaluate] or None,
-        sampler=make_sampler(spec), epochs=spec.base.optim.epochs)
+        sampler=make_sampler(spec), epochs=spec.base.optim.epochs, study_name=study,
+        storage=storage)
     scheduler = None
     if spec.scheduler.name == "asha":
         # With a single objective Tune hands metric and mode to the scheduler itself.
@@ -142,7 +158,9 @@ class SearchJob(JobFields):
     spec: SearchSpec
     log: Log = print
     ranked: list[dict[str, Any]] = field(default_factory=list)  # ended trials, best first
-    parent: str = ""  # the parent run, once summarised
+    parent: str = ""  # the parent run
+    study: str | None = None  # the live Optuna study, beside a local SQLite store
+    storage: optuna.storages.BaseStorage | None = None
     kind: ClassVar[str] = names.KIND_SEARCH
     test_at_end: ClassVar[bool] = False  # only the best trial is tested, by the driver
 
@@ -150,6 +168,11 @@ class SearchJob(JobFields):
         s = self.spec
         self.name, self.digest, self.base, self.resources = s.name, s.digest(), s.base, s.resources
         self.trials, self.max_failures, self.recipe = s.num_samples, s.max_failures, s.recipe()
+        self.view_params = list(s.space)
+        if s.scheduler.name == "asha":
+            self.expected_epochs = expected_epochs(s.scheduler.grace_period,
+                                                   s.scheduler.reduction_factor,
+                                                   s.base.optim.epochs)
 
     def parent_params(self) -> dict[str, Any]:
         # MLflow returns params unordered: the space's order is kept for around-grids' rows.
@@ -166,8 +189,23 @@ class SearchJob(JobFields):
     def plan(self, available: dict[str, float]) -> str:
         return plan(self.spec, available)
 
+    def start(self, tracker: Tracker, parent: str) -> None:
+        """Create the study the searcher writes (``optuna.db`` beside a local SQLite store),
+        so optuna-dashboard shows the search while it runs."""
+        self.parent, url = parent, optuna_storage(tracker)
+        if url is None:
+            return
+        self.study = study_name(self.name, self.digest, parent)
+        attrs = {"mlflow_tracking_uri": tracker.uri, "mlflow_parent_run_id": parent,
+                 names.SPEC_HASH: self.digest}
+        with tracker.lock():  # two commands creating optuna.db at once race in its schema
+            self.storage = live_study(url, self.study, self.spec.objective.multi, attrs)
+        tracker.set_tags(parent, {names.OPTUNA_STORAGE: url, names.OPTUNA_STUDY: self.study})
+        self.log(f"Optuna study {self.study}, written as trials report: "
+                 f"{dashboard_command(url)}")
+
     def tune_config(self) -> tune.TuneConfig:
-        return tune_config(self.spec)
+        return tune_config(self.spec, self.study, self.storage)
 
     def param_space(self) -> None:
         return None  # the searcher proposes every trial's values
@@ -179,7 +217,10 @@ class SearchJob(JobFields):
         return f"trial-{number:02d}-{trial_id.split('_')[0]}"
 
     def run_params(self, sampled: dict[str, Any]) -> dict[str, Any]:
-        return {**sampled, names.METHOD: self.base.method.name}
+        # 6 significant digits: a column of the runs table, not the value trained with (that
+        # is in the run's config.yaml and `sampled` tag).
+        shown = {k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in sampled.items()}
+        return {**shown, names.METHOD: self.base.method.name}
 
     def run_tags(self, sampled: dict[str, Any]) -> dict[str, str]:
         return {names.SPEC_HASH: self.digest, names.METHOD: self.base.method.name,

@@ -1,12 +1,16 @@
-"""A search as an Optuna study: the space as Optuna distributions, the importances of the
-searched values at one fidelity, and the study rebuilt from the trials table (stored beside a
-local SQLite MLflow store, for ``optuna-dashboard``)."""
+"""A search as an Optuna study: the space as Optuna distributions, the study the searcher
+writes as trials report (stored beside a local SQLite MLflow store, so ``optuna-dashboard``
+shows a running search), the importances of the searched values at one fidelity (computed as
+optuna-dashboard computes them), and the study rebuilt from the trials table (figures, and
+searches from before the live study)."""
 
 from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -33,10 +37,54 @@ def optuna_space(spec: SearchSpec) -> dict[str, optuna.distributions.BaseDistrib
 IMPORTANCE_MIN_TRIALS = 5  # importances compare trials at the last epoch this many reached
 
 
+def metric_names(multi: bool) -> list[str]:
+    """The study's objective names (what optuna-dashboard labels its axes with)."""
+    return list(names.PARETO) if multi else [names.OBJECTIVE]
 
 
+def rdb_storage(storage: str) -> optuna.storages.RDBStorage:
+    # Wait for a reader (optuna-dashboard) to let go of the SQLite file, rather than fail.
+    return optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 60}})
 
 
+def live_study(storage: str, name: str, multi: bool,
+               attrs: dict[str, str]) -> optuna.storages.RDBStorage:
+    """Create the search's study in ``storage`` (or load it: ``--resume``) before the
+    searcher writes its trials there, with its objective names and where it comes from
+    (``attrs``); returns the storage for Ray's OptunaSearch."""
+    rdb = rdb_storage(storage)
+    study = optuna.create_study(storage=rdb, study_name=name, load_if_exists=True,
+                                directions=["maximize"] * len(metric_names(multi)))
+    study.set_metric_names(metric_names(multi))
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    return rdb
+
+
+def stored_study(storage: str, name: str) -> optuna.Study | None:
+    """The study ``name`` in ``storage``, if there is one."""
+    try:
+        return optuna.load_study(study_name=name, storage=rdb_storage(storage))
+    except KeyError:
+        return None
+
+
+def dashboard_command(storage: str) -> str:
+    """How to open ``storage`` in optuna-dashboard: the script installed beside this Python
+    (`.venv/bin/optuna-dashboard`: it runs without an activated venv), else its name."""
+    exe = Path(sys.executable).parent / "optuna-dashboard"
+    return f"{exe if exe.is_file() else 'optuna-dashboard'} {storage}"
+
+
+def param_importances(study: optuna.Study) -> dict[str, float]:
+    """PED-ANOVA importances of the COMPLETE trials' first objective, called exactly as
+    optuna-dashboard calls it (``optuna_dashboard._importance``), so that the same trials give
+    the same ranking there."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PED-ANOVA's note on `target`; tiny searches
+        return dict(optuna.importance.get_param_importances(
+            study, target=lambda t: -t.values[0],
+            evaluator=optuna.importance.PedAnovaImportanceEvaluator()))
 def at_fidelity(histories: dict[str, dict[int, float]],
                 min_trials: int = IMPORTANCE_MIN_TRIALS) -> tuple[int, dict[str, float]]:
     """The epoch at which trials are compared for importances, and each trial's val
@@ -57,10 +105,11 @@ def at_fidelity(histories: dict[str, dict[int, float]],
 
 def importances(facts: SearchFacts, rows: list[dict[str, Any]],
                 histories: dict[str, dict[int, float]]) -> tuple[dict[str, Any], optuna.Study]:
-    """Optuna's default importances (PED-ANOVA in Optuna 5) of the searched values for val
-    W-acc, on the trials that reached one epoch (:func:`at_fidelity`). Returns what
-    ``importances.json`` holds (metric, epoch, trials, their numbers, the importances; empty
-    with too few or constant trials) and the in-memory study they come from."""
+    """The importances of the searched values for val W-acc (:func:`param_importances`, as
+    optuna-dashboard computes them), on the trials that reached one epoch
+    (:func:`at_fidelity`). Returns what ``importances.json`` holds (metric, epoch, trials,
+    their numbers, the importances; empty with too few or constant trials) and the in-memory
+    study they come from."""
     space, columns = optuna_space(facts), param_columns(facts.space)
     epoch, values = at_fidelity(histories)
     study = optuna.create_study(direction="maximize")
@@ -73,12 +122,11 @@ def importances(facts: SearchFacts, rows: list[dict[str, Any]],
                     value=values[r["trial_id"]]))
                 used.append(r)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # 'importances will be equal' on tiny searches
-            imp = dict(optuna.importance.get_param_importances(study))
+        imp = param_importances(study)
     except (RuntimeError, ValueError, ZeroDivisionError):  # too few or constant trials
         imp = {}
-    return {"metric": names.OBJECTIVE, "epoch": epoch, "max_epochs": facts.epochs,
+    return {"metric": names.OBJECTIVE, "method": "PED-ANOVA (as optuna-dashboard)",
+            "epoch": epoch, "max_epochs": facts.epochs,
             "trials": len(used), "trial_numbers": [r["trial"] for r in used],
             "rule": f"the trials that reached epoch {epoch}: the last epoch at least "
                     f"{IMPORTANCE_MIN_TRIALS} trials reached (all that trained, if fewer)",
@@ -92,10 +140,10 @@ def optuna_storage(tracker: Tracker) -> str | None:
     return None if db is None else f"sqlite:///{(db.parent / names.OPTUNA_DB).resolve()}"
 
 
-def study_name(facts: SearchFacts, parent: str) -> str:
+def study_name(name: str, digest: str, parent: str) -> str:
     """The Optuna study of a search: ``EXPERIMENT-SPECHASH-PARENTRUNID`` (unique: a search
     started again with ``--fresh`` has the same spec hash but a new parent run)."""
-    return f"{facts.name}-{facts.digest}-{parent}"
+    return f"{name}-{digest}-{parent}"
 
 
 def build_study(facts: SearchFacts, rows: list[dict[str, Any]],
@@ -113,12 +161,12 @@ def build_study(facts: SearchFacts, rows: list[dict[str, Any]],
     keys = names.PARETO if facts.multi else (names.OBJECTIVE,)
     rdb = None
     if storage is not None and name is not None:
-        rdb = optuna.storages.RDBStorage(  # wait for a reader (optuna-dashboard) to let go
-            storage, engine_kwargs={"connect_args": {"timeout": 60}})
+        rdb = rdb_storage(storage)
         with contextlib.suppress(KeyError):  # a summary written again: rebuilt, not appended
             optuna.delete_study(study_name=name, storage=rdb)
     study = optuna.create_study(storage=rdb, study_name=name,
                                 directions=["maximize"] * len(keys))
+    study.set_metric_names(metric_names(facts.multi))
     trials = []
     for r in rows:
         if r["status"] not in ENDED:

@@ -36,7 +36,14 @@ from ablate.report import (
     write_html,
     write_table,
 )
-from ablate.search.study import build_study, importances, optuna_storage, study_name
+from ablate.search.study import (
+    build_study,
+    dashboard_command,
+    importances,
+    optuna_storage,
+    stored_study,
+    study_name,
+)
 from ablate.search.trials import (
     ENDED,
     SearchFacts,
@@ -47,7 +54,7 @@ from ablate.search.trials import (
     trials_markdown,
     trials_table,
 )
-from ablate.tracking import Tracker
+from ablate.tracking import Tracker, run_link
 from trainables.ciard import final_test
 
 
@@ -188,9 +195,33 @@ def _log_importances(facts: SearchFacts, rows: list[dict[str, Any]],
     tracker.log_artifact(parent, tmp / names.IMPORTANCES)
     tracker.log_artifact(parent, tmp / "importances.png", names.PLOTS)
     if info["importances"]:
-        log(f"importances for val W-acc at epoch {info['epoch']} ({info['trials']} trials): "
+        log(f"importances (PED-ANOVA) for val W-acc at epoch {info['epoch']} of "
+            f"{info['max_epochs']}, trials {_numbers(info['trial_numbers'])}: "
             + ", ".join(f"{k} {v:.2f}" for k, v in info["importances"].items()))
+        log(dashboard_note(facts, info, rows))
     return info, study
+
+
+def _numbers(numbers: list[int]) -> str:
+    shown = ", ".join(str(n) for n in numbers[:12])
+    return shown + (f" and {len(numbers) - 12} more" if len(numbers) > 12 else "")
+
+
+def dashboard_note(facts: SearchFacts, info: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """Whether optuna-dashboard's ranking of the same study is this one, and why not: it ranks
+    the study's COMPLETE trials (those that ran every epoch; ASHA's stopped ones are PRUNED
+    there) by their final value, for each objective of a Pareto study."""
+    if facts.multi:
+        return ("optuna-dashboard ranks each objective of the Pareto study (val clean, val PGD) "
+                "on its COMPLETE trials, not W-acc: its rankings differ from this one")
+    full = [r["trial"] for r in rows if r["status"] == "finished" and r["epochs"] == facts.epochs]
+    if info["epoch"] == facts.epochs and sorted(full) == sorted(info["trial_numbers"]):
+        return (f"optuna-dashboard shows the same ranking: the same {len(full)} COMPLETE trials, "
+                "the same method")
+    return (f"optuna-dashboard ranks only the {len(full)} trials that ran all {facts.epochs} "
+            "epochs (COMPLETE in the study; those ASHA stopped are PRUNED there), by their "
+            "final value, so its ranking can differ from this one at a fidelity more trials "
+            "reached")
 
 
 def _log_study(facts: SearchFacts, rows: list[dict[str, Any]],
@@ -198,11 +229,18 @@ def _log_study(facts: SearchFacts, rows: list[dict[str, Any]],
                imp: dict[str, Any], imp_study: optuna.Study, tracker: Tracker, parent: str,
                tmp: Path, log: Log) -> None:
     """The Optuna study in ``optuna.db`` beside a local SQLite store (tags ``optuna_storage``
-    and ``optuna_study`` on the parent run; in memory for other stores) and Optuna's HTML
-    figures of it under ``optuna/`` in the parent run."""
-    storage, name = optuna_storage(tracker), study_name(facts, parent)
+    and ``optuna_study`` on the parent run; in memory for other stores): the one the searcher
+    wrote, or for a search from before that, one rebuilt from the trials table; and Optuna's
+    HTML figures of the rebuilt study (ASHA's stopped trials with their values) under
+    ``optuna/`` in the parent run."""
+    storage, name = optuna_storage(tracker), study_name(facts.name, facts.digest, parent)
     study = None
-    if storage is None:
+    live = storage is not None and stored_study(storage, name) is not None
+    if live:
+        study = stored_study(storage, name)
+        log(f"Optuna study {name} in {storage} ({len(study.trials)} trials, written as they "
+            f"reported); {dashboard_command(storage)}")
+    elif storage is None:
         log(f"Optuna study: not stored (the MLflow store {redact(tracker.uri)} is not a local "
             f"SQLite file, beside which {names.OPTUNA_DB} would go); its figures are under "
             f"{names.OPTUNA_FIGURES}/")
@@ -218,8 +256,8 @@ def _log_study(facts: SearchFacts, rows: list[dict[str, Any]],
         else:
             tracker.set_tags(parent, {names.OPTUNA_STORAGE: storage, names.OPTUNA_STUDY: name})
             log(f"Optuna study {name} in {storage} ({len(study.trials)} trials); "
-                f"optuna-dashboard {storage}")
-    if study is None:
+                f"{dashboard_command(storage)}")
+    if study is None or live:  # the figures show every trial with its value
         study = build_study(facts, rows, histories, runs)
     target = (lambda t: t.user_attrs["val_best_w_acc"]) if facts.multi else None
     figures, skipped = optuna_figures(
@@ -254,6 +292,8 @@ def _final_test(spec: SearchSpec, best: dict[str, Any], final: FinalTest, tracke
         tracker.set_tags(child, {names.BEST: names.flag(True)})
     tracker.set_tags(parent, {names.BEST_TRIAL: best["trial_id"]})
     log(_best_line(best, sampled))
+    if child is not None:
+        log(f"best trial's curves: {run_link(tracker, child)}")
     note = push_note(best["push_active"], best["push_empty"])
     if note:
         log(f"best trial push term: {note}")

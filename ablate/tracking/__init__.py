@@ -1,15 +1,26 @@
-"""MLflow: the :class:`Tracker` (the only module that imports mlflow), the runs a command names
-(a run id or an experiment name), and the MLflow UI (``ablate ui`` and the ``browse:`` URLs)."""
+"""MLflow: the :class:`Tracker` (with :mod:`~ablate.tracking.server`, the UI's server, the only
+modules that import mlflow), the runs a command names (a run id or an experiment name), and the
+MLflow UI (``ablate ui`` and the ``browse:`` URLs, which open ablate's views of the runs)."""
 
 from __future__ import annotations
 
 from ablate.tracking.tracker import Tracker, flatten
-from ablate.tracking.ui import browse_line, run_url, runs_url, serve, ui_base
+from ablate.tracking.ui import (
+    browse_line,
+    publish_views,
+    run_link,
+    run_url,
+    runs_url,
+    serve,
+    ui_base,
+)
 
 __all__ = [
     "Tracker",
     "browse_line",
+    "publish_views",
     "flatten",
+    "run_link",
     "run_url",
     "runs_url",
     "serve",

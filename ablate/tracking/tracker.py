@@ -1,4 +1,5 @@
-"""MLflow logging. The only module that imports mlflow.
+"""MLflow logging. With :mod:`ablate.tracking.server` (the UI's server), the only module that
+imports mlflow.
 
 Default store: a SQLite file ``mlflow.db`` in the working directory, artifacts beside it in
 ``mlartifacts/``. All writes go through an explicit run id (no global active run), so one
@@ -13,7 +14,6 @@ import logging
 import math
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -129,6 +129,13 @@ class Tracker:
                 raise
             return exp.experiment_id
 
+    def experiment_tags(self, experiment_id: str) -> dict[str, str]:
+        return dict(self.client.get_experiment(experiment_id).tags)
+
+    def set_experiment_tags(self, experiment_id: str, tags: Mapping[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_experiment_tag(experiment_id, k, v)
+
     def start(self, experiment: str, run_name: str, *, params: Mapping[str, Any] | None = None,
               tags: Mapping[str, str] | None = None, parent_run_id: str | None = None) -> str:
         all_tags = {names.GIT_COMMIT: git_commit(), **(tags or {})}
@@ -159,8 +166,10 @@ class Tracker:
             self.client.log_batch(run_id, params=flat[i:i + 100])
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        """Log at ``step``, with the percent copy (:data:`names.PERCENT`) of each accuracy the
+        runs table shows, first in the batch."""
         ts = mlflow.utils.time.get_current_time_millis()
-        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
+        batch = [Metric(k, float(v), ts, step) for k, v in with_percent(metrics).items()]
         for i in range(0, len(batch), 500):
             self.client.log_batch(run_id, metrics=batch[i:i + 500])
 
@@ -176,6 +185,10 @@ class Tracker:
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         for k, v in tags.items():
             self.client.set_tag(run_id, k, str(v))
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        with contextlib.suppress(MlflowException):  # not set: nothing to delete
+            self.client.delete_tag(run_id, key)
 
     def find_run(self, experiment: str, tags: Mapping[str, str]) -> str | None:
         """The newest run of the experiment carrying all the given tags, if any."""
@@ -307,7 +320,9 @@ def _same(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
-def ui_command(uri: str, port: int = 5000, host: str = "127.0.0.1") -> list[str]:
-    """The MLflow UI for the store, bound to localhost by default."""
-    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-            "--host", host, "--port", str(port)]
+def with_percent(metrics: Mapping[str, float]) -> dict[str, float]:
+    """``metrics`` after their percent copies (:data:`names.PERCENT`), rounded to 0.01."""
+    pct = {names.PERCENT[k]: round(100 * float(v), 2) for k, v in metrics.items()
+           if k in names.PERCENT}
+    return {**pct, **metrics}
+

@@ -14,6 +14,8 @@ from mlflow.tracking import MlflowClient
 from ablate.cli import main
 from ablate.config import IgdmConfig
 from ablate.core.methods import all_methods, method_names
+from ablate.evaluation import run_eval
+from ablate.tracking import Tracker
 from tests.helpers import TINY, run_bad, write
 
 
@@ -113,3 +115,48 @@ def test_methods_lists_every_method_with_its_parameters(capsys) -> None:
     assert "igdm" in out and all(f"    {f} = " in out for f in IgdmConfig.model_fields
                                  if f != "enabled")
     assert {"pgd_at", "trades", "ard", "rslad", "mtard", "adaad", "ciard"} <= set(method_names())
+
+
+def test_a_stopped_eval_keeps_its_attacks_and_continues_with_the_next(trained, workdir) -> None:
+    """Ctrl-C after two of three attacks: their metrics are in MLflow already; the same command
+    runs only the third, and the numbers equal an evaluation that was never stopped."""
+    run_dir, _, uri = trained
+    state = torch.load(run_dir / "trainer.pt", weights_only=True)["best"]["student"]
+    weights = workdir / "student.pt"
+    torch.save(state, weights)
+    attacks = ["fgsm", "pgd_sat", "cw_inf"]
+    lines: list[str] = []
+
+    def stop_at_the_third(line: str) -> None:
+        lines.append(line)
+        if line.startswith("cw_inf (3/3)"):
+            raise KeyboardInterrupt
+
+    def evaluate(log) -> dict:
+        return run_eval(str(weights), tracker=Tracker(uri), attacks=attacks,
+                        config=str(workdir / "c.yaml"), log=log)
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(stop_at_the_third)
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("tiny").experiment_id
+    (run,) = client.search_runs([exp], filter_string="tags.kind = 'eval'")
+    assert run.info.status == "KILLED"
+    assert {"test/clean_acc", "test/fgsm_acc", "test/pgd_sat_acc"} <= set(run.data.metrics)
+    assert "test/cw_inf_acc" not in run.data.metrics
+    assert lines[-1].startswith("stopped: 2 of 3 attacks finished and logged to run ")
+
+    lines.clear()
+    resumed = evaluate(lines.append)
+    assert any(x.startswith(f"continuing the stopped evaluation in run {run.info.run_id}: "
+                            "fgsm, pgd_sat kept") for x in lines)
+    started = [x for x in lines if " (" in x and x.endswith(") ...")]
+    assert started == ["cw_inf (3/3) ..."]  # only the attack that had not finished
+    (again,) = client.search_runs([exp], filter_string="tags.kind = 'eval'")
+    assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
+    assert "eval_partial" not in again.data.tags  # complete: a later eval starts over
+    fresh = run_eval(str(weights), tracker=Tracker(f"sqlite:///{workdir / 'fresh.db'}"),
+                     attacks=attacks, config=str(workdir / "c.yaml"), log=lambda _: None)
+    for a in attacks:
+        assert resumed[a]["robust"] == fresh[a]["robust"]  # seeded per attack: no drift
+        assert again.data.metrics[f"test/{a}_acc"] == pytest.approx(fresh[a]["robust"])

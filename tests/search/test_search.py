@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -28,7 +29,7 @@ from ablate.core.errors import ConfigError
 from ablate.search import SearchFacts, SearchJob
 from ablate.search.job import tune_config
 from ablate.search.study import at_fidelity
-from ablate.search.summary import in_driver, on_one_machine
+from ablate.search.summary import dashboard_note, in_driver, on_one_machine
 from ablate.search.trials import param_columns
 from ablate.tracking import flatten
 from tests.helpers import (
@@ -205,24 +206,29 @@ def assert_importances(client: MlflowClient, run_id: str, rows: list[dict],
 
 
 def assert_study(client: MlflowClient, parent: Any, rows: list[dict], workdir: Path) -> None:
-    """The Optuna study opens from optuna.db beside mlflow.db: one trial per trial, COMPLETE
-    with the objective (ASHA-stopped ones too, as Ray's searcher saw them) or FAIL."""
+    """The Optuna study opens from optuna.db beside mlflow.db: the one the searcher wrote as
+    trials reported (never rebuilt by a summary or `ablate report`): one trial per trial, its
+    Ray trial id as a user attribute; COMPLETE with the objective when it ran every epoch,
+    PRUNED when ASHA stopped it (with its per-epoch values), FAIL when it failed."""
     tags = parent.data.tags
     assert tags["optuna_storage"] == f"sqlite:///{(workdir / 'optuna.db').resolve()}"
     assert tags["optuna_study"] == f"tiny-search-{tags['spec_hash']}-{parent.info.run_id}"
     study = optuna.load_study(study_name=tags["optuna_study"], storage=tags["optuna_storage"])
+    assert study.metric_names == ["val/best_w_acc"]
+    assert study.user_attrs["mlflow_parent_run_id"] == parent.info.run_id
     assert len(study.trials) == len(rows)
     by_id = {r["trial_id"]: r for r in rows}
+    state = {"failed": optuna.trial.TrialState.FAIL, "stopped": optuna.trial.TrialState.PRUNED,
+             "finished": optuna.trial.TrialState.COMPLETE}
     for t in study.trials:
-        r = by_id[t.user_attrs["trial_id"]]
-        assert t.user_attrs["trial"] == r["trial"] and t.user_attrs["status"] == r["status"]
+        r = by_id[t.user_attrs["ray_trial_id"]]
+        assert t.state == state[r["status"]], (t.number, r)
         assert t.params["method.alpha"] == pytest.approx(r["param/method_alpha"])
         if r["status"] == "failed":
-            assert t.state == optuna.trial.TrialState.FAIL
             continue
-        assert t.state == optuna.trial.TrialState.COMPLETE
-        assert t.value == pytest.approx(r["val/best_w_acc"])
         assert sorted(t.intermediate_values) == list(range(1, r["epochs"] + 1))
+        if r["status"] == "finished":
+            assert t.value == pytest.approx(r["val/best_w_acc"])
 
 
 def test_multi_objective_search_reports_the_pareto_front(workdir: Path, capsys) -> None:
@@ -247,6 +253,7 @@ def test_multi_objective_search_reports_the_pareto_front(workdir: Path, capsys) 
     tags = parent.data.tags
     study = optuna.load_study(study_name=tags["optuna_study"], storage=tags["optuna_storage"])
     assert len(study.directions) == 2 and len(study.trials) == 3
+    assert study.metric_names == ["val/best_clean_acc", "val/best_robust_acc"]
     assert {tuple(t.values) for t in study.best_trials} == set(front)
 
 
@@ -378,3 +385,46 @@ def test_a_trial_asha_stopped_is_pruned_for_optuna_not_complete(tmp_path: Path) 
                       optuna.trial.TrialState.FAIL]
     assert trials[0].intermediate_values == {1: pytest.approx(0.1)}
     assert trials[1].value == pytest.approx(0.1 * epochs)
+
+
+def test_the_printed_importances_are_optuna_dashboards_for_the_same_study(workdir: Path,
+                                                                           capsys) -> None:
+    """With every trial run to the end, the ranking the search prints is the one
+    optuna-dashboard computes for the stored study (its own function, on its own read of the
+    study); the study exists, with its objective named, from the moment the search starts."""
+    from optuna_dashboard._importance import get_param_importance_from_trials_cache
+    from optuna_dashboard._inmemory_cache import InMemoryCache
+
+    spec = copy.deepcopy(SPEC) | {"num_samples": 6, "scheduler": {"name": "none"}}
+    spec["base"]["optim"]["epochs"] = 1
+    assert main(["search", str(write(workdir / "spec.yaml", spec)), "--heartbeat", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "optuna-dashboard shows the same ranking: the same 6 COMPLETE trials" in out
+    started = out.index("Optuna study tiny-search-")  # printed before the first trial ended
+    first = re.search(r"^trial \d+ \(", out, re.MULTILINE)
+    assert "written as trials report: " in out and first and started < first.start()
+    assert f"{Path(sys.executable).parent / 'optuna-dashboard'} sqlite:///" in out
+    client, exp = store(workdir)
+    parent, _ = runs_by_kind(client, exp)
+    info = json.loads(download(client, parent.info.run_id, "importances.json").read_text())
+    assert info["trial_numbers"] == [1, 2, 3, 4, 5, 6] and info["epoch"] == 1
+    storage = optuna.storages.RDBStorage(parent.data.tags["optuna_storage"])
+    study = optuna.load_study(study_name=parent.data.tags["optuna_study"], storage=storage)
+    theirs = get_param_importance_from_trials_cache(
+        InMemoryCache(), storage, study._study_id, 0, study.get_trials(deepcopy=False))
+    assert [d["name"] for d in theirs] == list(info["importances"])
+    assert [d["importance"] for d in theirs] == pytest.approx(list(info["importances"].values()))
+
+
+def test_the_dashboard_note_says_why_its_ranking_differs() -> None:
+    facts = SimpleNamespace(multi=False, epochs=4)
+    rows = [{"trial": 1, "status": "finished", "epochs": 4},
+            {"trial": 2, "status": "stopped", "epochs": 2},
+            {"trial": 3, "status": "finished", "epochs": 4}]
+    at_two = {"epoch": 2, "trial_numbers": [1, 2, 3]}
+    assert dashboard_note(facts, at_two, rows).startswith(
+        "optuna-dashboard ranks only the 2 trials that ran all 4 epochs (COMPLETE in the study; "
+        "those ASHA stopped are PRUNED there)")
+    at_end = {"epoch": 4, "trial_numbers": [1, 3]}
+    assert "the same 2 COMPLETE trials" in dashboard_note(facts, at_end, rows)
+    assert "Pareto" in dashboard_note(SimpleNamespace(multi=True, epochs=4), at_end, rows)
