@@ -90,9 +90,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                      command=shlex.join(["ablate", "train", args.config, *args.overrides]))
 
 
+def _check_show_config(args: argparse.Namespace) -> None:
+    if args.show_config and not args.dry_run:
+        raise ConfigError("--show-config only applies to --dry-run (it prints the spec it "
+                          "would run)")
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from ablate.cost import timing_options
 
+    _check_show_config(args)
     timing = timing_options(dry_run=args.dry_run, probe=args.probe,
                             peak_tflops=args.peak_tflops, mfu=args.mfu)
 
@@ -106,13 +113,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         from ablate.cost import search_estimate
 
         return _dry_run(spec, plan(spec, machine_resources()), spec.base, spec.warnings(),
-                        lambda: search_estimate(spec, timing))
+                        lambda: search_estimate(spec, timing), args.show_config)
     return run_search(spec, _options(args, ["ablate", "search", args.spec]))
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
     from ablate.cost import timing_options
 
+    _check_show_config(args)
     timing = timing_options(dry_run=args.dry_run, probe=args.probe,
                             peak_tflops=args.peak_tflops, mfu=args.mfu)
 
@@ -129,7 +137,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         from ablate.cost import grid_estimate
 
         return _dry_run(grid, plan(grid, machine_resources()), grid.base, grid.warnings(),
-                        lambda: grid_estimate(grid, timing))
+                        lambda: grid_estimate(grid, timing), args.show_config)
     return run_grid(grid, _options(args, ["ablate", "grid", args.grid]), nested_in=nested_in)
 
 
@@ -153,11 +161,10 @@ def _around(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def _dry_run(spec: Any, plan: str, base: ExperimentConfig, warnings: list[str],
-             estimate: Callable[[], list[str]]) -> int:
-    """``--dry-run``: the resolved spec, the plan, warnings, whether the inputs are present,
-    and the estimated compute (:mod:`ablate.cost`; a failure to estimate is one line, not an
-    error: the dry run has validated what it was asked to)."""
-    print(dump_yaml(spec.model_dump(mode="json")).rstrip())
+             estimate: Callable[[], list[str]], show_config: bool = False) -> int:
+    """``--dry-run``: the plan, warnings, whether the inputs are present, the estimated compute
+    (:mod:`ablate.cost`; a failure to estimate is one line, not an error: the dry run has
+    validated what it was asked to), then with ``--show-config`` the resolved spec."""
     print(plan)
     warn(warnings)
     try:
@@ -176,6 +183,11 @@ def _dry_run(spec: Any, plan: str, base: ExperimentConfig, warnings: list[str],
         why = one_line(exc, 300)
         lines = [f"cost: not estimated ({type(exc).__name__}: {why})"]
     print("\n".join(lines))
+    if show_config:
+        print("resolved spec (--show-config):\n"
+              + dump_yaml(spec.model_dump(mode="json")).rstrip())
+    else:
+        print("the resolved spec as YAML: add --show-config")
     return 0
 
 

@@ -42,8 +42,10 @@ def _job_args(p: argparse.ArgumentParser) -> None:
     again.add_argument("--fresh", action="store_true", help="start again even if this spec "
                        "ran before (the earlier run is kept)")
     p.add_argument("--dry-run", action="store_true",
-                   help="validate and print the spec, the resource plan and the estimated "
-                   "compute (FLOPs, time); start nothing")
+                   help="validate and print the plan, the inputs and the estimated compute "
+                   "(FLOPs, time); start nothing")
+    p.add_argument("--show-config", action="store_true",
+                   help="with --dry-run: also print the resolved spec as YAML, after the plan")
     from ablate.cost import mfu_arg, tflops_arg
 
     p.add_argument("--probe", action="store_true",

@@ -60,7 +60,7 @@ def run_train(cfg: ExperimentConfig, *, run_dir: Path, resume: bool, tracking_ur
         tracker.end(run_id, "FAILED")
         raise
     tracker.end(run_id, "FINISHED")
-    print(f"test (best epoch {int(test['best_epoch']) + 1}): {test_line(test)}")
+    print(f"test (best epoch {int(test['best_epoch'])}): {test_line(test)}")
     if cfg.eval.attacks:
         print(attack_line(test, cfg.eval.attacks))
     print(browse_line(tracker, run_id, tracking_uri))

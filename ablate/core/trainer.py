@@ -295,7 +295,7 @@ class Trainer:
                             autoattack_subset=self.eval.autoattack_subset, seed=self.seed,
                             on_adv=teacher_accuracy)
         out.update(suite_metrics(results))
-        out["best_epoch"] = float(self.best["epoch"])
+        out["best_epoch"] = float(self.best["epoch"] + 1)  # 1-based, as the console counts
         return out
 
     def state_dict(self) -> dict[str, Any]:

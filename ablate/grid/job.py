@@ -19,7 +19,7 @@ from ablate import names
 from ablate.config import GridSpec, concurrency
 from ablate.core.console import Log
 from ablate.grid.summary import summarize_grid
-from ablate.runtime import JobFields, Options, run_job, trial_dirname
+from ablate.runtime import JobFields, Options, cell_dirname, run_job
 from ablate.tracking import Tracker, flatten
 
 
@@ -49,6 +49,7 @@ class GridJob(JobFields):
         self.trials, self.max_failures = len(g.rows) * len(g.seeds), g.max_failures
         self.recipe = g.recipe()
         self.view_params = [names.ROW, names.SEED]
+        self.first_tag = 0  # Ray counts grid variants from 0
 
     def start(self, tracker: Tracker, parent: str) -> None:
         pass  # nothing to prepare once the parent run exists
@@ -71,7 +72,7 @@ class GridJob(JobFields):
 
     def tune_config(self) -> tune.TuneConfig:
         return tune.TuneConfig(num_samples=1, max_concurrent_trials=self.grid.max_concurrent,
-                               trial_dirname_creator=trial_dirname, reuse_actors=True)
+                               trial_dirname_creator=cell_dirname, reuse_actors=True)
 
     def param_space(self) -> dict[str, Any]:
         return {names.ROW: tune.grid_search([r.name for r in self.grid.rows]),

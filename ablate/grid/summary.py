@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from ablate import names
 from ablate.config import LABELS, GridSpec
 from ablate.core.console import Log
-from ablate.grid.table import aggregate, table_markdown
+from ablate.grid.table import TERMINAL_COLUMNS, aggregate, table_console, table_markdown
 from ablate.report import plot_grid, push_inactive, push_note, write_table
 from ablate.tracking import Tracker
 
@@ -60,7 +61,12 @@ def summarize_cells(grid: dict[str, Any], tracker: Tracker, parent: str, log: Lo
     finished = sum(c["status"] == "finished" for c in cells)
     tracker.log_summary(parent, {names.CELLS_FINISHED: finished,
                                  names.CELLS_FAILED: len(cells) - finished}, step=0)
-    log(markdown)
+    notes = ([f"Paper values: {grid['paper_note']}"] if grid.get("paper_note") else []) + [
+        "Δ: paired difference over seeds with its 95% interval and p (two-sided paired t-test). "
+        "The full table (95% CIs of the means, push diagnostics): "
+        f"{names.GRID_TABLE}.md in parent run {parent}."]
+    log(table_console(table, metrics=metrics, baseline=grid["baseline"], labels=LABELS)
+        + "\n".join(textwrap.fill(n, TERMINAL_COLUMNS) for n in notes))
     for w in warnings:
         log(f"warning: {w}")
     return markdown

@@ -90,6 +90,41 @@ def table_markdown(table: Sequence[Mapping[str, Any]], *, metrics: Sequence[str]
     return "\n".join([*lines, "", note]) + "\n"
 
 
+TERMINAL_COLUMNS = 120  # the console table's widest line, with row names up to 30 characters
+
+
+def table_console(table: Sequence[Mapping[str, Any]], *, metrics: Sequence[str], baseline: str,
+                  labels: Mapping[str, str] | None = None) -> str:
+    """The table for a terminal: one block per metric, each row's mean ± std over its seeds,
+    Δ vs the baseline row with its 95% interval and p, and the paper's value; the 95% CIs of
+    the means and the push diagnostics are in the full table (:func:`table_markdown`)."""
+    label = {m: (labels or {}).get(m, m) for m in metrics}
+    width = min(30, max([len(str(t["row"])) for t in table] + [3]))
+    lines = []
+    for m in metrics:
+        lines += ["", f"{label[m]} (%)", f"  {'row':<{width}}  {'seeds':>5}  {'mean ± std':>13}  "
+                  f"{'Δ vs ' + baseline[:20]:<30}  {'p':>7}  {'paper':>6}"]
+        for t in table:
+            mean, std, p = t[f"{m}_mean"], t[f"{m}_std"], t[f"{m}_p"]
+            d, lo, hi = t[f"{m}_diff"], t[f"{m}_diff_ci_low"], t[f"{m}_diff_ci_high"]
+            delta = ("baseline" if t["row"] == baseline else "–" if math.isnan(d) else
+                     f"{_num(d, '+.2f')}" + ("" if math.isnan(lo) else
+                                            f" [{_num(lo, '+.2f')}, {_num(hi, '+.2f')}]"))
+            p_text = "" if t["row"] == baseline or math.isnan(p) else (
+                "<0.001" if p < 0.001 else f"{p:.3f}")
+            ms = "–" if math.isnan(mean) else f"{_num(mean)} ± {_num(std)}"
+            name = str(t["row"])
+            name = name if len(name) <= width else name[:width - 1] + "…"
+            lines.append(f"  {name:<{width}}  {_seeds_short(t):>5}  {ms:>13}  {delta:<30}  "
+                         f"{p_text:>7}  {_num(t[f'{m}_paper']):>6}")
+    return "\n".join(lines[1:]) + "\n"
+
+
+def _seeds_short(t: Mapping[str, Any]) -> str:
+    done, asked = t["seeds_finished"], t["seeds_asked"]
+    return str(done) if done >= asked else f"{done}/{asked}"
+
+
 def _row_name(t: Mapping[str, Any]) -> str:
     return str(t["row"]).replace("|", "\\|")
 

@@ -9,7 +9,7 @@ from ablate.runtime.job import Job, JobFields, Options
 from ablate.runtime.progress import Heartbeat
 from ablate.runtime.runner import run_job, teacher_states
 from ablate.runtime.storage import experiment_dir, storage_path
-from ablate.runtime.trial_logger import TrialLogger, trial_dirname
+from ablate.runtime.trial_logger import TrialLogger, cell_dirname, trial_dirname
 
 __all__ = [
     "Heartbeat",
@@ -17,6 +17,7 @@ __all__ = [
     "JobFields",
     "Options",
     "TrialLogger",
+    "cell_dirname",
     "experiment_dir",
     "init_ray",
     "machine_resources",

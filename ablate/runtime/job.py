@@ -43,6 +43,7 @@ class Job(Protocol):
     test_at_end: bool  # each trial tests its best checkpoint when done (a grid cell)
     view_params: list[str]  # the params that tell its trials apart: the runs table's columns
     expected_epochs: float | None  # epochs a trial is expected to train (None: all of them)
+    first_tag: int  # Ray's first experiment-tag number: 1 for a searcher, 0 for a grid
 
     def start(self, tracker: Tracker, parent: str) -> None: ...  # once the parent run exists
     def parent_params(self) -> dict[str, Any]: ...
@@ -74,6 +75,7 @@ class JobFields:
     recipe: Recipe = field(init=False)
     view_params: list[str] = field(init=False)
     expected_epochs: float | None = field(init=False, default=None)
+    first_tag: int = field(init=False, default=1)
 
     def run_config(self, sampled: dict[str, Any]) -> dict[str, Any]:
         return self.recipe.config(sampled).model_dump(mode="json")

@@ -17,13 +17,14 @@ from ray import tune
 
 from ablate import names
 from ablate.core.console import Log, clock
+from ablate.runtime.trial_logger import trial_number
 
 
 def heartbeat_line(trials: list[Any], *, planned: int, epochs: int, elapsed: float,
-                   rate: float | None, expected: float | None = None) -> str:
+                   rate: float | None, expected: float | None = None, first: int = 1) -> str:
     """One progress line from Ray's trial list. ``rate``: trial-epochs per second so far in
     this invocation (None before the first epoch); ``expected``: epochs a trial is expected
-    to train (None: all ``epochs``, as in a grid)."""
+    to train (None: all ``epochs``, as in a grid); ``first``: as in :func:`trial_number`."""
     count = dict.fromkeys(("running", "done", "stopped", "failed"), 0)
     trained_all, bound, best = 0, max(planned - len(trials), 0) * epochs, None
     for t in trials:
@@ -46,8 +47,8 @@ def heartbeat_line(trials: list[Any], *, planned: int, epochs: int, elapsed: flo
     line = (f"[{clock(elapsed)}] {count['running']} running, {count['done']} done, "
             f"{stopped}{count['failed']} failed of {planned}")
     if best is not None:
-        number = str(getattr(best[1], "experiment_tag", "")).split("_", 1)[0]
-        line += f"; best val W {100 * best[0]:.1f}% (trial {number or best[1].trial_id})"
+        number = trial_number(best[1], first) or best[1].trial_id
+        line += f"; best val W {100 * best[0]:.1f}% (trial {number})"
     return f"{line}; {eta}"
 
 
@@ -71,9 +72,9 @@ class Heartbeat(tune.Callback):
     """Logs :func:`heartbeat_line` every ``every`` seconds (0 = never) from the driver."""
 
     def __init__(self, *, planned: int, epochs: int, every: float = 30.0,
-                 expected: float | None = None, log: Log = print):
+                 expected: float | None = None, first: int = 1, log: Log = print):
         self.planned, self.epochs, self.every, self.log = planned, epochs, every, log
-        self.expected = expected
+        self.expected, self.first = expected, first
         self.start: float | None = None
         self.last = 0.0
         self.first_epochs: int | None = None  # trial-epochs already done when this run began
@@ -93,7 +94,8 @@ class Heartbeat(tune.Callback):
         progressed = epochs_now - (self.first_epochs or 0)
         rate = progressed / elapsed if progressed > 0 and elapsed > 0 else None
         self.log(heartbeat_line(trials, planned=self.planned, epochs=self.epochs,
-                                elapsed=elapsed, rate=rate, expected=self.expected))
+                                elapsed=elapsed, rate=rate, expected=self.expected,
+                                first=self.first))
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled into Ray's experiment state: a restored copy starts its clock afresh.

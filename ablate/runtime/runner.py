@@ -85,10 +85,11 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
                                     {"cpu": job.resources.cpu, "gpu": job.resources.gpu})
     logger = TrialLogger(tracker, job.name, parent, epochs=job.base.optim.epochs, log=log,
                          describe=job.describe, run_params=job.run_params, run_tags=job.run_tags,
-                         run_name=job.run_name, run_config=job.run_config)
+                         run_name=job.run_name, run_config=job.run_config,
+                         first=job.first_tag)
     try:
         heartbeat = Heartbeat(planned=job.trials, epochs=job.base.optim.epochs,
-                              expected=job.expected_epochs,
+                              expected=job.expected_epochs, first=job.first_tag,
                               every=opts.heartbeat, log=log)
         results = _tuner(job, trainable, path, opts.resume, [logger, heartbeat]).fit()
         for tid in logger.discard_orphans():

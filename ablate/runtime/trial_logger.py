@@ -29,14 +29,20 @@ def error_reason(trace: str | None) -> str:
     return lines[-1][:500] if lines else "unknown error"
 
 
-def trial_number(trial: Any) -> int:
-    """1-based order in which the searcher created the trial (Ray's experiment tag prefix)."""
+def trial_number(trial: Any, first: int = 1) -> int:
+    """1-based order in which the trial was created, from Ray's experiment tag prefix, which
+    counts from ``first``: 1 for a searcher's trials, 0 for a grid's variants."""
     head = str(getattr(trial, "experiment_tag", "") or "").split("_", 1)[0]
-    return int(head) if head.isdigit() else 0
+    return int(head) - first + 1 if head.isdigit() else 0
 
 
 def trial_dirname(trial: Any) -> str:
     return f"trial_{trial_number(trial):04d}_{trial.trial_id}"
+
+
+def cell_dirname(trial: Any) -> str:
+    """A grid cell's directory: Ray counts variants from 0, ablate from 1."""
+    return f"trial_{trial_number(trial, first=0):04d}_{trial.trial_id}"
 
 
 class TrialLogger(tune.Callback):
@@ -52,12 +58,13 @@ class TrialLogger(tune.Callback):
                  run_tags: Callable[[dict[str, Any]], dict[str, str]],
                  describe: Callable[[dict[str, Any]], str], epochs: int, log: Log = print,
                  run_name: Callable[[dict[str, Any], int, str], str] | None = None,
-                 run_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None):
+                 run_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 first: int = 1):
         self.tracker, self.experiment, self.parent = tracker, experiment, parent_run_id
         self.run_params, self.run_tags, self.describe = run_params, run_tags, describe
         self.run_name = run_name or (lambda sampled, number, tid: f"trial-{tid}")
         self.run_config = run_config
-        self.epochs, self.log = epochs, log
+        self.epochs, self.log, self.first = epochs, log, first
         self.runs: dict[str, str] = {}
         self.names: dict[str, str] = {}
         self.open: set[str] = set()
@@ -100,7 +107,7 @@ class TrialLogger(tune.Callback):
         if tid not in self.runs:
             found = self.tracker.find_run(self.experiment, {names.TRIAL_ID: tid,
                                                             names.PARENT_RUN: self.parent})
-            self.names[tid] = self.run_name(trial.config, trial_number(trial), tid)
+            self.names[tid] = self.run_name(trial.config, trial_number(trial, self.first), tid)
             self.runs[tid] = found or self._start(trial)
         if tid not in self.open:  # a resumed trial continues its run (a no-op for a new one)
             self.tracker.reopen(self.runs[tid])
@@ -112,7 +119,7 @@ class TrialLogger(tune.Callback):
         tid = trial.trial_id
         run = self.tracker.start(
             self.experiment, self.names[tid], params=self.run_params(trial.config),
-            tags={names.TRIAL_ID: tid, names.TRIAL_NUMBER: str(trial_number(trial)),
+            tags={names.TRIAL_ID: tid, names.TRIAL_NUMBER: str(trial_number(trial, self.first)),
                   names.KIND: names.KIND_TRIAL,
                   **self.run_tags(trial.config)},
             parent_run_id=self.parent)
@@ -152,8 +159,8 @@ class TrialLogger(tune.Callback):
         self.done.add(trial.trial_id)
         how = f"stopped early after {epochs}/{self.epochs}" if stopped else f"{epochs}"
         w = 100 * result.get(names.OBJECTIVE, float("nan"))
-        self.log(f"trial {trial_number(trial)} ({trial.trial_id}): {how} epochs, best val W "
-                 f"{w:.1f}% "
+        number = trial_number(trial, self.first)
+        self.log(f"trial {number} ({trial.trial_id}): {how} epochs, best val W {w:.1f}% "
                  f"(clean {100 * result.get(names.BEST_CLEAN, float('nan')):.1f}%, "
                  f"PGD {100 * result.get(names.BEST_ROBUST, float('nan')):.1f}%)  "
                  f"{self.describe(trial.config)}")
@@ -172,7 +179,7 @@ class TrialLogger(tune.Callback):
         self.open.discard(trial.trial_id)
         self.done.add(trial.trial_id)
         self.failed[trial.trial_id] = reason
-        self.log(f"trial {trial_number(trial)} ({trial.trial_id}): FAILED: {reason}  "
+        self.log(f"trial {trial_number(trial, self.first)} ({trial.trial_id}): FAILED: {reason}  "
                  f"{self.describe(trial.config)}")
 
     def close_open(self, status: str = "KILLED") -> None:

@@ -106,16 +106,23 @@ class StoppedAsPruned(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.epochs = epochs
 
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        # Ray's trial id on the Optuna trial: how a dashboard trial is found in MLflow.
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
         trial = self._ot_trials.get(trial_id)
-        if trial is not None and "ray_trial_id" not in trial.user_attrs:
+        if trial is not None:  # how a dashboard trial is found in MLflow (its trial_id tag)
             trial.set_user_attr("ray_trial_id", trial_id)
-        super().on_trial_result(trial_id, result)
+        return config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
-        stopped = (not error and result is not None and not isinstance(self.metric, list)
+        single = not isinstance(self.metric, list)  # Optuna keeps per-step values of one
+        if single and not error and result and trial_id not in self._completed_trials and (
+                self.metric in result):
+            # Ray reports the last epoch here, not to on_trial_result: keep it in the curve.
+            trial, step = self._ot_trials[trial_id], result[TRAINING_ITERATION]
+            if step not in self._ot_study._storage.get_trial(trial._trial_id).intermediate_values:
+                trial.report(result[self.metric], step)
+        stopped = (not error and result is not None and single
                    and result.get(TRAINING_ITERATION, self.epochs) < self.epochs)
         if not stopped or trial_id in self._completed_trials:
             return super().on_trial_complete(trial_id, result, error)

@@ -297,7 +297,7 @@ def _final_test(spec: SearchSpec, best: dict[str, Any], final: FinalTest, tracke
     note = push_note(best["push_active"], best["push_empty"])
     if note:
         log(f"best trial push term: {note}")
-    log(f"test (best epoch {int(test['best_epoch']) + 1}): {test_line(test)}   best config: "
+    log(f"test (best epoch {int(test['best_epoch'])}): {test_line(test)}   best config: "
         "best_config.yaml in the parent run")
     if cfg.eval.attacks:
         log(attack_line(test, cfg.eval.attacks))
@@ -331,7 +331,7 @@ def report_search(info: dict[str, Any], tracker: Tracker, log: Log = print) -> s
     test = {k.removeprefix(names.TEST): v for k, v in metrics.items()
             if k.startswith(names.TEST)}
     if {"clean_acc", "pgd_sat_acc", "pgd_sat_wr"} <= set(test):
-        epoch = f" (best epoch {int(test['best_epoch']) + 1})" if "best_epoch" in test else ""
+        epoch = f" (best epoch {int(test['best_epoch'])})" if "best_epoch" in test else ""
         tested = info["tags"].get(names.BEST_TRIAL)
         who = f" of trial {tested}" if tested and tested != best["trial_id"] else ""
         log(f"test{who}{epoch}: {test_line(test)}")

@@ -76,7 +76,7 @@ def view_state(params: list[str], parent: str | None = None) -> dict[str, Any]:
     return {"searchFilter": where, "orderByKey": f"metrics.`{names.PCT_OBJECTIVE}`",
             "orderByAsc": False, "startTime": "ALL", "lifecycleFilter": "Active",
             "datasetsFilter": [], "modelVersionFilter": "All Runs",
-            "selectedColumns": columns, "columnOrder": columns,
+            "selectedColumns": columns,
             # Wide enough for the header: MLflow's default width cuts `pct/val_robust`.
             "columnWidths": {c: 30 + 8 * len(c.split("`")[1]) for c in columns},
             "runListHidden": False, "viewMaximized": False}
@@ -148,6 +148,9 @@ def serve(tracking_uri: str, *, host: str, port: int, experiment: str | None = N
           verbose: bool = False, log: Callable[[str], None] = print) -> int:
     """Serve the MLflow UI from this process (:mod:`ablate.tracking.server`), print the URL of
     the runs table once it answers; serve until Ctrl-C. Returns the exit code."""
+    if tracking_uri.startswith(("http://", "https://")):
+        raise ConfigError(f"--tracking-uri {redact(tracking_uri)}: a tracking server is its "
+                          "own UI; open it in a browser")
     tracker = Tracker(tracking_uri)
     experiment_id = _experiment(tracker, experiment) if tracker.exists() else None
     check_port(host, port)

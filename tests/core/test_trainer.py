@@ -165,7 +165,7 @@ def test_training_learns_on_digits(digits, make_net) -> None:
     history = list(tr.run())
     assert history[-1]["val/clean_acc"] > 0.5  # chance is 0.1
     test = tr.test()
-    assert test["best_epoch"] == max(range(3), key=lambda e: history[e]["val/w_acc"])
+    assert test["best_epoch"] == 1 + max(range(3), key=lambda e: history[e]["val/w_acc"])
 
 
 def released_student_lr(epoch: int) -> float:

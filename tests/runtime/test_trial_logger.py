@@ -7,7 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ablate.runtime import TrialLogger, trial_dirname
-from ablate.runtime.trial_logger import error_reason, trial_number
+from ablate.runtime.trial_logger import cell_dirname, error_reason, trial_number
 from ablate.tracking import Tracker
 
 TRACE = """Failure # 1 (occurred at 2026-11-22_04-03-58)
@@ -32,6 +32,9 @@ def test_trial_numbers_come_from_the_experiment_tag() -> None:
     trial = SimpleNamespace(experiment_tag="12_method.alpha=0.5", trial_id="abc123")
     assert trial_number(trial) == 12 and trial_dirname(trial) == "trial_0012_abc123"
     assert trial_number(SimpleNamespace(experiment_tag="", trial_id="x")) == 0
+    # A grid's variants are tagged from 0 by Ray; ablate numbers its cells from 1.
+    cell = SimpleNamespace(experiment_tag="0_row=push,seed=0", trial_id="abc_00000")
+    assert trial_number(cell, first=0) == 1 and cell_dirname(cell) == "trial_0001_abc_00000"
 
 
 def test_trial_logger_logs_each_epoch_once_across_a_resume(tmp_path: Path) -> None:

@@ -172,4 +172,4 @@ def test_a_search_with_a_confirm_stage_tests_only_the_winner(workdir: Path, caps
     assert main(["report", search.info.run_id]) == 0
     out = capsys.readouterr().out
     assert "Confirm stage: validation W-acc" in out and f"Around-grid {around.info.run_id}" in out
-    assert out.index("Confirm stage") < out.index("| optimum |") and "push off" in out
+    assert out.index("Confirm stage") < out.index("\n  optimum ") and "push off" in out

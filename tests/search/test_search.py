@@ -50,6 +50,15 @@ def test_dry_run_prints_the_plan_without_cifar_or_gpu(workdir: Path, capsys) -> 
     assert main(["search", str(REPO / "search_spaces/ciard.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "trials of ciard on cifar10" in out and "resources per trial" in out
+    assert out.startswith("search ciard") and "\nbase:" not in out  # the plan, no YAML
+    assert out.rstrip().endswith("the resolved spec as YAML: add --show-config")
+    assert main(["search", str(REPO / "search_spaces/ciard.yaml"), "--dry-run",
+                 "--show-config"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.index("resources per trial") < shown.index("resolved spec (--show-config):")
+    assert "\nbase:\n" in shown and "\nspace:\n" in shown
+    assert main(["search", str(REPO / "search_spaces/ciard.yaml"), "--show-config"]) == 2
+    assert "--show-config only applies to --dry-run" in capsys.readouterr().err
     assert not ray.is_initialized() and not (workdir / "mlflow.db").exists()
 
 

@@ -125,3 +125,5 @@ def test_busy_port_and_unknown_experiment_exit_2(tmp_path: Path, capsys) -> None
     assert err.endswith("choose another port with --port") and f"--port {port}" in err
     assert main(["ui", "--tracking-uri", uri, "--experiment", "nope"]) == 2
     assert "--experiment 'nope': no such experiment" in capsys.readouterr().err
+    assert main(["ui", "--tracking-uri", "http://127.0.0.1:9"]) == 2
+    assert "a tracking server is its own UI" in capsys.readouterr().err
