@@ -42,6 +42,12 @@ def metric_names(multi: bool) -> list[str]:
     return list(names.PARETO) if multi else [names.OBJECTIVE]
 
 
+def _name_metrics(study: optuna.Study, multi: bool) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # since 3.2
+        study.set_metric_names(metric_names(multi))
+
+
 def rdb_storage(storage: str) -> optuna.storages.RDBStorage:
     # Wait for a reader (optuna-dashboard) to let go of the SQLite file, rather than fail.
     return optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 60}})
@@ -55,7 +61,7 @@ def live_study(storage: str, name: str, multi: bool,
     rdb = rdb_storage(storage)
     study = optuna.create_study(storage=rdb, study_name=name, load_if_exists=True,
                                 directions=["maximize"] * len(metric_names(multi)))
-    study.set_metric_names(metric_names(multi))
+    _name_metrics(study, multi)
     for key, value in attrs.items():
         study.set_user_attr(key, value)
     return rdb
@@ -166,7 +172,7 @@ def build_study(facts: SearchFacts, rows: list[dict[str, Any]],
             optuna.delete_study(study_name=name, storage=rdb)
     study = optuna.create_study(storage=rdb, study_name=name,
                                 directions=["maximize"] * len(keys))
-    study.set_metric_names(metric_names(facts.multi))
+    _name_metrics(study, facts.multi)
     trials = []
     for r in rows:
         if r["status"] not in ENDED:
