@@ -5,8 +5,8 @@ click: each trial's objective and accuracies (percent) in the runs table, sorted
 objective, and a trial's validation curves on the first screen of its page.
 
 Skipped without Chromium, chromedriver or selenium; CI sets ABLATE_REQUIRE_BROWSER=1 after
-installing them (.ci/run), so there they fail instead. `ABLATE_SCREENSHOTS=DIR` also saves the
-screenshots (how docs/img/ is made: benchmarks/screenshots.sh).
+installing them (.ci/run), so there they fail instead. `ABLATE_SCREENSHOTS=DIR` also saves
+the screenshots; docs/img/ui_*.png come from benchmarks/ui_screenshots.py (tested last here).
 """
 
 from __future__ import annotations
@@ -210,3 +210,16 @@ def test_a_trial_link_shows_its_val_curves_on_the_first_screen(searched: dict[st
         """, f"the charts {titles} with their curves on the first screen")
     shot(browser, "trial")
     assert sorted(found) == sorted(titles)
+
+
+def test_the_screenshot_script_saves_both_pages(searched: dict[str, Any],
+                                                tmp_path: Path) -> None:
+    """benchmarks/ui_screenshots.py (how docs/img/ui_*.png are made) on the search's store."""
+    out = tmp_path / "img"
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "ui_screenshots.py"),
+                    "--tracking-uri", f"sqlite:///{searched['workdir'] / 'mlflow.db'}",
+                    "--out", str(out), "--settle", "4"], check=True, timeout=300,
+                   env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True)
+    for name in ("ui_runs.png", "ui_trial.png"):
+        data = (out / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 10_000, name
