@@ -225,7 +225,11 @@ def test_results_metrics_and_table(suites, test_xy) -> None:
     r = suites["at"]["pgd_sat"]
     assert (f"| PGD_SAT | {100 * r['clean']:.2f} | {100 * r['robust']:.2f} | "
             f"{100 * (r['clean'] + r['robust']) / 2:.2f} | {N_TEST} |") in table
-    assert len(suites["logs"]) == 2 * len(ATTACKS)
+    logs = suites["logs"]  # 2 runs of the suite: a start and a result line per attack each,
+    for i, a in enumerate(ATTACKS):  # and AutoAttack's own sub-attack lines
+        assert logs.count(f"{a} ({i + 1}/{len(ATTACKS)}) ...") == 2
+        assert sum(line.startswith(f"{a}: robust ") for line in logs) == 2
+    assert any(line.startswith("  autoattack: robust accuracy after APGD-CE") for line in logs)
 
 
 def test_w_generalises_and_no_footnote_without_subset(models, test_xy) -> None:
