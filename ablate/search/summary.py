@@ -234,10 +234,9 @@ def _log_study(facts: SearchFacts, rows: list[dict[str, Any]],
     HTML figures of the rebuilt study (ASHA's stopped trials with their values) under
     ``optuna/`` in the parent run."""
     storage, name = optuna_storage(tracker), study_name(facts.name, facts.digest, parent)
-    study = None
-    live = storage is not None and stored_study(storage, name) is not None
+    study = None if storage is None else stored_study(storage, name)  # the searcher's own
+    live = study is not None
     if live:
-        study = stored_study(storage, name)
         log(f"Optuna study {name} in {storage} ({len(study.trials)} trials, written as they "
             f"reported); {dashboard_command(storage)}")
     elif storage is None:
