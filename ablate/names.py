@@ -13,7 +13,7 @@ from __future__ import annotations
 
 # --- Metrics: Ray Tune result keys and MLflow metric keys ----------------------------------
 
-EPOCH = "epoch"  # the epoch a report is of, counted from 0 (the MLflow step)
+EPOCH = "epoch"  # the epoch a report is of, counted from 1 (also the MLflow step)
 TRAIN = "train/"  # prefix: the epoch's mean loss terms, learning rates, push diagnostics
 VAL = "val/"  # prefix: per-epoch validation of the student and both teachers
 TEST = "test/"  # prefix: the final protocol on the best checkpoint, once

@@ -55,7 +55,7 @@ def main() -> None:
             seconds = time.perf_counter() - start
             if args.per_epoch:
                 for h in history:
-                    print(f"  epoch {int(h['epoch']) + 1}: J "
+                    print(f"  epoch {int(h['epoch'])}: J "
                           f"{100 * h['train/push_active_frac']:.1f}%, J=∅ in "
                           f"{100 * h['train/push_empty_frac']:.0f}% of batches")
             last = history[-1]

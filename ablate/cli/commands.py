@@ -32,7 +32,7 @@ from ablate.config import (
     resolve_spec,
     unseen_seeds,
 )
-from ablate.core.console import Log
+from ablate.core.console import Log, fit
 from ablate.core.errors import BAD_INPUT, ConfigError, one_line
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def _load(args: argparse.Namespace) -> ExperimentConfig:
 
 def warn(lines: Sequence[str]) -> None:
     for line in lines:
-        print(f"ablate: warning: {line}", file=sys.stderr)
+        print(fit(f"ablate: warning: {line}"), file=sys.stderr)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -165,7 +165,7 @@ def _dry_run(spec: Any, plan: str, base: ExperimentConfig, warnings: list[str],
     """``--dry-run``: the plan, warnings, whether the inputs are present, the estimated compute
     (:mod:`ablate.cost`; a failure to estimate is one line, not an error: the dry run has
     validated what it was asked to), then with ``--show-config`` the resolved spec."""
-    print(plan)
+    print(fit(plan))
     warn(warnings)
     try:
         check_inputs(base)
@@ -182,7 +182,7 @@ def _dry_run(spec: Any, plan: str, base: ExperimentConfig, warnings: list[str],
     except Exception as exc:  # any failure of the estimate (a probe on a missing GPU ...)
         why = one_line(exc, 300)
         lines = [f"cost: not estimated ({type(exc).__name__}: {why})"]
-    print("\n".join(lines))
+    print(fit("\n".join(lines)))
     if show_config:
         print("resolved spec (--show-config):\n"
               + dump_yaml(spec.model_dump(mode="json")).rstrip())

@@ -41,7 +41,7 @@ def run_train(cfg: ExperimentConfig, *, run_dir: Path, resume: bool, tracking_ur
     tracker = Tracker(tracking_uri)
     run_id = _open_run(tracker, cfg, run_dir, resume)
     print(f"MLflow run {run_id} in {redact(tracker.uri)}; checkpoints in {run_dir}"
-          + (f" (resumed at epoch {trainer.epoch})" if resumed else ""))
+          + (f" (resumed after epoch {trainer.epoch})" if resumed else ""))
     try:
         tick = time.perf_counter()
         for m in trainer.run(run_dir):

@@ -217,7 +217,7 @@ class Trainer:
                          "robust_acc": val["robust_acc"], "epoch": self.epoch,
                          "student": copy.deepcopy(self.student.state_dict()),
                          "robust_teacher": teacher}
-        metrics = {names.EPOCH: float(self.epoch)}
+        metrics = {names.EPOCH: float(self.epoch + 1)}  # 1-based: the MLflow step
         metrics.update({f"{names.TRAIN}{k}": v for k, v in train.items()})
         metrics.update(self._run_means(metrics))
         metrics.update({f"{names.VAL}{k}": v for k, v in val.items()})

@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 # 512: 6.5% fp32, 9.1% bf16. A cost at 35%, a typical figure for large dense models, would be
 # 15x too low.
 MFU_DEFAULT = 0.025
+# The assumptions of a time printed without --probe or --peak-tflops, stated beside it. A GPU:
+# the bf16 dense peak of an H100/H200. A CPU: per trial, what --probe measured for the digits and
+# Fashion-MNIST steps on 2 cores (2-11 GFLOP/s: small convolutions are far from a CPU's peak).
+ASSUMED_GPU_TFLOPS = 989.0
+ASSUMED_CPU_GFLOPS = 4.0
 COUNT_IMAGES = 2  # images of the counted step and validation pass
 # Config paths whose value changes the work of a step (beyond itt.freeze_epochs, which the
 # estimate follows); a search that varies one is counted at the base's value.

@@ -71,7 +71,7 @@ def progress_line(m: Mapping[str, float], epochs: int, seconds: float) -> str:
     pct = {k.removeprefix(names.VAL): 100 * v for k, v in m.items()
            if k.startswith(names.VAL)}
     loss = m.get(f"{names.TRAIN}loss", 0)
-    line = (f"epoch {int(m[names.EPOCH]) + 1:>3}/{epochs}  loss {loss:+.4f}  "
+    line = (f"epoch {int(m[names.EPOCH]):>3}/{epochs}  loss {loss:+.4f}  "
             f"val clean {pct['clean_acc']:5.1f}%  PGD {pct['robust_acc']:5.1f}%  "
             f"W {pct['w_acc']:5.1f}%")
     if "robust_teacher_clean_acc" in pct:

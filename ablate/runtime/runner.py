@@ -25,7 +25,7 @@ from ablate.config import (
     check_trial_device,
     redact,
 )
-from ablate.core.console import Log
+from ablate.core.console import Log, fit
 from ablate.runtime.cluster import init_ray, machine_resources, wait_for_cluster
 from ablate.runtime.job import Job, Options
 from ablate.runtime.progress import Heartbeat
@@ -75,9 +75,9 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
                     f"the Ray cluster at {opts.address}" if opts.address else "this machine")
     parent = _parent_run(job, tracker, path, opts.resume)
     publish_views(tracker, parent, job.view_params)  # the runs table's URL works from now on
-    log(job.plan({"CPU": available.get("CPU", 0), "GPU": available.get("GPU", 0)}))
+    log(fit(job.plan({"CPU": available.get("CPU", 0), "GPU": available.get("GPU", 0)})))
     for line in job.warnings():
-        log(f"warning: {line}")
+        log(fit(f"warning: {line}"))
     log(f"MLflow parent run {parent} in {redact(tracker.uri)}; Ray experiment {path}")
     job.start(tracker, parent)
     trainable = tune.with_resources(tune.with_parameters(train_ciard, **params,

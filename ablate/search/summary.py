@@ -148,7 +148,7 @@ def summarize_trials(facts: SearchFacts, rows: list[dict[str, Any]], tracker: Tr
         for r in sorted((r for r in rows if r["pareto"]), key=lambda r: -r[names.PARETO[0]])))
     runs = {c["tags"][names.TRIAL_ID]: c["run_id"] for c in tracker.children(parent)
             if names.TRIAL_ID in c["tags"]}
-    histories = {tid: {step + 1: v
+    histories = {tid: {step: v
                        for step, v in tracker.metric_history(run, names.OBJECTIVE).items()}
                  for tid, run in runs.items()}
     with tempfile.TemporaryDirectory() as tmp:

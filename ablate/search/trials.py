@@ -164,7 +164,7 @@ def trials_from_runs(facts: SearchFacts, children: list[dict[str, Any]]
         if names.EPOCHS_TRAINED in tags:
             epochs = int(tags[names.EPOCHS_TRAINED])
         else:  # failed or interrupted: the epochs it logged
-            epochs = int(m[names.EPOCH]) + 1 if names.EPOCH in m else 0
+            epochs = int(m[names.EPOCH]) if names.EPOCH in m else 0
         stopped = names.is_set(tags.get(names.STOPPED_EARLY))
         status = {"FINISHED": "stopped" if stopped else "finished",
                   "FAILED": "failed", "KILLED": "interrupted"}.get(run["status"], "running")

@@ -166,7 +166,10 @@ def test_train_logs_run_curves_and_checkpoint_to_mlflow(workdir, capsys) -> None
     assert run.data.params["optim.epochs"] == "2" and run.data.params["method.name"] == "ciard"
     assert run.data.tags["config_hash"] and run.data.tags["git_commit"]
     history = client.get_metric_history(run.info.run_id, "val/w_acc")
-    assert [m.step for m in history] == [0, 1]
+    assert [m.step for m in history] == [1, 2]  # epoch N at step N, as the console counts
+    assert "epoch   1/2" in out and "epoch   0/2" not in out
+    best = int(run.data.metrics["test/best_epoch"])
+    assert f"test (best epoch {best}" in out and 1 <= best <= 2
     for key in ("val/clean_acc", "val/robust_acc", "val/robust_teacher_robust_acc",
                 "test/clean_acc", "test/pgd_sat_acc", "test/pgd_sat_wr", "train/loss"):
         assert key in run.data.metrics, key

@@ -177,7 +177,7 @@ def test_interrupted_grid_resumes_the_missing_cells_only(workdir: Path) -> None:
     assert parent.info.status == "FINISHED" and len(children) == 6
     assert all(c.info.status == "FINISHED" for c in children)
     for c in children:
-        assert steps(client, c) == [0, 1]  # every epoch once, none trained twice
+        assert steps(client, c) == [1, 2]  # every epoch once (1-based), none trained twice
         if c.data.tags["trial_id"] in before:
             assert steps(client, c) == before[c.data.tags["trial_id"]]
     assert re.search(r"^  push +3 ", done.stdout, re.MULTILINE)  # the table, all 3 seeds

@@ -188,7 +188,7 @@ def test_search_uses_both_nodes_and_teachers_from_the_object_store(
     # Several nodes: the best trial was tested by a Ray task, not in the driver.
     assert not on_one_machine() and 0 <= parent.data.metrics["test/clean_acc"] <= 1
     for c in children:
-        assert c.info.status == "FINISHED" and steps(client, c) == [0, 1]
+        assert c.info.status == "FINISHED" and steps(client, c) == [1, 2]
         assert not duplicated_rows(client, c)
     assert {c.data.tags["node_id"] for c in children} == workers  # both nodes, workers only
 
@@ -279,14 +279,14 @@ def test_search_survives_losing_the_node_that_runs_a_trial(workdir: Path, nodes:
     assert code == 0, out
 
     for history in _results(storage):  # resumed from the checkpoint: every epoch once
-        assert sorted(r["epoch"] for r in history) == list(range(EPOCHS))
+        assert sorted(r["epoch"] for r in history) == list(range(1, EPOCHS + 1))
     client, exp = store(workdir)
     parent, children = runs_by_kind(client, exp)
     assert parent.info.status == "FINISHED" and len(children) == 2
     assert len({c.data.tags["trial_id"] for c in children}) == 2
     survivor = {n.node_id for n in cluster.worker_nodes}
     for c in children:
-        assert c.info.status == "FINISHED" and steps(client, c) == list(range(EPOCHS))
+        assert c.info.status == "FINISHED" and steps(client, c) == list(range(1, EPOCHS + 1))
         assert not duplicated_rows(client, c)
         assert {c.data.tags["node_id"]} == survivor  # where each trial finished
     assert "test (best epoch" in out

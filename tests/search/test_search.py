@@ -103,7 +103,7 @@ def test_search_logs_parent_and_children_and_reports_a_diverging_trial(workdir: 
     assert finished, out
     for c in finished:  # one metric point per trained epoch, no duplicates
         trained = int(c.data.tags["epochs_trained"])
-        assert steps(client, c) == list(range(trained)) and 1 <= trained <= 4
+        assert steps(client, c) == list(range(1, trained + 1)) and 1 <= trained <= 4
         # params: only what varies; the full config is the run's config.yaml
         assert set(c.data.params) == {*spec["space"], "method"}
         config = Path(client.download_artifacts(c.info.run_id, "config.yaml", str(workdir)))
@@ -293,7 +293,7 @@ def test_interrupted_search_resumes_without_retraining(workdir: Path) -> None:
     assert all(c.info.status == "FINISHED" for c in children)
     assert not any(duplicated_rows(client, r) for r in (parent, *children))
     for c in children:  # no epoch logged twice, by the interrupted trial either
-        assert steps(client, c) == list(range(4))
+        assert steps(client, c) == [1, 2, 3, 4]
     for tid, history in before.items():  # finished trials were not trained again
         child = next(c for c in children if c.data.tags["trial_id"] == tid)
         assert steps(client, child) == history
