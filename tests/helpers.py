@@ -98,8 +98,9 @@ def steps(client: MlflowClient, run: Any) -> list[int]:
 def interrupt_after_first_trial(cmd: list[str], cwd: Path, env: dict[str, str], *,
                                 group: bool = False, sig: int = signal.SIGINT) -> list[str]:
     """Run ``cmd`` and send ``sig`` once the first trial has ended: to the driver only, or
-    (``group``) to its whole process group as a terminal's Ctrl-C does. SIGINT must give
-    exit 130 and the resume hint, and no summary claimed from the partial search."""
+    (``group``) to its whole process group as a terminal's Ctrl-C does (or a batch system's
+    SIGTERM). The exit code must be 128 + the signal (Ctrl-C 130, SIGTERM 143, SIGHUP 129),
+    with the resume hint, and no summary claimed from the partial search."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=cwd, env=env, start_new_session=group)
     lines = []
@@ -118,7 +119,7 @@ def interrupt_after_first_trial(cmd: list[str], cwd: Path, env: dict[str, str], 
         assert code == -signal.SIGKILL
         return lines
     out = "".join(lines)
-    assert code == 130, out
+    assert code == 128 + sig, out
     # Ray may log after our last line (stderr is merged), so look for the hint anywhere.
     assert any("continue with:" in ln and ln.rstrip().endswith("--resume") for ln in lines)
     assert "no summary from partial work" in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from collections.abc import Sequence
 
 from ablate.cli.commands import (
@@ -21,6 +22,7 @@ from ablate.cli.commands import (
 )
 from ablate.cli.parser import Command, build_parser
 from ablate.config import check_tracking_uri
+from ablate.core import signals
 from ablate.core.errors import BAD_INPUT
 
 EXIT_USAGE = 2
@@ -50,14 +52,19 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. SIGTERM and SIGHUP take Ctrl-C's path (:mod:`ablate.core.signals`)
+    and exit 143 and 129; Ctrl-C exits 130."""
+    signals.received.clear()
+    if threading.current_thread() is threading.main_thread():
+        signals.install()
     try:
         args = _parse(argv)
-        return args.func(args)
+        return signals.exit_code(args.func(args))
     except BAD_INPUT as exc:
         print(f"ablate: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("ablate: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"ablate: interrupted{f' ({exc})' if str(exc) else ''}", file=sys.stderr)
+        return signals.exit_code(signals.EXIT_INTERRUPTED)
 
 

@@ -10,6 +10,7 @@ import time
 
 import ray
 
+from ablate.core import signals
 from ablate.core.errors import ConfigError
 
 # Quiet Ray: our callback prints one line per trial; Ray's tables, TensorBoard hints and
@@ -34,12 +35,13 @@ def init_ray(address: str | None, resources: dict[str, float]) -> dict[str, floa
     if not ray.is_initialized():
         quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                      configure_logging=True)
-        if address:
-            ray.init(address=address, **quiet)
-        else:
-            # "local": a new Ray of our own even when `ray start` runs one on this machine
-            ray.init(address="local", num_cpus=int(resources["CPU"]),
-                     num_gpus=int(resources["GPU"]), **quiet)
+        with signals.held():  # SIGTERM to the process group: for the driver to handle
+            if address:
+                ray.init(address=address, **quiet)
+            else:
+                # "local": a new Ray of our own even when `ray start` runs one on this machine
+                ray.init(address="local", num_cpus=int(resources["CPU"]),
+                         num_gpus=int(resources["GPU"]), **quiet)
     return {k: float(v) for k, v in ray.cluster_resources().items()}
 
 

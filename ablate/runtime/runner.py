@@ -25,6 +25,7 @@ from ablate.config import (
     check_trial_device,
     redact,
 )
+from ablate.core import signals
 from ablate.core.console import Log, fit
 from ablate.runtime.cluster import init_ray, machine_resources, wait_for_cluster
 from ablate.runtime.job import Job, Options
@@ -104,7 +105,9 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
                 f"reason: {reason})")
             tracker.end(parent, "FAILED")
             return EXIT_FAILED
-        job.summarize(results, tracker, parent, params)
+        with signals.finishing():  # every trial ended: a stop signal now lets the summary finish
+            job.summarize(results, tracker, parent, params)
+            _end_finished(tracker, parent, opts.resume)
     except KeyboardInterrupt as exc:
         logger.close_open("KILLED")
         tracker.set_tags(parent, {names.INTERRUPTED: names.flag(True)})
@@ -117,11 +120,17 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
         logger.close_open("FAILED")
         tracker.end(parent, "FAILED")
         raise
-    if opts.resume:
+    log(browse_line(tracker, parent, opts.tracking_uri))
+    note = signals.finished_note()
+    if note:
+        log(note)
+    return 0
+
+
+def _end_finished(tracker: Tracker, parent: str, resume: bool) -> None:
+    if resume:
         tracker.set_tags(parent, {names.INTERRUPTED: names.flag(False)})
     tracker.end(parent, "FINISHED")
-    log(browse_line(tracker, parent, opts.tracking_uri))
-    return 0
 
 
 def _parent_run(job: Job, tracker: Tracker, path: str, resume: bool) -> str:

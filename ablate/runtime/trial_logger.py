@@ -12,6 +12,7 @@ from ray import tune
 
 from ablate import names
 from ablate.config import dump_yaml
+from ablate.core import signals
 from ablate.core.console import Log
 from ablate.tracking import Tracker
 
@@ -27,6 +28,14 @@ def error_reason(trace: str | None) -> str:
         if _ERROR_LINE.match(line):
             return line[:500]
     return lines[-1][:500] if lines else "unknown error"
+
+
+def interrupted(reason: str) -> bool:
+    """Whether a trial's error is the stop of the whole job, not a failure of the trial:
+    Ctrl-C or SIGTERM reached its worker (to the process group), or the driver had already been
+    told to stop, so that a worker dying now is part of the stop."""
+    return ("KeyboardInterrupt" in reason or "receives a SIGTERM" in reason
+            or bool(signals.received))
 
 
 def trial_number(trial: Any, first: int = 1) -> int:
@@ -172,7 +181,7 @@ class TrialLogger(tune.Callback):
         reason = error_reason(local.read_text() if local and local.exists() else
                               trial.get_error())
         run = self.run_id(trial)
-        if "KeyboardInterrupt" in reason:  # Ctrl-C reached the worker: interrupted, not failed
+        if interrupted(reason):  # Ctrl-C or SIGTERM reached the worker: interrupted, not failed
             return
         self.tracker.set_tags(run, {names.ERROR: reason})
         self.tracker.end(run, "FAILED")
