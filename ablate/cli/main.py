@@ -21,11 +21,9 @@ from ablate.cli.commands import (
 )
 from ablate.cli.parser import Command, build_parser
 from ablate.config import check_tracking_uri
-from ablate.core.errors import BAD_INPUT
+from ablate.core.errors import BAD_INPUT, readable_line
 
 EXIT_USAGE = 2
-
-
 
 
 COMMANDS: dict[str, Command] = {
@@ -54,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parse(argv)
         return args.func(args)
     except BAD_INPUT as exc:
-        print(f"ablate: error: {exc}", file=sys.stderr)
+        # Capped here, once for every error: 10,000 unknown keys or a 100 KB name stay one
+        # readable line rather than hundreds of KB.
+        print(f"ablate: error: {readable_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("ablate: interrupted", file=sys.stderr)
