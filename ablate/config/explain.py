@@ -8,6 +8,7 @@ Plain pydantic and difflib, no torch: refusals stay fast.
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from types import UnionType
@@ -73,9 +74,14 @@ def format_validation_error(exc: ValidationError, source: str,
                                      for (loc, _), msgs in fields.items()) + more
 
 
+_TYPE_ERRORS = ("int_type", "float_type", "bool_type", "string_type")
+
+
 def _message(model: type[BaseModel] | None, err: Any) -> str:
     """One pydantic error's message, with the close matches of an unknown key or method."""
     msg = str(err["msg"]).replace("\n", " ")
+    if err["type"] in _TYPE_ERRORS:  # strict types: say what was given (true, "yes", 2.0)
+        msg += f", got {shorten(json.dumps(err.get('input'), default=str), 40)}"
     if err["type"] == "extra_forbidden":
         return "unknown key" + _did_you_mean(model, err["loc"], err.get("input"))
     if err["type"] == "union_tag_invalid":  # method.name=trade

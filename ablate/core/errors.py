@@ -54,6 +54,6 @@ def readable_line(message: str, limit: int = MAX_LINE) -> str:
     value must not start a second line), every very long word (a 100 KB name) shortened, and
     the whole cut to ``limit`` characters with a count of what was left out."""
     line = " ".join(shorten(word) for word in message.split())
-    if len(line) > limit:
+    if len(line) > limit + 30:  # a cut must save more than its note costs
         line = f"{line[:limit].rstrip()}… ({len(line) - limit} more characters)"
     return line
