@@ -23,11 +23,9 @@ from ablate.cli.commands import (
 from ablate.cli.parser import Command, build_parser
 from ablate.config import check_tracking_uri
 from ablate.core import signals
-from ablate.core.errors import BAD_INPUT
+from ablate.core.errors import BAD_INPUT, readable_line
 
 EXIT_USAGE = 2
-
-
 
 
 COMMANDS: dict[str, Command] = {
@@ -61,7 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parse(argv)
         return signals.exit_code(args.func(args))
     except BAD_INPUT as exc:
-        print(f"ablate: error: {exc}", file=sys.stderr)
+        # Capped here, once for every error: 10,000 unknown keys or a 100 KB name stay one
+        # readable line rather than hundreds of KB.
+        print(f"ablate: error: {readable_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
         print(f"ablate: interrupted{f' ({exc})' if str(exc) else ''}", file=sys.stderr)

@@ -30,6 +30,7 @@ from ablate.config.overrides import (
     apply_overrides,
     config_notes,
     method_name,
+    refuse_section_resets,
     switch_method,
     with_notes,
 )
@@ -291,6 +292,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     :func:`config_warnings` prints it)."""
     raw = read_yaml(path)
     check_kind(raw, path, "experiment")
+    refuse_section_resets(overrides, ExperimentConfig)
     before = method_name(raw)
     raw = apply_overrides(raw, overrides or [])
     note = switch_method(raw, before, [item.partition("=")[0] for item in overrides or []])

@@ -8,6 +8,7 @@ Plain pydantic and difflib, no torch: refusals stay fast.
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from types import UnionType
@@ -16,7 +17,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from ablate.core.catalog import METHOD_NAMES
-from ablate.core.errors import ConfigError
+from ablate.core.errors import ConfigError, shorten
 
 # --- Which kind of file ------------------------------------------------------------------------
 
@@ -44,27 +45,70 @@ def check_kind(raw: dict[str, Any], path: str | Path, expected: str) -> None:
         raise ConfigError(f"{path} is {what}: use `ablate {command} {path}`")
 
 
+MAX_FIELDS = 6  # fields listed on the line; the rest are counted ("... and 9994 more fields")
+
+
 def format_validation_error(exc: ValidationError, source: str,
                             model: type[BaseModel] | None = None) -> str:
     """Every pydantic error on one line: 'SOURCE: field `a.b`: message; field `c`: ...'.
-    ``model``, the model that was validated, lets an unknown key suggest close matches."""
+    ``model``, the model that was validated, lets an unknown key suggest close matches.
+    At most :data:`MAX_FIELDS` fields are spelled out (10,000 unknown keys are one short line,
+    and only the shown ones pay for a suggestion); the others are counted."""
     fields: dict[tuple[str, int], list[str]] = {}
-    for i, err in enumerate(exc.errors()):
+    hidden: set[str] = set()
+    for i, err in enumerate(exc.errors(include_url=False)):
         parts, alternative = _shown_loc(model, err["loc"])
-        msg = str(err["msg"]).replace("\n", " ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key" + _did_you_mean(model, err["loc"], err.get("input"))
-        elif err["type"] == "union_tag_invalid":  # method.name=trade
-            ctx = err.get("ctx") or {}
-            tags = [t.strip(" '\"") for t in str(ctx.get("expected_tags", "")).split(",")]
-            match = close_match(str(ctx.get("tag")), tags)
-            msg += f" (did you mean `{match}`?)" if match else ""
+        loc = shorten(".".join(parts) or "<root>", 80)
+        key = (loc, -1 if alternative else i)
+        if key not in fields and len(fields) >= MAX_FIELDS:
+            hidden.add(loc)
+            continue
         # A value that fits no member of a union gets one error per member: one field, "or".
-        msgs = fields.setdefault((".".join(parts) or "<root>", -1 if alternative else i), [])
+        msgs = fields.setdefault(key, [])
+        msg = _message(model, err)
         if msg not in msgs:
             msgs.append(msg)
+    hidden -= {loc for loc, _ in fields}
+    more = f"; ... and {len(hidden)} more field{'s' * (len(hidden) > 1)}" if hidden else ""
     return f"{source}: " + "; ".join(f"field `{loc}`: {' or '.join(msgs)}"
-                                     for (loc, _), msgs in fields.items())
+                                     for (loc, _), msgs in fields.items()) + more
+
+
+_TYPE_ERRORS = ("int_type", "float_type", "bool_type", "string_type")
+
+
+def _message(model: type[BaseModel] | None, err: Any) -> str:
+    """One pydantic error's message, with the close matches of an unknown key or method."""
+    msg = str(err["msg"]).replace("\n", " ")
+    if err["type"] in _TYPE_ERRORS:  # strict types: say what was given (true, "yes", 2.0)
+        msg += f", got {shorten(json.dumps(err.get('input'), default=str), 40)}"
+    if err["type"] == "extra_forbidden":
+        return "unknown key" + _did_you_mean(model, err["loc"], err.get("input"))
+    if err["type"] == "union_tag_invalid":  # method.name=trade
+        ctx = err.get("ctx") or {}
+        tags = [t.strip(" '\"") for t in str(ctx.get("expected_tags", "")).split(",")]
+        match = close_match(str(ctx.get("tag")), tags)
+        msg += f" (did you mean `{match}`?)" if match else ""
+    return msg
+
+
+def section(model: type[BaseModel], key: str) -> type[BaseModel] | None:
+    """The model of the group of fields the dotted ``key`` names in ``model`` (``optim``,
+    ``base.optim``, ``teachers.clean``; a union's first member), if that group always exists,
+    so that setting it to ``{}`` could only reset every field in it to its default. None for
+    a plain field, a dict (``student.kwargs``) or an optional group (a search's ``confirm``:
+    ``confirm={}`` turns it on)."""
+    ann: Any = model
+    for part in key.split("."):
+        ann = _step(ann, part)[0]
+        if ann is None:
+            return None
+    while get_origin(ann) is Annotated:
+        ann = get_args(ann)[0]
+    if _is_union(ann) and type(None) in get_args(ann):
+        return None
+    members = _models(ann)
+    return members[0] if members else None
 
 
 def _strip(ann: Any) -> Any:

@@ -6,6 +6,7 @@ resolves ``search_spaces/NAME.yaml``.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,13 @@ from ablate.config.experiment import (
 )
 from ablate.config.explain import format_validation_error
 from ablate.config.networks import Strict
-from ablate.config.overrides import config_notes, with_notes
+from ablate.config.overrides import config_notes, refuse_section_resets, with_notes
 from ablate.config.recipe import Recipe
 from ablate.config.resources import Resources
 from ablate.config.spec_file import read_spec
 from ablate.core.catalog import ATTACK_LABELS, ATTACKS
 from ablate.core.errors import ConfigError
-from ablate.core.limits import MAX_TRIALS, SafeName, Seed
+from ablate.core.limits import MAX_CELLS, MAX_TRIALS, SafeName, Seed
 
 LABELS = {"clean_acc": "Clean (test)",
           **{f"{a}_acc": ATTACK_LABELS[a] for a in ATTACKS},
@@ -77,8 +78,12 @@ class GridSpec(Strict):
 
     @model_validator(mode="after")
     def _names(self) -> GridSpec:
+        too_many = too_many_cells(len(self.rows), len(self.seeds))
+        if too_many:
+            raise ValueError(too_many)
         rows = [r.name for r in self.rows]
-        dup = next((n for n in rows if rows.count(n) > 1), None)
+        # Counter, not rows.count() per row: that is quadratic in the rows.
+        dup = next((n for n, count in Counter(rows).items() if count > 1), None)
         if dup is not None:
             raise ValueError(f"duplicate row name {dup!r}")
         if self.baseline not in rows:
@@ -117,11 +122,27 @@ class GridSpec(Strict):
         return self.recipe().config({names.ROW: row, names.SEED: seed})
 
 
+def too_many_cells(rows: int, seeds: int) -> str | None:
+    """Why a grid of ``rows`` x ``seeds`` is too large to run, if it is."""
+    if rows * seeds <= MAX_CELLS:
+        return None
+    return (f"{rows} rows x {seeds} seeds = {rows * seeds:,} cells; a grid has at most "
+            f"{MAX_CELLS:,} cells (MAX_CELLS in ablate/core/limits.py)")
+
+
 def load_grid(path: str | Path, overrides: list[str] | None = None) -> GridSpec:
     """Read, override (in the order of :func:`~ablate.config.spec_file.read_spec`) and validate a
-    grid file, including every row against the config."""
+    grid file, including every row against the config. A grid of more than
+    :data:`~ablate.core.limits.MAX_CELLS` cells is refused first, by the lengths of its lists:
+    before a row is validated or a cell made."""
     source = str(path)
     raw, notes = read_spec(path, overrides, kind="grid")
+    refuse_section_resets(overrides, GridSpec)
+    rows, seeds = raw.get("rows"), raw.get("seeds")
+    if isinstance(rows, list) and isinstance(seeds, list):
+        too_many = too_many_cells(len(rows), len(seeds))
+        if too_many:
+            raise ConfigError(f"{source}: fields `rows` and `seeds`: {too_many}")
     grid: GridSpec = validate_model(GridSpec, raw, source)
     with_notes(grid.base, notes)
     for i, row in enumerate(grid.rows):

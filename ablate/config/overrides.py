@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from ablate.config.explain import section
 from ablate.config.safe_yaml import YamlRefused, parse_yaml
 from ablate.core.catalog import METHOD_PARAMS
 from ablate.core.errors import ConfigError
@@ -40,6 +41,25 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         key, value = parse_override(item)
         set_path(out, key, value, where=f"override {shown_override(item)}")
     return out
+
+
+def refuse_section_resets(overrides: list[str] | None, model: type[BaseModel]) -> None:
+    """Refuse ``optim={}`` (``base.optim={}``, ``overrides.optim={}`` on a spec): an empty
+    mapping replaces the whole group, so every field in it silently went back to its default
+    (300 epochs) instead of what the file set. A whole non-empty mapping stays allowed: it
+    says what it holds."""
+    for item in overrides or []:
+        key, value = parse_override(item)
+        if value != {} or not isinstance(value, dict):
+            continue
+        path = "base." + key.removeprefix("overrides.") if key.startswith("overrides.") else key
+        group = section(model, path)
+        if group is None:
+            continue
+        example = next((k for k in group.model_fields if k != "name"), "name")
+        raise ConfigError(f"override {shown_override(item)}: `{key}={{}}` would reset every "
+                          f"field of `{key}` to its default; set fields one by one, e.g. "
+                          f"{key}.{example}=VALUE")
 
 
 def set_path(tree: dict[str, Any], key: str, value: Any, *, where: str = "") -> None:

@@ -19,16 +19,13 @@ from ablate.config.explain import (
     suggest_path,
 )
 from ablate.config.networks import Strict
-from ablate.config.overrides import (
-    config_notes,
-    with_notes,
-)
+from ablate.config.overrides import config_notes, refuse_section_resets, with_notes
 from ablate.config.recipe import Recipe
 from ablate.config.resources import Resources
 from ablate.config.space import Param
 from ablate.config.spec_file import read_spec
 from ablate.core.errors import ConfigError
-from ablate.core.limits import MAX_EPOCHS, MAX_SEED, MAX_TRIALS, SafeName, Seed
+from ablate.core.limits import MAX_CELLS, MAX_EPOCHS, MAX_SEED, MAX_TRIALS, SafeName, Seed
 
 
 class Objective(Strict):
@@ -225,6 +222,7 @@ def load_search_spec(path: str | Path, overrides: list[str] | None = None) -> Se
     including its space against the config."""
     source = str(path)
     raw, notes = read_spec(path, overrides)
+    refuse_section_resets(overrides, SearchSpec)
     objective = raw.get("objective")
     if isinstance(raw.get("base"), dict) and isinstance(objective, dict) and "w" in objective:
         # The objective's clean weight is the experiment's W-acc weight.
@@ -240,6 +238,13 @@ def load_search_spec(path: str | Path, overrides: list[str] | None = None) -> Se
 def _check_confirm(spec: SearchSpec, source: str) -> None:
     """The confirm stage re-trains on seeds the search did not train with: the seed whose luck
     ranked a configuration first would lift it again (selection bias)."""
+    if spec.confirm is not None:
+        cells = spec.confirm.top_k * len(spec.confirm.seeds or [])
+        if cells > MAX_CELLS:
+            raise ConfigError(f"{source}: field `confirm`: top_k {spec.confirm.top_k} x "
+                              f"{len(spec.confirm.seeds or [])} seeds = {cells:,} cells; the "
+                              f"stage's grid has at most {MAX_CELLS:,} (MAX_CELLS in "
+                              "ablate/core/limits.py)")
     if spec.confirm is not None and spec.base.seed in (spec.confirm.seeds or []):
         raise ConfigError(f"{source}: field `confirm.seeds`: {spec.base.seed} is the seed the "
                           "search trains with (base.seed); the stage re-trains on unseen "

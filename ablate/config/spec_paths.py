@@ -83,7 +83,9 @@ def resolve_spec(name_or_path: str | os.PathLike[str]) -> Path:
     """
     given = os.fspath(name_or_path)
     path = Path(given)
-    if path.suffix in SUFFIXES or path.exists():
+    # lexists: a symlink loop or a dangling link is a path the reader names as what it is,
+    # not a spec name to look up.
+    if path.suffix in SUFFIXES or os.path.lexists(path):
         return path
     if not given.strip():
         raise ConfigError(f"no spec given; available: {_listing()}")

@@ -34,3 +34,26 @@ def one_line(exc: BaseException, limit: int = 200) -> str:
     """An exception's message on one line, cut to ``limit`` characters; its type when empty
     (for the one-line errors above, built from a library's exception)."""
     return " ".join(str(exc).split())[:limit] or type(exc).__name__
+
+
+MAX_LINE = 400  # characters of an `ablate: error:` line: a terminal line or two, still readable
+MAX_WORD = 120  # characters of one echoed value (a name, a key, a path) inside it
+
+
+def shorten(text: str, limit: int = MAX_WORD) -> str:
+    """``text`` cut in the middle to about ``limit`` characters, saying how much was cut: the
+    start and the end of a long path or name are the parts that tell it apart."""
+    if len(text) <= limit:
+        return text
+    head, tail = limit * 2 // 3, limit // 4
+    return f"{text[:head]}…({len(text) - head - tail} more characters)…{text[-tail:]}"
+
+
+def readable_line(message: str, limit: int = MAX_LINE) -> str:
+    """An error message as one readable line: whitespace collapsed (a newline in an echoed
+    value must not start a second line), every very long word (a 100 KB name) shortened, and
+    the whole cut to ``limit`` characters with a count of what was left out."""
+    line = " ".join(shorten(word) for word in message.split())
+    if len(line) > limit + 30:  # a cut must save more than its note costs
+        line = f"{line[:limit].rstrip()}… ({len(line) - limit} more characters)"
+    return line

@@ -20,11 +20,18 @@ MAX_STEPS = 10_000  # attack iterations
 MAX_SEED = 2**32 - 1  # numpy's RandomState (sklearn splits, Optuna) takes no more
 MAX_IMAGES = 10_000_000  # sizes of subsets and hold-outs
 MAX_TRIALS = 100_000  # trials of a search, concurrent trials, retries
+# Cells (rows x seeds) of a grid, or of a search's confirm stage (top_k x seeds). Lower than
+# MAX_TRIALS: every cell's config is validated before anything starts (a few ms each), so a
+# 10^6-cell grid would hold the terminal for minutes before its first line of output.
+MAX_CELLS = 10_000
 MAX_MODEL_KWARG = 4_096  # integer architecture arguments: width, depth, widen factor
 
 # Unknown keys are errors, and so are inf/nan: no field is meaningful at infinity, and YAML's
 # `.inf`/`.nan` would otherwise slip through every `gt=0`/`le=1` bound (nan compares false).
-STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+# Strict types: no value is converted to another type (`optim.epochs=true` is not 1 epoch,
+# `2.5` or `2.0` is not the integer 2, the text '3' is not a number), except an integer where a
+# float is expected (`lr: 1`).
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 def without_defaults(dumped: Any, late: Mapping[str, Any]) -> Any:
@@ -49,7 +56,8 @@ def safe_name(value: str) -> str:
     # A name becomes a directory (runs/NAME-HASH, Ray's STORAGE/NAME-HASH) and an MLflow
     # experiment whose artifacts live in mlartifacts/NAME: `../../x` would write outside.
     if not _NAME.fullmatch(value) or ".." in value:
-        raise ValueError(f"{value!r} is not a safe name: 1-100 letters, digits, '.', '_' or "
+        shown = repr(value if len(value) <= 60 else value[:60] + "...")  # a 100 KB name
+        raise ValueError(f"{shown} is not a safe name: 1-100 letters, digits, '.', '_' or "
                          "'-', starting with a letter or digit, without '..'")
     return value
 

@@ -11,14 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import optuna
-import yaml
 from ray import tune
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from ablate import names
-from ablate.config import SearchSpec, concurrency
+from ablate.config import SearchSpec, concurrency, dump_yaml
 from ablate.core.console import Log
 from ablate.cost import confirm_runs, expected_epochs
 from ablate.runtime import JobFields, Options, run_job, trial_dirname
@@ -230,8 +229,10 @@ class SearchJob(JobFields):
         return {**shown, names.METHOD: self.base.method.name}
 
     def run_tags(self, sampled: dict[str, Any]) -> dict[str, str]:
+        # dump_yaml: read back by parse_yaml (YAML 1.2), which must see the same values.
         return {names.SPEC_HASH: self.digest, names.METHOD: self.base.method.name,
-                names.SEED: str(self.base.seed), names.SAMPLED: yaml.safe_dump(sampled).strip()}
+                names.SEED: str(self.base.seed),
+                names.SAMPLED: dump_yaml(sampled, sort_keys=True).strip()}
 
     def summarize(self, results: tune.ResultGrid, tracker: Tracker, parent: str,
                   params: dict[str, Any]) -> None:

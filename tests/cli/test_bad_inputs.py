@@ -27,6 +27,7 @@ import torch
 import yaml
 
 from ablate.cli import main
+from ablate.core.errors import MAX_LINE
 from ablate.core.models import build_model
 from tests.helpers import fake_fashion_mnist, write_fashion_mnist
 
@@ -156,6 +157,13 @@ def planted_storage(mode: int) -> Callable[[Path], None]:
         (exp / "tuner.pkl").write_bytes(pickle.dumps(_Payload(_pwned(exp / "tuner.pkl"))))
         exp.chmod(mode)
     return write
+
+
+def symlink_loop(path: Path) -> None:
+    """``path`` -> ``path``.2 -> ``path``: opening either fails with ELOOP."""
+    other = path.with_name(path.name + ".2")
+    other.symlink_to(path.name)
+    path.symlink_to(other.name)
 
 
 TEACHERS: dict[str, File] = {"clean.pt": state(), "robust.pt": state()}
@@ -315,6 +323,59 @@ CASES: list[tuple[str, list[str], dict[str, File], str]] = [
     # 9. unknown run ids without a store: refused, and no mlflow.db created
     ("report-unknown-run", ["report", "0123456789abcdef"], {}, "no MLflow store"),
     ("eval-unknown-run", ["eval", "0123456789abcdef"], {}, "0123456789abcdef"),
+    # 11. strict types: no bool, text or float is turned into an integer (issue 28)
+    ("epochs-yes", ["validate", *C, "optim.epochs=yes"], CFG, "`optim.epochs`"),
+    ("epochs-true", ["train", *C, "optim.epochs=true"], CFG, "`optim.epochs`"),
+    ("epochs-float", ["validate", *C, "optim.epochs=2.0"], CFG, "`optim.epochs`"),
+    ("epochs-text", ["validate", *C, "optim.epochs='3'"], CFG, "`optim.epochs`"),
+    ("epochs-bool-in-file", ["validate", "{in}/b.yaml"],
+     {"b.yaml": edited(BASE, optim__epochs=True), **TEACHERS}, "`optim.epochs`"),
+    ("lr-bool", ["validate", *C, "optim.lr=true"], CFG, "`optim.lr`"),
+    ("milestone-bool", ["validate", *C, "optim.milestones=[true]"], CFG, "optim.milestones.0"),
+    ("teacher-epochs-bool", ["validate", *C, "teachers.clean.train={method: ce, epochs: on}"],
+     CFG, "teachers.clean.train.epochs"),
+    ("num-samples-bool", ["validate", "{in}/s.yaml", "num_samples=true"],
+     {"s.yaml": yaml.safe_dump(SPEC), **TEACHERS}, "`num_samples`"),
+    ("grid-seed-bool", ["grid", "{in}/g.yaml", "--dry-run", "seeds=[0, true]"],
+     {"g.yaml": yaml.safe_dump(GRID), **TEACHERS}, "seeds.1"),
+    ("width-bool", ["validate", *C, "student.kwargs.width=true"], CFG, "student.kwargs"),
+    # 11. an empty mapping would reset a whole section to its defaults
+    ("section-reset", ["train", *C, "optim={}"], CFG,
+     "`optim={}` would reset every field of `optim` to its default; set fields one by one, "
+     "e.g. optim.epochs=VALUE"),
+    ("section-reset-method", ["validate", *C, "method={}"], CFG, "`method={}` would reset"),
+    ("section-reset-spec-base", ["search", "{in}/s.yaml", "--dry-run", "base.optim={}"],
+     {"s.yaml": yaml.safe_dump(SPEC), **TEACHERS}, "`base.optim={}` would reset"),
+    ("section-reset-spec-overrides", ["validate", "{in}/s.yaml", "overrides.itt={}"],
+     {"s.yaml": yaml.safe_dump(SPEC), **TEACHERS}, "`overrides.itt={}` would reset"),
+    ("section-reset-grid", ["grid", "{in}/g.yaml", "--dry-run", "base.teachers.clean={}"],
+     {"g.yaml": yaml.safe_dump(GRID), **TEACHERS}, "`base.teachers.clean={}` would reset"),
+    # 11. paths that are not regular files are named as what they are (a FIFO: below)
+    ("config-symlink-loop", ["validate", "{in}/loop.yaml"], {"loop.yaml": symlink_loop},
+     "loop.yaml: is a symlink loop"),
+    ("base-symlink-loop", ["validate", "{in}/s.yaml"],
+     {"s.yaml": yaml.safe_dump({**SPEC, "base": "loop.yaml"}), "loop.yaml": symlink_loop},
+     "loop.yaml: is a symlink loop"),
+    ("spec-symlink-loop-by-name", ["search", "{in}/loop"], {"loop": symlink_loop},
+     "loop: is a symlink loop"),
+    ("base-device", ["validate", "{in}/g.yaml"],
+     {"g.yaml": yaml.safe_dump({**GRID, "base": "/dev/zero"})},
+     "/dev/zero: is a device, not a file"),
+    ("config-device", ["train", "/dev/null"], {}, "/dev/null: is a device, not a file"),
+    ("config-directory", ["validate", "{in}/d.yaml"], {"d.yaml": lambda p: p.mkdir()},
+     "d.yaml: is a directory, not a file"),
+    ("base-dangling-link", ["validate", "{in}/s.yaml"],
+     {"s.yaml": yaml.safe_dump({**SPEC, "base": "gone.yaml"}),
+      "gone.yaml": lambda p: p.symlink_to("nothing.yaml")},
+     "gone.yaml: is a symlink to nothing.yaml, which does not exist"),
+    # 11. grids past the cell cap; a search's confirm stage likewise
+    ("grid-too-many-cells", ["grid", "{in}/g.yaml", "--dry-run"],
+     {"g.yaml": yaml.safe_dump({**GRID, "seeds": list(range(5001))}), **TEACHERS},
+     "2 rows x 5001 seeds = 10,002 cells; a grid has at most 10,000 cells"),
+    ("confirm-too-many-cells", ["validate", "{in}/s.yaml",
+                                "confirm={top_k: 100, seeds: [" + ", ".join(
+                                    map(str, range(1, 102))) + "]}"],
+     {"s.yaml": yaml.safe_dump(SPEC), **TEACHERS}, "top_k 100 x 101 seeds = 10,100 cells"),
     # older classes
     ("unknown-key", ["train", *C, "optim.lrr=0.1"], CFG, "`optim.lrr`: unknown key"),
     ("wrong-type", ["train", *C, "optim.epochs=many"], CFG, "`optim.epochs`"),
@@ -411,6 +472,47 @@ def test_alias_bomb_through_the_console_script(where: str, tmp_path: Path) -> No
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("ablate: error: ") and "alias" in lines[-1]
     assert "Traceback" not in proc.stderr
+
+
+def test_a_fifo_is_named_and_never_read(tmp_path: Path) -> None:
+    """A FIFO as the config, or as a spec's base, is refused as what it is; reading one would
+    block until a writer appears (forever). Through the real entry point, under a timeout."""
+    os.mkfifo(tmp_path / "fifo.yaml")
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({**SPEC, "base": "fifo.yaml"}))
+    for target in ("fifo.yaml", "s.yaml"):
+        proc = subprocess.run([sys.executable, "-m", "ablate.cli", "validate", target],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1] == (
+            "ablate: error: fifo.yaml: is a FIFO, not a file"), proc.stderr
+
+
+LONG = "x" * 100_000
+
+
+@pytest.mark.parametrize(("argv", "files", "needle"), [
+    (["validate", *C, f"name={LONG}"], CFG, "field `name`: Value error, 'xxx"),
+    (["validate", *C, f"{LONG}=1"], CFG, "field `xxxxx"),
+    (["validate", *C, "optim={" + ", ".join(f"k{i}: 1" for i in range(10_000)) + "}"], CFG,
+     "field `optim.k5`: unknown key; ... and 9994 more fields"),
+    (["validate", "{in}/k.yaml"], {"k.yaml": yaml.safe_dump(
+        {**BASE, **{f"key{i}": i for i in range(10_000)}}), **TEACHERS}, "... and 9994 more"),
+    (["validate", f"{{in}}/{'y' * 200}.yaml"], {}, "more characters)"),
+    (["train", *C, *[f"--bogus{i}" for i in range(2_000)]], CFG, "more characters)"),
+], ids=["long-name", "long-key", "10k-unknown-override-keys", "10k-unknown-file-keys",
+        "long-path", "2k-unknown-options"])
+def test_error_lines_stay_readable(argv: list[str], files: dict[str, File], needle: str,
+                                   tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """10,000 unknown keys used to print a 279 KB line, and a 100 KB name was echoed whole:
+    every `ablate: error:` line is now at most MAX_LINE (400) characters and a note of what
+    it left out."""
+    inputs = tmp_path / "in"
+    _make(inputs, files)
+    assert main([a.replace("{in}", str(inputs)) for a in argv]) == 2
+    line, = capsys.readouterr().err.splitlines()
+    assert line.startswith("ablate: error: ") and needle in line, line[:500]
+    assert len(line) <= len("ablate: error: ") + MAX_LINE + 30, len(line)
 
 
 def test_the_payload_is_live(tmp_path: Path) -> None:

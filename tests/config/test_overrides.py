@@ -148,6 +148,34 @@ def test_command_line_overrides_reach_the_run(workdir, capsys) -> None:
     assert "20 epochs on digits" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("argv", "key", "example"), [
+    (["train", "{c}", "optim={}"], "optim", "optim.epochs"),
+    (["validate", "{c}", "teachers.robust.train={}"], "teachers.robust.train", None),
+    (["validate", "{c}", "method={}"], "method", "method.alpha"),
+    (["search", QUICKSTART, "base.optim={}"], "base.optim", "base.optim.epochs"),
+    (["validate", QUICKSTART, "overrides.eval={}"], "overrides.eval", "overrides.eval.w"),
+    (["grid", str(TABLE7), "resources={}"], "resources", "resources.cpu"),
+])
+def test_an_empty_mapping_may_not_reset_a_section(workdir, capsys, argv, key, example) -> None:
+    """`optim={}` replaced the file's whole `optim` with defaults (300 epochs), silently."""
+    cfg = write(workdir / "c.yaml", TINY)
+    err = run_bad(workdir, capsys, [a.replace("{c}", str(cfg)) for a in argv])
+    if example is None:  # an optional group: `{}` is not refused as a reset (validation is)
+        assert "would reset" not in err and f"field `{key}.method`: Field required" in err
+        return
+    assert f"`{key}={{}}` would reset every field of `{key}` to its default; set fields one " \
+           f"by one, e.g. {example}=VALUE" in err, err
+
+
+def test_empty_mappings_that_reset_nothing_are_kept(tmp_path: Path) -> None:
+    """`{}` of a plain mapping, of an optional group (`confirm={}` turns the stage on) and a
+    whole non-empty section (it says what it holds) are still taken."""
+    cfg = write(tmp_path / "c.yaml", TINY)
+    loaded = load_config(cfg, ["student.kwargs={}", "optim={epochs: 5}"])
+    assert loaded.student.kwargs == {} and loaded.optim.epochs == 5 and loaded.optim.lr == 0.1
+    assert load_search_spec(QUICKSTART, ["confirm={}", "overrides={}"]).confirm is not None
+
+
 # --- 4. typos inside the space -----------------------------------------------------------------
 
 def test_a_typo_in_a_space_key_names_the_key(workdir, capsys) -> None:

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -18,8 +19,9 @@ import torch
 
 from ablate.build import build_data, build_net, build_trainer
 from ablate.cli import main
-from ablate.config import ExperimentConfig, apply_overrides, load_grid, resolve_spec
+from ablate.config import ExperimentConfig, GridSpec, apply_overrides, load_grid, resolve_spec
 from ablate.core.errors import ConfigError
+from ablate.core.limits import MAX_CELLS
 from tests.helpers import (
     GRID,
     TINY,
@@ -31,6 +33,8 @@ from tests.helpers import (
     steps,
     write,
 )
+
+MAX_ROWS = MAX_CELLS - 1  # one seed: with the duplicate, exactly MAX_CELLS rows
 
 
 @pytest.mark.parametrize("raw, needle", [
@@ -62,6 +66,44 @@ def test_bad_grid_is_one_line_naming_the_problem(tmp_path: Path, raw: dict, need
     with pytest.raises(ConfigError) as info:
         load_grid(write(tmp_path / "g.yaml", raw))
     assert needle in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("rows, seeds", [(1000, 1000), (2, 5001), (10001, 1)])
+def test_a_grid_past_the_cell_cap_is_refused_at_once(workdir: Path, capsys, monkeypatch,
+                                                      rows: int, seeds: int) -> None:
+    """rows x seeds over MAX_CELLS is one line naming the cap, from the lengths of the lists:
+    no row is validated and no cell made (a 10^6-cell grid answers in well under a second)."""
+    def no_cells(*args: object) -> None:
+        raise AssertionError("a cell was made before the grid was refused")
+
+    monkeypatch.setattr(GridSpec, "cell_config", no_cells)
+    path = write(workdir / "g.yaml", edited(rows=[{"name": f"r{i}"} for i in range(rows)],
+                                            baseline="r0", seeds=list(range(seeds))))
+    start = time.perf_counter()
+    err = run_bad(workdir, capsys, ["grid", str(path), "--dry-run"])
+    assert time.perf_counter() - start < 5.0  # measured: 0.1-0.3 s on a shared 2-core box
+    assert f"{rows} rows x {seeds} seeds = {rows * seeds:,} cells" in err, err
+    assert f"at most {MAX_CELLS:,} cells (MAX_CELLS" in err and "fields `rows` and `seeds`" in err
+    assert not ray.is_initialized()
+
+
+def test_a_grid_at_the_cell_cap_is_accepted() -> None:
+    """The cap itself is allowed: GridSpec checks rows x seeds > MAX_CELLS, not >=."""
+    raw = edited(rows=[{"name": "a"}, {"name": "b"}], baseline="a",
+                 seeds=list(range(MAX_CELLS // 2)))
+    assert len(GridSpec.model_validate(raw).seeds) == MAX_CELLS // 2
+    with pytest.raises(ValueError, match="a grid has at most"):
+        GridSpec.model_validate(raw | {"seeds": list(range(MAX_CELLS // 2 + 1))})
+
+
+def test_a_duplicate_among_the_most_rows_a_grid_may_have_is_named(tmp_path: Path) -> None:
+    """At the cap (10,000 rows, one seed) the duplicate, last, is still found and named in
+    seconds (a Counter over the names, not rows.count() per row)."""
+    rows = [{"name": f"r{i}"} for i in range(MAX_ROWS)] + [{"name": f"r{MAX_ROWS - 1}"}]
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=f"duplicate row name 'r{MAX_ROWS - 1}'"):
+        load_grid(write(tmp_path / "g.yaml", edited(rows=rows, baseline="r0", seeds=[0])))
+    assert time.perf_counter() - start < 10.0
 
 
 def test_bad_grid_exits_2_before_anything_starts(workdir: Path, capsys) -> None:
