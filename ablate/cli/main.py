@@ -23,7 +23,7 @@ from ablate.cli.commands import (
 from ablate.cli.parser import Command, build_parser
 from ablate.config import check_tracking_uri
 from ablate.core import signals
-from ablate.core.errors import BAD_INPUT, readable_line
+from ablate.core.errors import BAD_INPUT, EXIT_TRACKING_LOST, TrackingLost, readable_line
 
 EXIT_USAGE = 2
 
@@ -66,5 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(f"ablate: interrupted{f' ({exc})' if str(exc) else ''}", file=sys.stderr)
         return signals.exit_code(signals.EXIT_INTERRUPTED)
+    except TrackingLost as exc:  # outside a job's run (which says how to resume): one line
+        print(f"ablate: error: {exc}; run the command again once it answers", file=sys.stderr)
+        return EXIT_TRACKING_LOST
 
 

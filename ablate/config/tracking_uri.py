@@ -5,15 +5,20 @@ exit 2, not a traceback after the command started. Without ``--tracking-uri`` th
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import sqlite3
 from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ablate.core.errors import ConfigError
+from ablate.core.errors import ConfigError, StoreBroken
 
 DEFAULT_DB = "mlflow.db"
+MIN_FREE = 8 * 1024**2  # bytes free beside a SQLite store below which a command refuses
+QUICK_CHECK_MAX = 64 * 1024**2  # bytes of a store up to which every command runs quick_check
 ENV_VAR = "MLFLOW_TRACKING_URI"
 
 _SERVERS = ("http", "https")
@@ -51,8 +56,9 @@ def check_tracking_uri(uri: str | None, *, existing: bool = False) -> None:
     where = f"--tracking-uri {redact(uri)!r}"
     if uri is None:
         uri = env_uri()
-        if uri is None:
-            return  # ./mlflow.db: the working directory exists
+        if uri is None:  # ./mlflow.db: the working directory exists
+            check_sqlite_file(Path(DEFAULT_DB), f"the store {Path(DEFAULT_DB).resolve()}")
+            return
         where = f"{ENV_VAR}={redact(uri)!r}"
     if uri == "databricks":
         return
@@ -130,6 +136,33 @@ def _check_sqlite(uri: str, where: str, existing: bool) -> None:
         raise ConfigError(f"{where}: directory {path.parent} does not exist")
     if path.is_dir() or (existing and not path.is_file()):
         raise ConfigError(f"{where}: no SQLite store at {path}")
+    check_sqlite_file(path, where)
+
+
+def check_sqlite_file(path: Path, where: str) -> None:
+    """A SQLite store that is there can be read (its header, its schema, and for a store
+    up to 64 MB SQLite's ``quick_check``), and its disk has room: a damaged file or a full
+    disk is one line now, not pages of SQLAlchemy after teachers trained and Ray started."""
+    free = shutil.disk_usage(path.parent if str(path.parent) else ".").free
+    if free < MIN_FREE:
+        raise StoreBroken(f"{where}: the disk is full ({free // 1024} KB free in "
+                          f"{path.parent.resolve()})")
+    if not path.is_file() or path.stat().st_size == 0:
+        return  # MLflow creates it
+    damaged = f"{where}: {path} is not a readable SQLite database"
+    with open(path, "rb") as handle:
+        if handle.read(16) != b"SQLite format 3\x00":
+            raise StoreBroken(f"{damaged} (no SQLite header)")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True,
+                                                timeout=30)) as db:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            if path.stat().st_size <= QUICK_CHECK_MAX:
+                (verdict,) = db.execute("PRAGMA quick_check(1)").fetchone()
+                if verdict != "ok":
+                    raise StoreBroken(f"{damaged} (quick_check: {' '.join(verdict.split())})")
+    except sqlite3.DatabaseError as exc:
+        raise StoreBroken(f"{damaged} ({' '.join(str(exc).split())})") from None
 
 
 def _check_store_dir(path: Path, where: str, existing: bool) -> None:

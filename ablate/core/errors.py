@@ -26,6 +26,16 @@ class CheckpointError(ValueError):
         super().__init__(" ".join(str(message).split()))
 
 
+class StoreBroken(ConfigError):
+    """The tracking store cannot be written (disk full) or read (a damaged database)."""
+
+
+class TrackingLost(RuntimeError):
+    """The tracking server did not answer for the whole wait (``$ABLATE_TRACKING_WAIT``)."""
+
+
+EXIT_TRACKING_LOST = 75  # sysexits' EX_TEMPFAIL: try again later (with --resume)
+
 # What the CLI reports as one line with exit code 2.
 BAD_INPUT = (ConfigError, DatasetError, CheckpointError)
 

@@ -10,6 +10,7 @@ writers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,14 @@ from ablate.runtime.job import Job, Options
 from ablate.runtime.progress import Heartbeat
 from ablate.runtime.storage import experiment_dir, make_private
 from ablate.runtime.trial_logger import TrialLogger
-from ablate.tracking import Tracker, browse_line, publish_views
+from ablate.tracking import (
+    EXIT_TRACKING_LOST,
+    StoreBroken,
+    Tracker,
+    TrackingLost,
+    browse_line,
+    publish_views,
+)
 from trainables.ciard import train_ciard
 
 EXIT_INTERRUPTED = 130
@@ -66,9 +74,11 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
     else:
         check_resources(job.resources, machine_resources(), "this machine")
     make_private(path)
+    tracker = Tracker(opts.tracking_uri)
+    if tracker.sqlite_path is None:  # a server: answering, before teachers train or Ray starts
+        tracker.check()  # (a SQLite file was read when the command line was checked)
     params = dict(recipe=job.recipe.rooted(Path.cwd()), teachers=teacher_states(job.base, log),
                   threads=job.resources.cpu)
-    tracker = Tracker(opts.tracking_uri)
     if not opts.address:  # resources already checked; open the store while Ray starts
         tracker.open_in_background()
     available = init_ray(opts.address, machine_resources())
@@ -116,15 +126,36 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
         log(f"interrupted{done}. Finished trials are kept; continue with: {opts.command} "
             "--resume")
         return EXIT_INTERRUPTED
-    except BaseException:
-        logger.close_open("FAILED")
-        tracker.end(parent, "FAILED")
+    except BaseException as exc:
+        lost = cause(exc, TrackingLost)  # raised in Tune's callbacks, it arrives wrapped
+        if lost is not None:  # the runs stay open; --resume closes them
+            log(f"error: {lost}. The trials' checkpoints are kept; once it answers, continue "
+                f"with: {opts.command} --resume")
+            return EXIT_TRACKING_LOST
+        broken = cause(exc, StoreBroken)
+        with contextlib.suppress(StoreBroken, TrackingLost):  # the store's fault: said alone
+            logger.close_open("FAILED")
+            tracker.end(parent, "FAILED")
+        if broken is not None:
+            raise broken from None
         raise
     log(browse_line(tracker, parent, opts.tracking_uri))
     note = signals.finished_note()
     if note:
         log(note)
     return 0
+
+
+def cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` or the first exception of type ``kind`` it was raised from or while handling."""
+    seen: set[int] = set()
+    here: BaseException | None = exc
+    while here is not None and id(here) not in seen:
+        if isinstance(here, kind):
+            return here
+        seen.add(id(here))
+        here = here.__cause__ or here.__context__
+    return None
 
 
 def _end_finished(tracker: Tracker, parent: str, resume: bool) -> None:

@@ -4,6 +4,7 @@ MLflow UI (``ablate ui`` and the ``browse:`` URLs, which open ablate's views of 
 
 from __future__ import annotations
 
+from ablate.tracking.guard import EXIT_TRACKING_LOST, StoreBroken, TrackingLost
 from ablate.tracking.tracker import Tracker, flatten
 from ablate.tracking.ui import (
     browse_line,
@@ -16,7 +17,10 @@ from ablate.tracking.ui import (
 )
 
 __all__ = [
+    "EXIT_TRACKING_LOST",
+    "StoreBroken",
     "Tracker",
+    "TrackingLost",
     "browse_line",
     "publish_views",
     "flatten",

@@ -28,8 +28,11 @@ from mlflow.tracking import MlflowClient
 from ablate import names
 from ablate.config import default_uri, redact, sqlite_file, store_exists
 from ablate.core.errors import ConfigError
+from ablate.tracking.guard import Guarded, StoreBroken, broken_line, fault
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stderr to errors
+# A server store prints "View run ... at:" for every run it ends: the trials' are ablate's to say.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -44,6 +47,18 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def _open_client(uri: str, where: str) -> MlflowClient:
+    """``MlflowClient(uri)``; a SQLite store creates and migrates its schema here, which a
+    full disk or a damaged file fails."""
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except Exception as exc:
+        kind = fault(exc)
+        if kind in ("full", "malformed"):
+            raise StoreBroken(broken_line(where, kind, exc)) from None
+        raise
 
 
 def git_commit() -> str:
@@ -65,18 +80,25 @@ class Tracker:
     @property
     def client(self) -> MlflowClient:
         # Created on first use: opening a SQLite store creates the file, which a command that
-        # stops on bad input must not leave behind.
+        # stops on bad input must not leave behind. Guarded: a store's faults as one line each.
         with self._opening:  # one client, also while open_in_background runs
             if self._client is None:
+                where = str(self.sqlite_path or redact(self.uri))
                 with self._store_lock():  # creating the client creates and migrates the schema
-                    self._client = MlflowClient(tracking_uri=self.uri)
-        return self._client
+                    self._client = Guarded(_open_client(self.uri, where), where)
+        return self._client  # type: ignore[return-value]  # MlflowClient's methods, guarded
+
+    def check(self) -> None:
+        """Open the store and read it once: a server that does not answer, a full disk or a
+        damaged database stops a job here, before teachers train or Ray starts."""
+        self.client.search_experiments(max_results=1)
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks, which hold this
-        return {k: v for k, v in self.__dict__.items() if k != "_opening"}
+        # The client is opened again where it is unpickled (a fresh wait, this process's say)
+        return {k: v for k, v in self.__dict__.items() if k not in ("_opening", "_client")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _opening=threading.Lock())
+        self.__dict__.update(state, _opening=threading.Lock(), _client=None)
 
     def open_in_background(self) -> None:
         """Open the store (a new SQLite store: ~2 s of schema migrations) in a thread while
