@@ -26,6 +26,7 @@ from ablate.config import (
     redact,
 )
 from ablate.core.console import Log
+from ablate.core.errors import BAD_INPUT
 from ablate.runtime.cluster import init_ray, machine_resources, wait_for_cluster
 from ablate.runtime.job import Job, Options
 from ablate.runtime.progress import Heartbeat
@@ -58,13 +59,18 @@ def run_job(job: Job, opts: Options, log: Log = print) -> int:
 def _run_job(job: Job, opts: Options, log: Log) -> int:
     check_inputs(job.base)
     check_trial_device(job.resources, job.base.device)
-    path = experiment_dir(opts.storage, f"{job.name}-{job.digest}", resume=opts.resume,
-                          fresh=opts.fresh)
     if opts.address:
         wait_for_cluster(opts.address, opts.connect_timeout)
     else:
         check_resources(job.resources, machine_resources(), "this machine")
-    make_private(path)
+    # One job per experiment directory: the claim (a lock) lasts as long as this job.
+    with experiment_dir(opts.storage, f"{job.name}-{job.digest}", resume=opts.resume,
+                        fresh=opts.fresh) as path:
+        make_private(path)
+        return _run_claimed(job, opts, path, log)
+
+
+def _run_claimed(job: Job, opts: Options, path: str, log: Log) -> int:
     params = dict(recipe=job.recipe.rooted(Path.cwd()), teachers=teacher_states(job.base, log),
                   threads=job.resources.cpu)
     tracker = Tracker(opts.tracking_uri)
@@ -73,7 +79,7 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
     available = init_ray(opts.address, machine_resources())
     check_resources(job.resources, available,
                     f"the Ray cluster at {opts.address}" if opts.address else "this machine")
-    parent = _parent_run(job, tracker, path, opts.resume)
+    parent, before = _parent_run(job, tracker, path, opts.resume)
     publish_views(tracker, parent, job.view_params)  # the runs table's URL works from now on
     log(job.plan({"CPU": available.get("CPU", 0), "GPU": available.get("GPU", 0)}))
     for line in job.warnings():
@@ -113,6 +119,10 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
         log(f"interrupted{done}. Finished trials are kept; continue with: {opts.command} "
             "--resume")
         return EXIT_INTERRUPTED
+    except BAD_INPUT:  # a missing or damaged checkpoint: one line, and the parent run keeps
+        logger.close_open("FAILED")  # the status it had before a resume (FINISHED stays so)
+        tracker.end(parent, before if before in _ENDED else "FAILED")
+        raise
     except BaseException:
         logger.close_open("FAILED")
         tracker.end(parent, "FAILED")
@@ -124,15 +134,18 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
     return 0
 
 
-def _parent_run(job: Job, tracker: Tracker, path: str, resume: bool) -> str:
+_ENDED = ("FINISHED", "KILLED", "FAILED")
+
+
+def _parent_run(job: Job, tracker: Tracker, path: str, resume: bool) -> tuple[str, str | None]:
+    """The parent run, reopened on resume or new, and the status it had (None: new)."""
     tags = {names.KIND: job.kind, names.SPEC_HASH: job.digest, names.STORAGE: path}
     found = tracker.find_run(job.name, tags) if resume else None
     if found is not None:
-        tracker.reopen(found)
-        return found
+        return found, tracker.reopen(found)
     return tracker.start(job.name, f"{job.kind}-{job.digest}", params=job.parent_params(),
                          tags={**tags, names.METHOD: job.base.method.name, **job.parent_tags()},
-                         parent_run_id=getattr(job, "nested_in", None))  # in a search's
+                         parent_run_id=getattr(job, "nested_in", None)), None  # in a search's
 
 
 def _tuner(job: Job, trainable: Any, path: str, resume: bool,
