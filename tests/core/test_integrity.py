@@ -4,7 +4,6 @@ one; and no NaN or inf in a resumed state."""
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -20,29 +19,12 @@ from ablate.core.settings import (
     OptimSettings,
 )
 from ablate.core.trainer import Trainer
+from tests.helpers import data_offset, flip
 
 
 def _net(seed: int = 0, width: int = 4) -> torch.nn.Module:
     torch.manual_seed(seed)
     return build_model("small_cnn", num_classes=10, in_channels=1, width=width)
-
-
-def data_offset(path: Path, suffix: str) -> int:
-    """Where the bytes of the zip entry ending in ``suffix`` (a tensor's storage) begin."""
-    with zipfile.ZipFile(path) as zf:
-        info = next(i for i in zf.infolist() if i.filename.endswith(suffix))
-    raw = path.read_bytes()
-    start = info.header_offset
-    name_len = int.from_bytes(raw[start + 26:start + 28], "little")
-    extra_len = int.from_bytes(raw[start + 28:start + 30], "little")
-    return start + 30 + name_len + extra_len
-
-
-def flip(path: Path, offset: int, count: int = 8) -> None:
-    raw = bytearray(path.read_bytes())
-    for i in range(offset, offset + count):
-        raw[i] ^= 0xFF
-    path.write_bytes(bytes(raw))
 
 
 def test_save_writes_a_sha256sum_digest_and_leaves_no_temporary(tmp_path: Path) -> None:
