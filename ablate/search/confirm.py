@@ -32,10 +32,9 @@ from ablate.core.errors import BAD_INPUT
 from ablate.grid import GridJob
 from ablate.report import NAN, paired_test, seed_stats, test_line
 from ablate.runtime import Options, run_job, storage_path
-from ablate.search.summary import launch_test
+from ablate.search.summary import check_checkpoint, launch_test  # the trainable's, via summary
 from ablate.search.trials import describe, param_columns, sampled_values
 from ablate.tracking import Tracker
-from trainables.ciard import check_checkpoint
 
 ALPHA = 0.05  # the paired test's level for "distinguishable from the runner-up"
 
