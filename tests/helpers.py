@@ -11,6 +11,7 @@ import pickle
 import signal
 import struct
 import subprocess
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +244,22 @@ def require_fashion_mnist() -> None:
     """Skip the test without Debian's Fashion-MNIST files (fail in CI)."""
     if not fashion_mnist_installed():
         pytest.skip(f"Debian's {APT_PACKAGE} is not installed")
+
+
+def data_offset(path: Path, suffix: str) -> int:
+    """Where the bytes of the zip entry ending in ``suffix`` (a tensor's storage) begin."""
+    with zipfile.ZipFile(path) as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith(suffix))
+    raw = path.read_bytes()
+    start = info.header_offset
+    name_len = int.from_bytes(raw[start + 26:start + 28], "little")
+    extra_len = int.from_bytes(raw[start + 28:start + 30], "little")
+    return start + 30 + name_len + extra_len
+
+
+def flip(path: Path, offset: int, count: int = 8) -> None:
+    """Garble ``count`` bytes of a file in place: what a bad disk or a partial copy does."""
+    raw = bytearray(path.read_bytes())
+    for i in range(offset, offset + count):
+        raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -27,6 +28,8 @@ from ablate.build import (
 )
 from ablate.config import ExperimentConfig, Recipe
 from ablate.core.data import Dataset
+from ablate.core.errors import CheckpointError
+from ablate.core.integrity import verify_file
 from ablate.core.trainer import Trainer
 
 TeacherStates = dict[str, dict[str, torch.Tensor]]
@@ -78,9 +81,8 @@ def train_ciard(config: dict[str, Any], *, recipe: Recipe, teachers: TeacherStat
     cfg = recipe.config(config)
     trainer = make_trainer(cfg, teachers, threads)
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            trainer.restore(directory)
+    if checkpoint is not None:  # a damaged or missing trainer.pt fails the trial, never retrains
+        restore(trainer, checkpoint)
     for metrics in trainer.run():
         if trainer.done and test_at_end:
             test = trainer.test()
@@ -99,8 +101,29 @@ def final_test(sampled: dict[str, Any], checkpoint: tune.Checkpoint, *, recipe: 
     returns the test metrics and the trial's per-epoch history (for the Fig. 3 curves)."""
     cfg = recipe.config(sampled)
     trainer = make_trainer(cfg, teachers, threads)
-    with checkpoint.as_directory() as directory:
-        if not trainer.restore(directory):
-            raise FileNotFoundError(f"no trainer checkpoint in {checkpoint.path}")
+    restore(trainer, checkpoint)
     test = trainer.test()
     return test, trainer.history
+
+
+def restore(trainer: Trainer, checkpoint: tune.Checkpoint) -> None:
+    """Continue ``trainer`` from a trial's checkpoint, verified (digest or CRCs, finite
+    values); a checkpoint without its ``trainer.pt`` is a one-line CheckpointError too."""
+    with checkpoint.as_directory() as directory:
+        if not trainer.restore(directory):
+            raise CheckpointError(f"trial checkpoint {checkpoint.path}: no "
+                                  f"{names.CHECKPOINT_FILE} (deleted or never synced)")
+
+
+def check_checkpoint(checkpoint: tune.Checkpoint | None, trial: str) -> None:
+    """Before a summary logs anything: the checkpoint it will test is there and intact
+    (digest or CRCs). A checkpoint in remote storage is verified where it is read."""
+    if checkpoint is None:
+        raise CheckpointError(f"{trial} has no checkpoint to test")
+    if checkpoint.filesystem is not None and checkpoint.filesystem.type_name != "local":
+        return
+    path = Path(checkpoint.path) / names.CHECKPOINT_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{trial}: its checkpoint {path} is missing (deleted?), so it "
+                              "cannot be tested; restore it, or rerun with --fresh")
+    verify_file(path)

@@ -3,7 +3,6 @@ cached by config hash (a console line per epoch), or from the RobustBench zoo.""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from ablate.core import zoo
 from ablate.core.accuracy import evaluate
 from ablate.core.console import Log, clock
 from ablate.core.data import Dataset, Split
+from ablate.core.integrity import save_verified
 from ablate.core.models import load_checkpoint
 from ablate.core.teachers import train_teacher
 
@@ -55,10 +55,7 @@ def prepare_teacher(
                       weight_decay=t.weight_decay, eps=t.eps, step_size=t.step_size,
                       steps=t.steps, seed=cfg.data.split_seed,
                       on_epoch=teacher_progress(model, role, t.epochs, data.val, cfg, log))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
+        save_verified(model.state_dict(), path)  # atomic, with its digest beside it
     load_checkpoint(model, path)
     return model.to(device).eval()
 

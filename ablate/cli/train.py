@@ -8,8 +8,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from ablate import names
 from ablate.build import (
     build_data,
@@ -21,6 +19,7 @@ from ablate.build import (
 )
 from ablate.config import ExperimentConfig, redact
 from ablate.core.accuracy import evaluate
+from ablate.core.integrity import digest_path, save_verified
 from ablate.core.trainer import Trainer
 from ablate.report import attack_line, plot_curves, progress_line, test_line
 from ablate.tracking import Tracker, browse_line
@@ -91,8 +90,9 @@ def _log_artifacts(tracker: Tracker, run_id: str, cfg: ExperimentConfig,
         tmp = Path(directory)
         tracker.log_artifact(run_id, save_config(cfg, tmp))
         student = tmp / Path(names.BEST_STUDENT).name
-        torch.save(trainer.best["student"], student)
-        tracker.log_artifact(run_id, student, str(Path(names.BEST_STUDENT).parent))
+        save_verified(trainer.best["student"], student)
+        for path in (student, digest_path(student)):
+            tracker.log_artifact(run_id, path, str(Path(names.BEST_STUDENT).parent))
         plot_curves(trainer.history, tmp / "curves.png", title=f"{cfg.name} ({cfg.method.name})")
         tracker.log_artifact(run_id, tmp / "curves.png", names.PLOTS)
 

@@ -24,6 +24,7 @@ from ablate.core.architectures import (
     WideResNet,
 )
 from ablate.core.errors import CheckpointError
+from ablate.core.integrity import check_finite, verify_file
 
 __all__ = [
     "MODELS",
@@ -250,10 +251,13 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain containers only, so
     a checkpoint can never execute code. Every failure (missing, truncated, not a torch file,
     objects outside torch's allow-list) is a one-line :class:`CheckpointError` naming the file.
+    The file is verified first (:func:`~ablate.core.integrity.verify_file`): against its
+    digest, else by its zip CRCs, which ``torch.load`` does not check.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    verify_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -287,6 +291,7 @@ def load_state(model: nn.Module, obj: Any, path: str) -> nn.Module:
     :class:`Normalized` model. Every failure is a one-line :class:`CheckpointError`.
     """
     state = _extract_state_dict(obj, path)
+    check_finite(state, path)
     target = model
     if isinstance(model, Normalized) and not any(k.startswith("1.") for k in state):
         # A teacher checkpoint of the bare net: the wrapper only adds parameter-free

@@ -25,6 +25,7 @@ from ablate.core.compute import Amp, grad_scaler, memory_format, peak_flops, pre
 from ablate.core.data import Dataset, augment_crop_flip, iterate_batches
 from ablate.core.errors import one_line
 from ablate.core.flop_counter import FlopCounter
+from ablate.core.integrity import check_finite, save_verified
 from ablate.core.methods import get_method
 from ablate.core.models import CheckpointError, read_checkpoint
 from ablate.core.robustness import run_suite, suite_metrics
@@ -331,13 +332,9 @@ class Trainer:
             self.scaler.load_state_dict(sd["scaler"])
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write the resumable checkpoint atomically (a crash never leaves a half-written file)."""
-        path = Path(directory) / names.CHECKPOINT_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
-        return path
+        """Write the resumable checkpoint atomically (a crash never leaves a half-written file),
+        then its sha256 digest beside it (:func:`~ablate.core.integrity.save_verified`)."""
+        return save_verified(self.state_dict(), Path(directory) / names.CHECKPOINT_FILE)
 
     def restore(self, directory: str | os.PathLike) -> bool:
         """Load the checkpoint in ``directory`` if there is one; returns whether it did. A file
@@ -346,6 +343,7 @@ class Trainer:
         if not path.exists():
             return False
         sd = read_trainer_checkpoint(path)
+        check_finite(sd, path)  # weights, optimizer buffers: never train on from NaN
         try:
             self.load_state_dict(sd)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # shapes, types

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from ablate.core.errors import CheckpointError, ConfigError, one_line
+from ablate.core.integrity import verify_file
 
 INSTALL = "pip install 'ablate[robustbench]'"
 
@@ -107,6 +108,7 @@ def load(model_dir: str | Path, name: str, dataset: str, threat_model: str) -> n
         raise ConfigError(f"RobustBench model {name} ({dataset} {threat_model}) not found: "
                           f"looked for {absent[0]}")
     for path in checkpoint_files(model_dir, name, dataset, threat_model):
+        verify_file(path)  # torch.load does not check the zip's CRCs
         try:
             torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - pickled code, truncation, not a torch file

@@ -14,6 +14,7 @@ from ablate import names
 from ablate.build import build_net
 from ablate.config import ExperimentConfig, check_eval_target, load_config, not_a_target
 from ablate.core.errors import CheckpointError, ConfigError
+from ablate.core.integrity import DIGEST_SUFFIX, check_finite
 from ablate.core.models import load_state, read_checkpoint
 from ablate.tracking import Tracker
 
@@ -44,7 +45,10 @@ def _from_path(path: Path, config: str | None, run_id: str | None = None) -> Tar
 
 
 def _read_student(weights: Path) -> dict[str, Any]:
-    return student_state(read_checkpoint(weights), weights)
+    """The student's weights, verified (digest or CRCs, finite values) before any store opens."""
+    state = student_state(read_checkpoint(weights), weights)
+    check_finite(state, weights)
+    return state
 
 
 def student_state(obj: Any, weights: Path) -> Any:
@@ -89,6 +93,7 @@ def resolve_target(target: str, tracker: Tracker, config: str | None, tmp: Path)
     if checkpoint and (Path(checkpoint) / names.CHECKPOINT_FILE).is_file():
         return _from_path(Path(checkpoint), config, run_id=target)
     weights = tracker.download_if_present(target, names.BEST_STUDENT, tmp)
+    tracker.download_if_present(target, f"{names.BEST_STUDENT}{DIGEST_SUFFIX}", tmp)  # if any
     cfg_file = config or tracker.download_if_present(target, names.CONFIG_FILE, tmp)
     if weights is None or cfg_file is None:
         raise ConfigError(f"run {target}: no checkpoint found (tag 'checkpoint' is "

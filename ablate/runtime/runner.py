@@ -28,6 +28,7 @@ from ablate.config import (
 )
 from ablate.core import signals
 from ablate.core.console import Log, fit
+from ablate.core.errors import BAD_INPUT
 from ablate.runtime.cluster import init_ray, machine_resources, wait_for_cluster
 from ablate.runtime.job import Job, Options
 from ablate.runtime.progress import Heartbeat
@@ -67,13 +68,18 @@ def run_job(job: Job, opts: Options, log: Log = print) -> int:
 def _run_job(job: Job, opts: Options, log: Log) -> int:
     check_inputs(job.base)
     check_trial_device(job.resources, job.base.device)
-    path = experiment_dir(opts.storage, f"{job.name}-{job.digest}", resume=opts.resume,
-                          fresh=opts.fresh)
     if opts.address:
         wait_for_cluster(opts.address, opts.connect_timeout)
     else:
         check_resources(job.resources, machine_resources(), "this machine")
-    make_private(path)
+    # One job per experiment directory: the claim (a lock) lasts as long as this job.
+    with experiment_dir(opts.storage, f"{job.name}-{job.digest}", resume=opts.resume,
+                        fresh=opts.fresh) as path:
+        make_private(path)
+        return _run_claimed(job, opts, path, log)
+
+
+def _run_claimed(job: Job, opts: Options, path: str, log: Log) -> int:
     tracker = Tracker(opts.tracking_uri)
     if tracker.sqlite_path is None:  # a server: answering, before teachers train or Ray starts
         tracker.check()  # (a SQLite file was read when the command line was checked)
@@ -84,7 +90,7 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
     available = init_ray(opts.address, machine_resources())
     check_resources(job.resources, available,
                     f"the Ray cluster at {opts.address}" if opts.address else "this machine")
-    parent = _parent_run(job, tracker, path, opts.resume)
+    parent, before = _parent_run(job, tracker, path, opts.resume)
     publish_views(tracker, parent, job.view_params)  # the runs table's URL works from now on
     log(fit(job.plan({"CPU": available.get("CPU", 0), "GPU": available.get("GPU", 0)})))
     for line in job.warnings():
@@ -133,9 +139,12 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
                 f"with: {opts.command} --resume")
             return EXIT_TRACKING_LOST
         broken = cause(exc, StoreBroken)
+        # A missing or damaged checkpoint (bad input): the parent keeps the status it had
+        # before a resume, so FINISHED stays so; any other failure fails it.
+        keep = isinstance(exc, BAD_INPUT) and broken is None and before in _ENDED
         with contextlib.suppress(StoreBroken, TrackingLost):  # the store's fault: said alone
             logger.close_open("FAILED")
-            tracker.end(parent, "FAILED")
+            tracker.end(parent, before if keep else "FAILED")
         if broken is not None:
             raise broken from None
         raise
@@ -164,15 +173,18 @@ def _end_finished(tracker: Tracker, parent: str, resume: bool) -> None:
     tracker.end(parent, "FINISHED")
 
 
-def _parent_run(job: Job, tracker: Tracker, path: str, resume: bool) -> str:
+_ENDED = ("FINISHED", "KILLED", "FAILED")
+
+
+def _parent_run(job: Job, tracker: Tracker, path: str, resume: bool) -> tuple[str, str | None]:
+    """The parent run, reopened on resume or new, and the status it had (None: new)."""
     tags = {names.KIND: job.kind, names.SPEC_HASH: job.digest, names.STORAGE: path}
     found = tracker.find_run(job.name, tags) if resume else None
     if found is not None:
-        tracker.reopen(found)
-        return found
+        return found, tracker.reopen(found)
     return tracker.start(job.name, f"{job.kind}-{job.digest}", params=job.parent_params(),
                          tags={**tags, names.METHOD: job.base.method.name, **job.parent_tags()},
-                         parent_run_id=getattr(job, "nested_in", None))  # in a search's
+                         parent_run_id=getattr(job, "nested_in", None)), None  # in a search's
 
 
 def _tuner(job: Job, trainable: Any, path: str, resume: bool,

@@ -28,10 +28,11 @@ from ablate.config import (
     effective_config,
 )
 from ablate.core.console import Log
+from ablate.core.errors import BAD_INPUT
 from ablate.grid import GridJob
 from ablate.report import NAN, paired_test, seed_stats, test_line
 from ablate.runtime import Options, run_job, storage_path
-from ablate.search.summary import launch_test
+from ablate.search.summary import check_checkpoint, launch_test  # the trainable's, via summary
 from ablate.search.trials import describe, param_columns, sampled_values
 from ablate.tracking import Tracker
 
@@ -134,11 +135,18 @@ def run_confirm(spec: SearchSpec, search_parent: str, ranked: list[dict[str, Any
     job = ConfirmJob(grid, log, nested_in=search_parent, search=spec, candidates=candidates,
                      base_row=base_row)
     tracker = Tracker(opts.tracking_uri)
-    tracker.reopen(search_parent)
+    before = tracker.reopen(search_parent)
+    tags = tracker.run_info(search_parent)["tags"]
     tracker.set_tags(search_parent, {names.CONFIRM: names.CONFIRM_RUNNING})
     path = f"{storage_path(opts.storage).rstrip('/')}/{grid.name}-{grid.digest()}"
     resume = opts.resume and tune.Tuner.can_restore(path)  # a stage that never started: new
-    code = run_job(job, replace(opts, resume=resume, fresh=opts.fresh and not resume), log)
+    try:
+        code = run_job(job, replace(opts, resume=resume, fresh=opts.fresh and not resume), log)
+    except BAD_INPUT:  # a missing or damaged checkpoint: the search stays as it was
+        if names.CONFIRM in tags:
+            tracker.set_tags(search_parent, {names.CONFIRM: tags[names.CONFIRM]})
+        tracker.end(search_parent, before)
+        raise
     state = {0: names.CONFIRM_DONE, 130: names.CONFIRM_INTERRUPTED}.get(code,
                                                                        names.CONFIRM_FAILED)
     tracker.set_tags(search_parent, {names.CONFIRM: state})
@@ -175,6 +183,9 @@ def summarize_confirm(job: ConfirmJob, results: tune.ResultGrid, tracker: Tracke
         return
     tested = [win["candidate"]] + ([job.base_row] if job.base_row not in (None, win[
         "candidate"]) else [])
+    for row in tested:  # every checkpoint to test is intact before anything is logged
+        for s in sorted(values.get(row, {})):
+            check_checkpoint(checkpoints[(row, s)], f"confirm run {row!r} seed {s}")
     pending = {(row, s): launch_test({names.ROW: row, names.SEED: s}, checkpoints[(row, s)],
                                      params, spec.resources)
                for row in tested for s in sorted(values.get(row, {}))}

@@ -55,7 +55,7 @@ from ablate.search.trials import (
     trials_table,
 )
 from ablate.tracking import Tracker, run_link
-from trainables.ciard import final_test
+from trainables.ciard import check_checkpoint, final_test
 
 
 def summarize(spec: SearchSpec, results: tune.ResultGrid, tracker: Tracker, parent: str,
@@ -70,6 +70,7 @@ def summarize(spec: SearchSpec, results: tune.ResultGrid, tracker: Tracker, pare
     if best is not None and spec.confirm is None:
         result = next(r for r in results
                       if (r.metrics or {}).get("trial_id") == best["trial_id"])
+        check_checkpoint(result.checkpoint, f"best trial {best['trial_id']}")  # before any log
         test = launch_test(sampled_values(best, param_columns(spec.space)), result.checkpoint,
                            params, spec.resources)
     summarize_trials(SearchFacts.of(spec), rows, tracker, parent, log)

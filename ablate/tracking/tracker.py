@@ -170,9 +170,12 @@ class Tracker:
             self.log_params(run_id, params)
         return run_id
 
-    def reopen(self, run_id: str) -> None:
-        """Mark a stopped run as running again (a resumed training continues the same run)."""
+    def reopen(self, run_id: str) -> str:
+        """Mark a stopped run as running again (a resumed training continues the same run);
+        returns the status it had, which a resume that fails on bad input puts back."""
+        before = self.client.get_run(run_id).info.status
         self.client.update_run(run_id, status="RUNNING")
+        return before
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)

@@ -16,7 +16,7 @@ from ablate.config import IgdmConfig
 from ablate.core.methods import all_methods, method_names
 from ablate.evaluation import run_eval
 from ablate.tracking import Tracker
-from tests.helpers import TINY, run_bad, write
+from tests.helpers import TINY, data_offset, flip, run_bad, write
 
 
 @pytest.fixture
@@ -62,6 +62,24 @@ def test_eval_by_run_id_runs_autoattack_on_the_configured_subset(trained, capsys
     m = _metrics(uri, run_id)
     assert m["test/autoattack_n"] == 12
     assert 0.0 <= m["test/autoattack_acc"] <= 1.0
+
+
+def test_eval_of_a_damaged_checkpoint_exits_2_before_logging_anything(trained,
+                                                                      capsys) -> None:
+    run_dir, run_id, uri = trained
+    weights = run_dir / "trainer.pt"
+    assert (run_dir / "trainer.pt.sha256").is_file()  # `ablate train` saved its digest
+    before = _metrics(uri, run_id)
+    flip(weights, data_offset(weights, "data/0"))
+    code = main(["eval", str(run_dir), "--attacks", "fgsm", "--tracking-uri", uri])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"ablate: error: checkpoint {weights} is damaged"), err
+    client = MlflowClient(tracking_uri=uri)
+    assert _metrics(uri, run_id) == before  # no number logged as a result
+    assert not client.list_artifacts(run_id, "eval")
+    exp = client.get_experiment_by_name("tiny")
+    assert not client.search_runs([exp.experiment_id], filter_string="tags.kind = 'eval'")
 
 
 def test_eval_of_a_state_dict_needs_its_config_and_makes_an_eval_run(trained, workdir,

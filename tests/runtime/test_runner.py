@@ -29,20 +29,24 @@ def test_experiment_dir_refuses_reuse_and_numbers_fresh_runs(tmp_path: Path) -> 
     root = str(tmp_path)
 
     def ran(name: str) -> None:  # what Tuner.can_restore looks for
-        (tmp_path / name).mkdir()
+        (tmp_path / name).mkdir(exist_ok=True)
         (tmp_path / name / "tuner.pkl").write_bytes(b"")
+
+    def claimed(**how: bool) -> str:
+        with experiment_dir(root, "s", **how) as path:
+            return path
 
     with pytest.raises(ConfigError, match="no search to resume"):
         experiment_dir(root, "s", resume=True, fresh=False)
-    assert experiment_dir(root, "s", resume=False, fresh=False) == f"{root}/s"
+    assert claimed(resume=False, fresh=False) == f"{root}/s"
     ran("s")
     with pytest.raises(ConfigError, match="pass --resume to continue it, or --fresh"):
         experiment_dir(root, "s", resume=False, fresh=False)
-    assert experiment_dir(root, "s", resume=True, fresh=False) == f"{root}/s"
-    assert experiment_dir(root, "s", resume=False, fresh=True) == f"{root}/s-2"
+    assert claimed(resume=True, fresh=False) == f"{root}/s"
+    assert claimed(resume=False, fresh=True) == f"{root}/s-2"
     ran("s-2")
-    assert experiment_dir(root, "s", resume=True, fresh=False) == f"{root}/s-2"
-    assert experiment_dir(root, "s", resume=False, fresh=True) == f"{root}/s-3"
+    assert claimed(resume=True, fresh=False) == f"{root}/s-2"
+    assert claimed(resume=False, fresh=True) == f"{root}/s-3"
 
 
 class Payload:

@@ -1,17 +1,23 @@
 """The trial's device from Ray's assignment, on a local Ray that declares two (absent) GPUs:
-Ray assigns them like real ones, which is all the choice reads."""
+Ray assigns them like real ones, which is all the choice reads; and a trial's checkpoint
+verified before it is resumed or tested."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import ray
 import torch
+from ray import tune
 
 from ablate.config import Resources, check_trial_device
-from ablate.core.errors import ConfigError
-from trainables.ciard import trial_device
+from ablate.core.errors import CheckpointError, ConfigError
+from ablate.core.settings import AttackSettings, OptimSettings
+from ablate.core.trainer import Trainer
+from tests.helpers import data_offset, flip
+from trainables.ciard import check_checkpoint, restore, trial_device
 
 NOSET = {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}
 
@@ -57,3 +63,25 @@ def test_cuda_trials_need_a_gpu_share() -> None:
         check_trial_device(Resources(cpu=1, gpu=0), "cuda")
     check_trial_device(Resources(cpu=1, gpu=0.25), "cuda")
     check_trial_device(Resources(cpu=1, gpu=0), "auto")
+
+
+def test_a_trial_never_trains_or_tests_from_a_missing_or_damaged_checkpoint(
+        small_digits, make_net, tmp_path: Path) -> None:
+    trainer = Trainer(student=make_net(0), clean_teacher=make_net(1, 8),
+                      robust_teacher=make_net(2, 8), data=small_digits, seed=0,
+                      optim=OptimSettings(epochs=1), attack=AttackSettings(eps=0.2,
+                                                                           step_size=0.05))
+    with pytest.raises(CheckpointError, match="best trial t1 has no checkpoint"):
+        check_checkpoint(None, "best trial t1")
+    empty = tune.Checkpoint.from_directory(tmp_path)
+    with pytest.raises(CheckpointError, match=rf"trial checkpoint {tmp_path}: no trainer.pt"):
+        restore(trainer, empty)  # a resumed trial fails; it does not start again at epoch 1
+    with pytest.raises(CheckpointError, match=rf"t1: its checkpoint {tmp_path}/trainer.pt is "
+                                              "missing"):
+        check_checkpoint(empty, "t1")
+    path = trainer.save(tmp_path)
+    check_checkpoint(empty, "t1")  # intact: no error
+    flip(path, data_offset(path, "data/0"))
+    for call in (lambda: check_checkpoint(empty, "t1"), lambda: restore(trainer, empty)):
+        with pytest.raises(CheckpointError, match=rf"{path} is damaged"):
+            call()
