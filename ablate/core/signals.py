@@ -5,8 +5,9 @@ send must stop a job the way Ctrl-C does (trials stopped and saved, runs marked 
 The CLI calls :func:`install` once; Ray starts inside :func:`held`, which keeps the signals
 from Ray's own processes and restores the handlers ``ray.init`` replaced with its own
 (``sys.exit(15)`` from wherever the driver happens to be). While a Ray Tune
-run is in flight Tune's SIGINT handler is in place and this calls it, so Tune stops the trials
-and saves the experiment as after Ctrl-C; elsewhere it raises :class:`KeyboardInterrupt`.
+run is in flight (:func:`tuning`) Tune's SIGINT handler is in place and this calls it, so Tune
+stops the trials and saves the experiment as after Ctrl-C; elsewhere it raises
+:class:`KeyboardInterrupt`.
 Inside :func:`finishing` (a job's summary, once every trial has ended) a signal is recorded,
 the work finishes and exits 0, and :func:`finished_note` says so; a second signal stops it.
 """
@@ -21,7 +22,7 @@ from types import FrameType
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT
 
-_state: dict[str, bool] = {"installed": False, "finishing": False}
+_state: dict[str, bool] = {"installed": False, "finishing": False, "tuning": False}
 received: list[int] = []  # the stop signals this process got, in order (SIGINT included)
 
 
@@ -55,12 +56,27 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     if _state["finishing"]:
         if len(received) == 1:
             return  # the summary finishes first; finished_note says so
-    else:
+    elif _state["tuning"]:
         handler = signal.getsignal(signal.SIGINT)
         if callable(handler) and handler not in (signal.default_int_handler, _on_signal):
             handler(signal.SIGINT, frame)  # Ray Tune's: stop the trials, save the experiment
             return
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def tuning() -> Iterator[None]:
+    """Around a Ray Tune run: a stop signal calls the SIGINT handler Tune installs (which stops
+    the trials and saves the experiment). Tune leaves that handler in place after the run, where
+    it would swallow a later Ctrl-C; the one from before is put back on the way out."""
+    before = signal.getsignal(signal.SIGINT)
+    _state["tuning"] = True
+    try:
+        yield
+    finally:
+        _state["tuning"] = False
+        if before is not None:
+            signal.signal(signal.SIGINT, before)
 
 
 @contextmanager

@@ -108,7 +108,8 @@ def _run_claimed(job: Job, opts: Options, path: str, log: Log) -> int:
         heartbeat = Heartbeat(planned=job.trials, epochs=job.base.optim.epochs,
                               expected=job.expected_epochs, first=job.first_tag,
                               every=opts.heartbeat, log=log)
-        results = _tuner(job, trainable, path, opts.resume, [logger, heartbeat]).fit()
+        with signals.tuning():  # SIGTERM/SIGHUP: Tune's Ctrl-C handling while it runs
+            results = _tuner(job, trainable, path, opts.resume, [logger, heartbeat]).fit()
         for tid in logger.discard_orphans():
             log(f"discarded the child run of trial {tid}: it was lost with the interrupted "
                 "driver before Ray saved it, and a new trial took its place")

@@ -14,6 +14,7 @@ from ablate.core import signals
 def installed():
     before = {s: signal.getsignal(s) for s in (*signals.STOP_SIGNALS, signal.SIGINT)}
     signals.received.clear()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # not a Tune run's, left behind
     signals.install()
     yield
     for s, h in before.items():
@@ -60,13 +61,15 @@ def test_finishing_one_signal_finishes_and_says_so(installed) -> None:
 def test_a_tune_like_sigint_handler_gets_the_stop(installed) -> None:
     """While Ray Tune runs, its SIGINT handler (stop trials, save) is what SIGTERM calls."""
     called = []
-    previous = signal.signal(signal.SIGINT, lambda s, f: called.append(s))
-    try:
+    with signals.tuning():
+        signal.signal(signal.SIGINT, lambda s, f: called.append(s))  # what Tune installs
         os.kill(os.getpid(), signal.SIGTERM)
         signal.sigtimedwait([], 0)
-    finally:
-        signal.signal(signal.SIGINT, previous)
     assert called == [signal.SIGINT] and signals.exit_code(130) == 143
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Tune's undone
+    with pytest.raises(KeyboardInterrupt):  # after the run, a stop signal stops at once
+        os.kill(os.getpid(), signal.SIGTERM)
+        signal.sigtimedwait([], 0)
 
 
 def test_held_blocks_the_signals_for_children_and_delivers_them_after(installed) -> None:
