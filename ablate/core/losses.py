@@ -66,15 +66,34 @@ def push_loss(
     J = {i : argmax z_t(i) ≠ y(i)}; the loss is KL(softmax(z_s/T_s) ‖ softmax(z_t/T_t)) over J
     (averaged over J). Paper: T_s = T_t = 4; released code: T_s = 5, T_t = 1.
     Empty J gives exactly 0. The caller subtracts it (λ·Push enters Eq. 7 with a minus sign).
+    J is applied as a mask, not by selecting its rows: the step never reads |J| back to the
+    host (a GPU sync, and what keeps a step from being captured as a CUDA graph).
     """
     wrong = push_set(teacher_logits, y)
-    return kl(
-        student_logits[wrong],
-        soft_targets(teacher_logits[wrong], teacher_temp),
-        student_temp=student_temp,
-        reduction=reduction,
-        log_eps=log_eps,
-    )
+    return masked_kl(student_logits, soft_targets(teacher_logits, teacher_temp), wrong,
+                     student_temp=student_temp, reduction=reduction, log_eps=log_eps)
+
+
+def masked_kl(
+    student_logits: torch.Tensor,
+    teacher_probs: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    student_temp: float = 1.0,
+    reduction: Reduction = "batchmean",
+    log_eps: float = 0.0,
+) -> torch.Tensor:
+    """:func:`kl` over the rows where ``mask`` is true, as ``kl(s[mask], t[mask])`` gives it
+    (equal to ~1e-7: the sums run in another order), with the row count on the device. The
+    other rows' targets are zeroed before use, so neither their values nor their gradients
+    can be NaN; an empty mask gives exactly 0."""
+    rows = mask[:, None]
+    log_ps = F.log_softmax(student_logits / student_temp, dim=1)
+    pt = torch.where(rows, teacher_probs.detach(), 0.0)
+    self_term = pt * torch.log(pt + log_eps) if log_eps > 0 else torch.special.xlogy(pt, pt)
+    total = torch.where(rows, self_term - pt * log_ps, 0.0).sum()
+    count = mask.sum() * (1 if reduction == "batchmean" else student_logits.shape[1])
+    return total / count.clamp(min=1)
 
 
 def push_set(teacher_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -101,34 +120,46 @@ def auto_lambda(kl_clean: float, kl_robust: float, push: float) -> float:
     return 10.0 ** (min(_magnitude(kl_clean), _magnitude(kl_robust)) - _magnitude(push))
 
 
+def auto_lambda_tensor(kl_clean: torch.Tensor, kl_robust: torch.Tensor,
+                       push: torch.Tensor) -> torch.Tensor:
+    """:func:`auto_lambda` on the device (float64, as Python's floats), so that the step
+    reads nothing back to the host: the same λ for the same three values, NaN when any is not
+    finite."""
+    v = torch.stack([kl_clean.detach(), kl_robust.detach(), push.detach()]).double()
+    mag = torch.floor(torch.log10(torch.where(v == 0, 1e-7, v).abs()))
+    lam = torch.pow(10.0, torch.minimum(mag[0], mag[1]) - mag[2])
+    return torch.where(torch.isfinite(v).all(), lam, math.nan)
+
+
 def neg_entropy(probs: torch.Tensor) -> torch.Tensor:
     """Mean of p·log p over all entries (the released code's ``entropy_value``; ≤ 0)."""
     return (probs * torch.log(probs + 1e-5)).mean()
 
 
 def update_temperatures(
-    tau_adv: float,
-    tau_nat: float,
+    tau_adv: float | torch.Tensor,
+    tau_nat: float | torch.Tensor,
     robust_teacher_adv_logits: torch.Tensor,
     clean_teacher_nat_logits: torch.Tensor,
     *,
     lr: float = 1e-3,
     low: float = 1.0,
     high: float = 10.0,
-) -> tuple[float, float]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of the released code's adaptive teacher temperatures.
 
     Each temperature moves by ``lr`` in the direction that equalises the entropies of the
     tempered robust-teacher (on x*) and clean-teacher (on x) distributions, clipped to [low, high].
+    The temperatures are 0-dim float64 tensors on the logits' device: the arithmetic of
+    Python's floats (the released code's), without reading a value back to the host.
     """
-    h_adv = neg_entropy(soft_targets(robust_teacher_adv_logits, tau_adv)).item()
-    h_nat = neg_entropy(soft_targets(clean_teacher_nat_logits, tau_nat)).item()
+    dev = robust_teacher_adv_logits.device
+    tau_adv = torch.as_tensor(tau_adv, dtype=torch.float64, device=dev)
+    tau_nat = torch.as_tensor(tau_nat, dtype=torch.float64, device=dev)
+    h_adv = neg_entropy(soft_targets(robust_teacher_adv_logits, tau_adv)).double()
+    h_nat = neg_entropy(soft_targets(clean_teacher_nat_logits, tau_nat)).double()
     # Ratios of the two negative entropies equal ratios of entropies; a ratio above 1 means the
     # first distribution is the flatter one, so its temperature goes down.
-    new_adv = tau_adv - lr * _sign(h_adv / h_nat - 1.0) if h_nat != 0 else tau_adv
-    new_nat = tau_nat - lr * _sign(h_nat / h_adv - 1.0) if h_adv != 0 else tau_nat
-    return min(max(new_adv, low), high), min(max(new_nat, low), high)
-
-
-def _sign(v: float) -> float:
-    return float((v > 0) - (v < 0))
+    new_adv = torch.where(h_nat != 0, tau_adv - lr * torch.sign(h_adv / h_nat - 1.0), tau_adv)
+    new_nat = torch.where(h_adv != 0, tau_nat - lr * torch.sign(h_nat / h_adv - 1.0), tau_nat)
+    return new_adv.clamp(low, high), new_nat.clamp(low, high)

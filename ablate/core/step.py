@@ -7,6 +7,7 @@ The step is method-agnostic: a method's loss pulls passes from
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -16,10 +17,76 @@ from ablate.core.attacks import attack
 from ablate.core.compute import Amp, autocast
 from ablate.core.igdm import igdm_term
 from ablate.core.methods import get_method
+from ablate.core.methods.base import WEIGHT
 from ablate.core.passes import Passes
 
 
-def train_step(
+class Divergence:
+    """The first non-finite loss of the steps it watched, kept on the device: :meth:`check`
+    reads it (one host read) every few steps and at the end of an epoch, instead of every step
+    reading its loss. Steps after a non-finite one still update the weights, so a trainer
+    checks before it validates or saves a checkpoint."""
+
+    def __init__(self, device: torch.device | str) -> None:
+        self.value = torch.zeros((), device=device)
+
+    def watch(self, loss: torch.Tensor) -> None:
+        self.value = torch.where(torch.isfinite(self.value), loss.detach().float(), self.value)
+
+    def check(self, method: str) -> None:
+        self.check_now(self.value, method)
+
+    @staticmethod
+    def check_now(loss: torch.Tensor, method: str) -> None:
+        value = float(loss)
+        if not math.isfinite(value):
+            raise FloatingPointError(f"{method} loss is not finite ({value})")
+
+
+class StepMeans:
+    """The epoch means of the steps' outputs, summed where they are (float64 on the device)
+    and read back once: Σ w·v / Σ w per key, w the batch weight (``key + WEIGHT``, else 1); a
+    key whose weights sum to 0 (no batch had the term) is left out."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor | float] = {}
+        self.weights: dict[str, torch.Tensor | float] = {}
+
+    def add(self, out: dict[str, torch.Tensor | float]) -> None:
+        for k, v in out.items():
+            if k.endswith(WEIGHT):
+                continue
+            w = out.get(k + WEIGHT, 1.0)
+            if isinstance(v, torch.Tensor):
+                v = v.double()
+                if isinstance(w, torch.Tensor):  # masked, not multiplied: 0·NaN would be NaN
+                    v, w = torch.where(w > 0, v, 0.0), w.double()
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.weights[k] = self.weights.get(k, 0.0) + w
+
+    def read(self) -> dict[str, float]:
+        """The means (one host read for all of them)."""
+        keys = list(self.sums)
+        values = [*(self.sums[k] for k in keys), *(self.weights[k] for k in keys)]
+        tensors = [v for v in values if isinstance(v, torch.Tensor)]
+        if tensors:
+            read = iter(torch.stack([t.to(tensors[0].device) for t in tensors]).tolist())
+            values = [next(read) if isinstance(v, torch.Tensor) else v for v in values]
+        n = len(keys)
+        return {k: values[i] / values[n + i] for i, k in enumerate(keys) if values[n + i] > 0}
+
+
+def train_step(**kw: Any) -> dict[str, float]:
+    """:func:`step_tensors`, its loss checked before any update (a non-finite loss raises
+    ``FloatingPointError`` and nothing is stepped), its outputs as floats; a term whose batch
+    weight is 0 (:data:`~ablate.core.methods.base.WEIGHT`) is left out, as it was not reported.
+    One host read per output: for tests and benchmarks; the trainer uses :func:`step_tensors`."""
+    out = step_tensors(**kw)
+    return {k: float(v) for k, v in out.items()
+            if not k.endswith(WEIGHT) and float(out.get(k + WEIGHT, 1.0)) > 0}
+
+
+def step_tensors(
     *,
     method: str,
     params: dict[str, Any],
@@ -44,8 +111,14 @@ def train_step(
     igdm: dict[str, Any] | None = None,
     amp: Amp = "none",
     scaler: torch.amp.GradScaler | None = None,
-) -> dict[str, float]:
-    """Run one step of ``method`` on the batch (x, y); returns the loss terms as floats.
+    divergence: Divergence | None = None,
+) -> dict[str, torch.Tensor | float]:
+    """Run one step of ``method`` on the batch (x, y); returns the loss terms as detached
+    tensors on the device, with their batch weights (``key + WEIGHT``), and ``passes``.
+
+    Nothing is read back to the host (no ``.item()``, no Python branch on a tensor): with
+    ``divergence`` the loss's finiteness is recorded there for the caller to check every few
+    steps; without, it is checked here, before any update (one host read).
 
     ``state`` is the method's mutable per-run state (e.g. adaptive temperatures), updated in place.
     ``igdm`` (weight, beta, gamma, distance) adds the IGDM term to any method's loss (IGDM Eq. 9).
@@ -84,8 +157,10 @@ def train_step(
             out["igdm"] = term.detach()
             out["loss"] = out["loss"] + igdm["weight"] * term
     total = out["loss"]
-    if not torch.isfinite(total):
-        raise FloatingPointError(f"{method} loss is not finite ({total.item()})")
+    if divergence is not None:
+        divergence.watch(total)
+    else:
+        Divergence.check_now(total, method)
     optimizer.zero_grad(set_to_none=True)
     optimizers = [optimizer]
     if update_teacher and "teacher_loss" in out:
@@ -97,7 +172,7 @@ def train_step(
     _backward_and_step(total, optimizers, scaler)
     if robust_teacher is not None:
         robust_teacher.eval()
-    metrics = {k: float(v.detach()) for k, v in out.items()}
+    metrics: dict[str, torch.Tensor | float] = {k: v.detach() for k, v in out.items()}
     metrics["passes"] = float(passes.count)  # model calls, for benchmarks and tests
     return metrics
 

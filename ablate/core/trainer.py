@@ -37,10 +37,11 @@ from ablate.core.settings import (
     IttSettings,
     OptimSettings,
 )
-from ablate.core.step import train_step
+from ablate.core.step import Divergence, StepMeans, step_tensors
 
 TRAINER_KEYS = ("epoch", "student", "robust_teacher", "optimizer", "teacher_optimizer", "state",
                 "best", "history", "rng")  # what Trainer.state_dict writes
+CHECK_EVERY = 50  # steps between reads of the divergence flag (one host read each)
 _FLOPS = "flops_per_image"  # train_epoch -> run_epoch only; logged as perf/gflop_per_image
 
 
@@ -165,28 +166,28 @@ class Trainer:
             igdm = dict(self.igdm, weight=self.igdm["alpha"] * (e + 1) / self.epochs)
         params = get_method(self.method).epoch_params(self.params, e)
         # A term a batch did not report (the push loss of a batch with J = ∅) is averaged over
-        # the batches that did report it.
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
-        for x, y in iterate_batches(self.data.train, self.batch_size, shuffle=True,
-                                    generator=self.generator):
+        # the batches that did report it; sums and the finiteness flag stay on the device.
+        means, divergence = StepMeans(), Divergence(self.device)
+        for i, (x, y) in enumerate(iterate_batches(self.data.train, self.batch_size,
+                                                   shuffle=True, generator=self.generator)):
             if self.data.augment:
                 x = augment_crop_flip(x, generator=self.generator)
             x = x.contiguous(memory_format=self.memory_format)
             counting = update_teacher not in self.step_flops  # first step of its kind
             with FlopCounter() if counting else contextlib.nullcontext() as counter:
-                out = train_step(
+                out = step_tensors(
                     method=self.method, params=params, state=self.state,
                     student=self.student, clean_teacher=self.clean_teacher,
                     robust_teacher=self.robust_teacher, x=x, y=y, optimizer=self.optimizer,
                     teacher_optimizer=self.teacher_optimizer, update_teacher=update_teacher,
-                    igdm=igdm, **self.step_kw)
+                    igdm=igdm, divergence=divergence, **self.step_kw)
             if counting:
                 self.step_flops[update_teacher] = counter.get_total_flops() / len(x)
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + v
-                counts[k] = counts.get(k, 0) + 1
-        metrics = {k: v / counts[k] for k, v in sums.items()}
+            means.add(out)
+            if (i + 1) % CHECK_EVERY == 0:  # a diverged run stops within CHECK_EVERY steps
+                divergence.check(self.method)
+        divergence.check(self.method)  # before validating or saving anything of this epoch
+        metrics = means.read()
         metrics.update(lr=lr, teacher_lr=t_lr, **{k: float(v) for k, v in self.state.items()})
         metrics[_FLOPS] = self.step_flops.get(update_teacher, 0.0)
         if igdm is not None:

@@ -34,7 +34,7 @@ CASES = [
     ("cifar_device_path.py", ["--device", "cpu", "--per-file", "20", "--n-test", "20",
                               "--epochs", "1", "--amp", "none", *SMALL_CNNS, "attack.steps=1",
                               "eval.val_steps=1", "eval.attacks=[]"],
-     r"epoch 0: [\d.]+ s, \d+ img/s.*\ntest \("),
+     r"epoch 1: [\d.]+ s, \d+ img/s.*\ntest \("),
     ("push_set.py", ["--epochs", "1", "--objectives", "ce"], r"\| ce \| 0 \| [\d.]+% \|"),
     ("search_noise.py", ["--configs", "2", "--seeds", "0", "1", "--epochs", "1",
                          "--workers", "1"], r"between-configuration sd [\d.]+ pts"),

@@ -20,7 +20,7 @@ from ablate.core.settings import (
     IttSettings,
     OptimSettings,
 )
-from ablate.core.step import train_step
+from ablate.core.step import step_tensors, train_step
 from ablate.core.teachers import train_teacher
 from ablate.core.trainer import Trainer
 
@@ -254,7 +254,9 @@ def ciard_on_labels(small_digits, make_net, wrong: int, **params):
 def test_empty_push_set_gives_exactly_zero_and_no_lambda(small_digits, make_net, lam) -> None:
     out = ciard_on_labels(small_digits, make_net, wrong=0, lam=lam)
     assert out["push_active_frac"] == 0.0 and out["push_empty_frac"] == 1.0
-    assert "push_loss" not in out and "lam" not in out  # not averaged into the epoch's λ
+    # Reported with weight 0: not averaged into the epoch's push loss and λ
+    assert out["push_loss@weight"] == 0.0 and out["lam@weight"] == 0.0
+    assert out["push_loss"].item() == 0.0  # the masked KL of an empty J: exactly 0
     # exactly the two KL terms (same float32 arithmetic), not NaN, not approximately
     assert torch.equal(out["loss"].detach(), 0.5 * out["kl_clean"] + 0.5 * out["kl_robust"])
 
@@ -274,11 +276,12 @@ def test_epoch_push_loss_and_lambda_average_only_batches_with_a_push_set(
     batches: list[dict[str, float]] = []
 
     def recording_step(**kw):
-        out = train_step(**kw)
-        batches.append(out)
+        out = step_tensors(**kw)
+        batches.append({k: float(v) for k, v in out.items()  # as train_step reports them
+                        if not k.endswith("@weight") and float(out.get(f"{k}@weight", 1)) > 0})
         return out
 
-    monkeypatch.setattr(train_module, "train_step", recording_step)
+    monkeypatch.setattr(train_module, "step_tensors", recording_step)
     trainer = make_trainer(small_digits, make_net, optim={"epochs": 2, "batch_size": 16},
                            method_params={"lam": "auto"},
                            attack={"objective": "kl_clean_teacher"})

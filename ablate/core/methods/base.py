@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from ablate.core.passes import Passes
 
 Out = dict[str, torch.Tensor]
+# ``out[key + WEIGHT]``: the weight (0 or 1, a tensor) of the batch's ``out[key]`` in the epoch's
+# mean of ``key``, for a term that only some batches have (the push loss of a batch with J ≠ ∅).
+# A key without one has weight 1. Weights stay on the device: the step reads nothing back.
+WEIGHT = "@weight"
 LossFn = Callable[["Passes", torch.Tensor, dict[str, Any], dict[str, Any]], Out]
 EpochParams = Callable[[dict[str, Any], int], dict[str, Any]]
 

@@ -10,20 +10,21 @@ import torch.nn.functional as F
 
 from ablate.core.catalog import CiardParams
 from ablate.core.losses import (
-    auto_lambda,
+    auto_lambda_tensor,
     kl,
     push_loss,
     push_set,
     soft_targets,
     update_temperatures,
 )
-from ablate.core.methods.base import Method
+from ablate.core.methods.base import WEIGHT, Method
 
 if TYPE_CHECKING:
     from ablate.core.passes import Passes
 
 
 def _ciard_state() -> dict[str, Any]:
+    # The temperatures become 0-dim float64 tensors on the step's device at their first update.
     return {"tau_adv": 1.0, "tau_nat": 1.0, "temp_lr_scale": 1.0}
 
 
@@ -68,23 +69,26 @@ def ciard_loss(
 def _push_term(passes: Passes, y: torch.Tensor, p: dict[str, Any], kl_clean: torch.Tensor,
                kl_robust: torch.Tensor, out: dict[str, torch.Tensor]) -> torch.Tensor:
     """λ·Push, with its diagnostics written to ``out``: ``push_active_frac`` = |J|/B and
-    ``push_empty_frac`` (1 when J = ∅) every batch; ``push_loss`` and ``lam`` only when J ≠ ∅,
-    so their epoch means run over the batches where the term acted (an empty J would log the
-    auto-λ of a zero push, ~1e5)."""
+    ``push_empty_frac`` (1 when J = ∅) every batch; ``push_loss`` and ``lam`` weighted by
+    whether J ≠ ∅ (:data:`~ablate.core.methods.base.WEIGHT`), so their epoch means run over the
+    batches where the term acted (an empty J would log the auto-λ of a zero push, ~1e5).
+    Nothing is read back to the host: J is a mask and an empty J gives exactly 0 (0·λ)."""
     t_adv = passes.t_adv()
-    n_push = int(push_set(t_adv, y).sum())
-    out["push_active_frac"] = torch.tensor(n_push / max(len(y), 1))
-    out["push_empty_frac"] = torch.tensor(float(n_push == 0))
-    if n_push == 0:
-        return torch.zeros((), device=y.device)  # exactly 0: no λ, no NaN
+    n_push = push_set(t_adv, y).sum()
+    acted = (n_push > 0).float()
+    out["push_active_frac"] = n_push / max(len(y), 1)
+    out["push_empty_frac"] = 1.0 - acted
     push = push_loss(passes.s_adv(), t_adv, y, student_temp=p["push_student_temp"],
                      teacher_temp=p["push_teacher_temp"], reduction=p["kl_reduction"],
                      log_eps=p["kl_eps"])
     lam = p["lam"]
     if lam == "auto":
-        lam = auto_lambda(kl_clean.item(), kl_robust.item(), push.item())
-    out["push_loss"], out["lam"] = push.detach(), torch.tensor(float(lam))
-    return lam * push
+        lam = auto_lambda_tensor(kl_clean, kl_robust, push)
+    lam = torch.as_tensor(lam, dtype=torch.float64, device=y.device)
+    out["push_loss"], out["lam"] = push.detach(), lam
+    out[f"push_loss{WEIGHT}"] = out[f"lam{WEIGHT}"] = acted
+    # λ in the push's dtype: a Python λ multiplies in float32 too, so the loss is unchanged.
+    return lam.to(push.dtype) * push
 
 
 CIARD = Method(params=CiardParams, loss=ciard_loss, init_state=_ciard_state,

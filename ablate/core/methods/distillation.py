@@ -8,7 +8,6 @@ per sample (batchmean); the released ARD/RSLAD/MTARD/AdaAD code averages over en
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -85,22 +84,31 @@ def mtard_loss(passes: Passes, y: torch.Tensor, params: dict[str, Any], state: d
     # S(x*) before S(x), as released: the BatchNorm running statistics end where its loop's do.
     kl_adv = _kl(passes.s_adv(), passes.rt_adv(), red, eps=eps)
     kl_nat = _kl(passes.s_nat(), passes.t_nat(), red, eps=eps)
-    l_nat, l_adv = kl_nat.item(), kl_adv.item()
-    if math.isfinite(l_nat) and math.isfinite(l_adv):
-        if state["l0_nat"] <= 0:
-            state["l0_nat"] = l_nat
-        if state["l0_adv"] <= 0:
-            state["l0_adv"] = l_adv
-        if state["l0_nat"] > 0 and state["l0_adv"] > 0:
-            r_nat, r_adv = l_nat / state["l0_nat"], l_adv / state["l0_adv"]
-            if r_nat + r_adv > 0:
-                w_nat = state["w_nat"]
-                w_nat -= params["weight_lr"] * (w_nat - r_nat / (r_nat + r_adv))
-                state["w_nat"], state["w_adv"] = w_nat, 1.0 - w_nat
+    _mtard_update(state, kl_nat.detach().double(), kl_adv.detach().double(),
+                  params["weight_lr"])
     w_nat, w_adv = state["w_nat"], state["w_adv"]
-    return {"loss": w_nat * kl_nat + w_adv * kl_adv, "kl_nat": kl_nat.detach(),
-            "kl_adv": kl_adv.detach(), "w_nat": torch.tensor(w_nat),
-            "w_adv": torch.tensor(w_adv)}
+    # The weights in the KLs' dtype: Python floats multiply in float32 too (the loss unchanged).
+    return {"loss": w_nat.to(kl_nat.dtype) * kl_nat + w_adv.to(kl_adv.dtype) * kl_adv,
+            "kl_nat": kl_nat.detach(), "kl_adv": kl_adv.detach(), "w_nat": w_nat,
+            "w_adv": w_adv}
+
+
+def _mtard_update(state: dict[str, Any], l_nat: torch.Tensor, l_adv: torch.Tensor,
+                  lr: float) -> None:
+    """The released rule on the device (0-dim float64 tensors, Python's float arithmetic, no
+    host read): the first finite losses become l0; then, with both l0 > 0 and r_nat + r_adv > 0,
+    w_nat ← w_nat − η·(w_nat − r_nat/(r_nat + r_adv)) and w_adv = 1 − w_nat."""
+    s = {k: torch.as_tensor(state[k], dtype=torch.float64, device=l_nat.device)
+         for k in ("w_nat", "w_adv", "l0_nat", "l0_adv")}
+    finite = torch.isfinite(l_nat) & torch.isfinite(l_adv)
+    l0_nat = torch.where(finite & (s["l0_nat"] <= 0), l_nat, s["l0_nat"])
+    l0_adv = torch.where(finite & (s["l0_adv"] <= 0), l_adv, s["l0_adv"])
+    r_nat, r_adv = l_nat / l0_nat, l_adv / l0_adv  # used only where both l0 > 0
+    move = finite & (l0_nat > 0) & (l0_adv > 0) & (r_nat + r_adv > 0)
+    w = s["w_nat"]
+    w_nat = torch.where(move, w - lr * (w - r_nat / (r_nat + r_adv)), w)
+    state.update(l0_nat=l0_nat, l0_adv=l0_adv, w_nat=w_nat,
+                 w_adv=torch.where(move, 1.0 - w_nat, s["w_adv"]))
 
 
 # --- AdaAD (Huang et al., CVPR 2023) -------------------------------------------------------------
