@@ -63,6 +63,13 @@ def trial_device(name: str) -> torch.device:
         raise ConfigError(f"trial assigned GPU {','.join(gpus)} by Ray, but CUDA is not "
                           f"available on node {socket.gethostname()} (torch built without "
                           "CUDA, or no driver); set base.device=cpu or resources.gpu=0")
+    return gpu_device(gpus)
+
+
+def gpu_device(gpus: list[str]) -> torch.device:
+    """The torch device of the first of Ray's GPU ids ``gpus`` in this worker (no CUDA needed
+    to name it): ``cuda:0``, the first GPU left visible, unless Ray was told not to narrow
+    ``CUDA_VISIBLE_DEVICES``."""
     if os.environ.get("RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES", "0") not in ("", "0"):
         return torch.device(f"cuda:{gpus[0]}")
     return torch.device("cuda:0")

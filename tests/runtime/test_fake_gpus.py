@@ -10,8 +10,9 @@ the Ray already running in the process and uses it as it is.
   worker saw (``cuda_visible_devices``): one id, the same in both; 4 different ones with a
   whole GPU each. (Ray packs fractional shares: with 0.25 all 4 trials may get GPU 0.)
 - A GPU share with ``device: auto`` on this CUDA-less machine fails each trial with one line
-  (its error tag and console line); ``device: cuda`` does too inside a trial, and the driver
-  refuses it before anything starts, as it does a trial wanting more GPUs than the Ray has.
+  (its error tag and console line; ``tests/trainables/test_ciard.py`` has ``cuda`` too, in a
+  Ray task). The driver refuses ``device: cuda`` before anything starts, as it does a trial
+  wanting more GPUs than the Ray has.
 """
 
 from __future__ import annotations
@@ -27,9 +28,7 @@ import ray
 import torch
 
 from ablate.cli import main
-from ablate.core.errors import ConfigError
 from tests.helpers import SPEC, run_bad, runs_by_kind, store, write
-from trainables.ciard import trial_device
 
 FAKE_GPUS = 4
 NO_CUDA = "CUDA is not available on node"
@@ -116,23 +115,11 @@ def test_a_gpu_share_without_cuda_fails_each_trial_with_one_line(here: Path, cap
     assert "error: all 2 trials failed" in out and NO_CUDA in out.splitlines()[-1]
 
 
-@pytest.mark.parametrize("name", ["auto", "cuda"])
-def test_a_trial_given_a_gpu_picks_it_or_says_cuda_is_missing(name: str) -> None:
-    pick = ray.remote(trial_device)
-    with pytest.raises(ConfigError) as caught:  # Ray re-raises the task's error as its type
-        ray.get(pick.options(num_cpus=1, num_gpus=1).remote(name))
-    line = str(caught.value).strip().splitlines()[-1]
-    assert "trial assigned GPU" in line and NO_CUDA in line
-    # Without a GPU share auto stays on the CPU, and cpu is the CPU whatever Ray assigned.
-    assert ray.get(pick.options(num_cpus=1).remote("auto")) == torch.device("cpu")
-    assert ray.get(pick.options(num_cpus=1, num_gpus=1).remote("cpu")) == torch.device("cpu")
-
-
 @pytest.mark.parametrize(("gpu", "device", "needle"), [
     (0.25, "cuda", "field `device`: cuda, but no CUDA device is available here"),
     (8, "cpu", "field `resources.gpu`: 8 GPUs per trial, but the Ray already running in this "
                "process has 4"),
-])
+], ids=["device-cuda", "more-gpus-than-ray-has"])
 def test_the_driver_refuses_before_anything_starts(workdir: Path, capsys, gpu: float,
                                                    device: str, needle: str) -> None:
     """``device: cuda`` where the driver finds no CUDA; more GPUs per trial than the running
