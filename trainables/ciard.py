@@ -9,6 +9,7 @@ dicts through the object store (prepared once by the driver, never retrained per
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from ablate.build import (
 )
 from ablate.config import ExperimentConfig, Recipe
 from ablate.core.data import Dataset
-from ablate.core.errors import CheckpointError
+from ablate.core.errors import CheckpointError, ConfigError
 from ablate.core.integrity import verify_file
 from ablate.core.trainer import Trainer
 
@@ -47,17 +48,48 @@ def trial_device(name: str) -> torch.device:
     GPU, else the CPU. Ray narrows ``CUDA_VISIBLE_DEVICES`` to the trial's GPUs, so that GPU is
     ``cuda:0``, unless RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES is set (then its index is
     Ray's id). A trial without a GPU share trains on the CPU even where GPUs are visible: Ray
-    leaves every GPU visible to it, and ``auto`` would take one Ray counts as free. Outside a
-    Ray task or actor (the driver testing the best trial) it is the config's device."""
+    leaves every GPU visible to it, and ``auto`` would take one Ray counts as free. A GPU share
+    where torch has no CUDA is a one-line ConfigError (the trial's error tag), ``auto``
+    included: Ray holds that GPU for the trial, so a silent fall-back to the CPU would leave it
+    idle and run the search at CPU speed. Outside a Ray task or actor (the driver testing the
+    best trial) it is the config's device."""
     in_ray = ray.is_initialized() and ray.get_runtime_context().get_task_id() is not None
     if name == "cpu" or not in_ray:
         return resolve_device(name)
-    gpus = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
+    gpus = assigned_gpus()
     if not gpus:
         return resolve_device("cpu" if name == "auto" else name)
+    if not torch.cuda.is_available():
+        raise ConfigError(f"trial assigned GPU {','.join(gpus)} by Ray, but CUDA is not "
+                          f"available on node {socket.gethostname()} (torch built without "
+                          "CUDA, or no driver); set base.device=cpu or resources.gpu=0")
+    return gpu_device(gpus)
+
+
+def gpu_device(gpus: list[str]) -> torch.device:
+    """The torch device of the first of Ray's GPU ids ``gpus`` in this worker (no CUDA needed
+    to name it): ``cuda:0``, the first GPU left visible, unless Ray was told not to narrow
+    ``CUDA_VISIBLE_DEVICES``."""
     if os.environ.get("RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES", "0") not in ("", "0"):
         return torch.device(f"cuda:{gpus[0]}")
     return torch.device("cuda:0")
+
+
+def assigned_gpus() -> list[str]:
+    """The ids of the GPUs Ray assigned to this Ray worker (a trial's, or a final test's)."""
+    return [str(i) for i in ray.get_runtime_context().get_accelerator_ids().get("GPU", [])]
+
+
+def gpu_report() -> dict[str, str]:
+    """What a trial's reports carry about its GPUs (its child run's tags): Ray's ids and the
+    ``CUDA_VISIBLE_DEVICES`` its process sees, to tell which GPU a trial used (e.g. which
+    trials shared one); nothing for a trial without a GPU share."""
+    gpus = assigned_gpus()
+    if not gpus:
+        return {}
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return {names.GPU_IDS: ",".join(gpus),
+            **({names.CUDA_VISIBLE: visible} if visible is not None else {})}
 
 
 def make_trainer(cfg: ExperimentConfig, teachers: TeacherStates, threads: float) -> Trainer:
@@ -76,8 +108,9 @@ def train_ciard(config: dict[str, Any], *, recipe: Recipe, teachers: TeacherStat
     ``row`` and ``seed``); ``recipe`` turns them into the trial's experiment. With
     ``test_at_end`` the last report also carries ``test/*``, the best checkpoint on the test
     split with the final PGD protocol (a grid cell's result). Every report carries
-    ``node_id``, the Ray node the trial runs on (a child run's ``node_id`` tag)."""
-    node = ray.get_runtime_context().get_node_id()
+    ``node_id``, the Ray node the trial runs on (a child run's ``node_id`` tag), and a trial
+    with a GPU share its ``gpu_ids`` and ``cuda_visible_devices`` (:func:`gpu_report`)."""
+    where = {names.NODE_ID: ray.get_runtime_context().get_node_id(), **gpu_report()}
     cfg = recipe.config(config)
     trainer = make_trainer(cfg, teachers, threads)
     checkpoint = tune.get_checkpoint()
@@ -90,7 +123,7 @@ def train_ciard(config: dict[str, Any], *, recipe: Recipe, teachers: TeacherStat
         with tempfile.TemporaryDirectory() as directory:
             trainer.save(directory)
             save_config(cfg, directory)  # makes the checkpoint self-describing for `ablate eval`
-            tune.report({**metrics, names.NODE_ID: node},
+            tune.report({**metrics, **where},
                         checkpoint=tune.Checkpoint.from_directory(directory))
 
 

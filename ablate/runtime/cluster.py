@@ -30,8 +30,20 @@ def machine_resources() -> dict[str, float]:
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}
 
 
+def local_resources() -> tuple[dict[str, float], str]:
+    """What a job without ``--address`` runs on, and how to name it in an error: the Ray this
+    process already started, if any (``init_ray`` leaves it alone; a program or test that
+    declares resources the machine lacks, such as ``ray.init(num_gpus=4)`` on a CPU machine,
+    gets Ray's scheduling of them), else this machine."""
+    if ray.is_initialized():
+        return ({k: float(v) for k, v in ray.cluster_resources().items()},
+                "the Ray already running in this process")
+    return machine_resources(), "this machine"
+
+
 def init_ray(address: str | None, resources: dict[str, float]) -> dict[str, float]:
-    """Start a local Ray (or join ``address``); returns the cluster's resources."""
+    """Start a local Ray (or join ``address``); returns the cluster's resources. A Ray this
+    process already runs is used as it is."""
     if not ray.is_initialized():
         quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                      configure_logging=True)

@@ -29,7 +29,7 @@ from ablate.config import (
 from ablate.core import signals
 from ablate.core.console import Log, fit
 from ablate.core.errors import BAD_INPUT
-from ablate.runtime.cluster import init_ray, machine_resources, wait_for_cluster
+from ablate.runtime.cluster import init_ray, local_resources, machine_resources, wait_for_cluster
 from ablate.runtime.job import Job, Options
 from ablate.runtime.progress import Heartbeat
 from ablate.runtime.storage import experiment_dir, make_private
@@ -70,8 +70,8 @@ def _run_job(job: Job, opts: Options, log: Log) -> int:
     check_trial_device(job.resources, job.base.device)
     if opts.address:
         wait_for_cluster(opts.address, opts.connect_timeout)
-    else:
-        check_resources(job.resources, machine_resources(), "this machine")
+    else:  # this machine, or the Ray this process already runs (its declared resources)
+        check_resources(job.resources, *local_resources())
     # One job per experiment directory: the claim (a lock) lasts as long as this job.
     with experiment_dir(opts.storage, f"{job.name}-{job.digest}", resume=opts.resume,
                         fresh=opts.fresh) as path:
@@ -85,11 +85,11 @@ def _run_claimed(job: Job, opts: Options, path: str, log: Log) -> int:
         tracker.check()  # (a SQLite file was read when the command line was checked)
     params = dict(recipe=job.recipe.rooted(Path.cwd()), teachers=teacher_states(job.base, log),
                   threads=job.resources.cpu)
+    where = f"the Ray cluster at {opts.address}" if opts.address else local_resources()[1]
     if not opts.address:  # resources already checked; open the store while Ray starts
         tracker.open_in_background()
     available = init_ray(opts.address, machine_resources())
-    check_resources(job.resources, available,
-                    f"the Ray cluster at {opts.address}" if opts.address else "this machine")
+    check_resources(job.resources, available, where)
     parent, before = _parent_run(job, tracker, path, opts.resume)
     publish_views(tracker, parent, job.view_params)  # the runs table's URL works from now on
     log(fit(job.plan({"CPU": available.get("CPU", 0), "GPU": available.get("GPU", 0)})))

@@ -162,6 +162,9 @@ class TrialLogger(tune.Callback):
             tags[names.CHECKPOINT] = trial.checkpoint.path
         if result.get(names.NODE_ID):  # the Ray node it finished on (after a resume: the last)
             tags[names.NODE_ID] = result[names.NODE_ID]
+        for key in (names.GPU_IDS, names.CUDA_VISIBLE):  # only a trial with a GPU share
+            if result.get(key) is not None:
+                tags[key] = str(result[key])
         self.tracker.set_tags(run, tags)
         self.tracker.end(run, "FINISHED")
         self.open.discard(trial.trial_id)

@@ -1,6 +1,7 @@
 """The trial's device from Ray's assignment, on a local Ray that declares two (absent) GPUs:
-Ray assigns them like real ones, which is all the choice reads; and a trial's checkpoint
-verified before it is resumed or tested."""
+Ray assigns them like real ones, which is all the choice of GPU reads (where torch has no CUDA
+the trial then refuses to start, with one line); and a trial's checkpoint verified before it is
+resumed or tested."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ from ablate.core.errors import CheckpointError, ConfigError
 from ablate.core.settings import AttackSettings, OptimSettings
 from ablate.core.trainer import Trainer
 from tests.helpers import data_offset, flip
-from trainables.ciard import check_checkpoint, restore, trial_device
+from trainables.ciard import (
+    assigned_gpus,
+    check_checkpoint,
+    gpu_device,
+    restore,
+    trial_device,
+)
 
 NOSET = {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}
 
@@ -39,14 +46,34 @@ def device_in_task(name: str) -> str:
         return f"refused: {exc}"
 
 
+@ray.remote(num_cpus=0)
+def gpu_in_task() -> str:
+    """The device a trial names for its GPU, which needs no CUDA (the GPUs are Ray's fiction)."""
+    return str(gpu_device(assigned_gpus()))
+
+
 def test_a_trial_gets_the_gpu_ray_assigned_it(two_gpus: None) -> None:
     # Ray narrows CUDA_VISIBLE_DEVICES to the trial's GPU: it is cuda:0 for every trial.
-    quarter = device_in_task.options(num_gpus=0.25)
-    assert ray.get([quarter.remote("auto"), quarter.remote("cuda")]) == ["cuda:0", "cuda:0"]
+    quarter = gpu_in_task.options(num_gpus=0.25)
+    assert ray.get([quarter.remote(), quarter.remote()]) == ["cuda:0", "cuda:0"]
     # Where Ray leaves every GPU visible, the index is Ray's id: two whole-GPU trials at once
     # get one GPU each.
-    whole = device_in_task.options(num_gpus=1, runtime_env={"env_vars": NOSET})
-    assert sorted(ray.get([whole.remote("auto"), whole.remote("auto")])) == ["cuda:0", "cuda:1"]
+    whole = gpu_in_task.options(num_gpus=1, runtime_env={"env_vars": NOSET})
+    assert sorted(ray.get([whole.remote(), whole.remote()])) == ["cuda:0", "cuda:1"]
+
+
+@pytest.mark.parametrize("name", ["auto", "cuda"])
+def test_a_trial_given_a_gpu_trains_there_or_says_cuda_is_missing(two_gpus: None,
+                                                                  name: str) -> None:
+    got = ray.get(device_in_task.options(num_gpus=0.25).remote(name))
+    if torch.cuda.is_available():
+        assert got == "cuda:0"
+    else:  # auto too: Ray holds the GPU for the trial, so no quiet fall-back to the CPU
+        assert got.startswith("refused: trial assigned GPU 0 by Ray, but CUDA is not available "
+                              "on node "), got
+        assert got.endswith("; set base.device=cpu or resources.gpu=0") and "\n" not in got
+    # device cpu is the CPU whatever Ray assigned
+    assert ray.get(device_in_task.options(num_gpus=1).remote("cpu")) == "cpu"
 
 
 def test_a_trial_without_a_gpu_share_stays_off_the_gpus(two_gpus: None) -> None:
