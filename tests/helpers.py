@@ -9,8 +9,10 @@ import gzip
 import os
 import pickle
 import signal
+import socket
 import struct
 import subprocess
+import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -263,3 +265,19 @@ def flip(path: Path, offset: int, count: int = 8) -> None:
     for i in range(offset, offset + count):
         raw[i] ^= 0xFF
     path.write_bytes(bytes(raw))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthy(url: str) -> bool:
+    """Whether an MLflow server at ``url`` answers its health check."""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False

@@ -9,12 +9,10 @@ import contextlib
 import copy
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,21 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from ablate.core.errors import StoreBroken, TrackingLost
 from ablate.tracking import Tracker
-from tests.helpers import REPO, SPEC, runs_by_kind, write
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
+from tests.helpers import REPO, SPEC, free_port, healthy, runs_by_kind, write
 
 
 @contextlib.contextmanager
@@ -49,7 +33,7 @@ def server(store: Path, port: int) -> Iterator[subprocess.Popen]:
         cwd=store.parent, env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 90
     try:
-        while not _answers(url):
+        while not healthy(url):
             assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
             time.sleep(0.3)
         yield proc

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from typing import Any
 import pytest
 
 from ablate import names
-from tests.helpers import REPO, SPEC, store, write
+from tests.helpers import REPO, SPEC, free_port, store, write
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 WIDTH, HEIGHT = 1920, 1080  # the first screen
@@ -47,12 +46,6 @@ def browser_installed() -> bool:
 
 pytestmark = pytest.mark.skipif(not browser_installed(),
                                 reason="Chromium, chromedriver or selenium is not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

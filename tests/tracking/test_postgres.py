@@ -20,12 +20,10 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,7 +35,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from ablate.cli import main
-from tests.helpers import SPEC, TINY, write
+from tests.helpers import SPEC, TINY, free_port, healthy, write
 
 REQUIRED = os.environ.get("ABLATE_REQUIRE_POSTGRES") == "1"
 USER = "ablate"  # the cluster's superuser (initdb -U), not a system account
@@ -60,12 +58,6 @@ def pg_bindir() -> Path | None:
                    reverse=True)
     return next((d for d in dirs if (d / "initdb").is_file() and (d / "postgres").is_file()),
                 None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
@@ -177,14 +169,6 @@ def _answers(pg: Postgres) -> bool:
         return False
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def wait_for(ready: Any, proc: subprocess.Popen, log: Path, *, what: str,
              timeout: float) -> None:
     deadline = time.monotonic() + timeout
@@ -210,7 +194,7 @@ def mlflow_server(backend: str, artifacts: Path, log: Path) -> Iterator[str]:
                                 env=env, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _healthy(url), proc, log, what="mlflow server", timeout=90)
+        wait_for(lambda: healthy(url), proc, log, what="mlflow server", timeout=90)
         yield url
     finally:
         stop(proc)

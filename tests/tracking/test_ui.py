@@ -18,13 +18,7 @@ from ablate.cli import main
 from ablate.tracking import Tracker, browse_line, publish_views, run_url, runs_url, ui_base
 from ablate.tracking.tracker import with_percent
 from ablate.tracking.ui import EXPERIMENT_KIND, SHARED_VIEW, VIEW_ALL
-from tests.helpers import REPO
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers import REPO, free_port
 
 
 def test_urls_open_the_model_training_runs_table() -> None:
