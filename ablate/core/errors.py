@@ -47,7 +47,8 @@ def one_line(exc: BaseException, limit: int = 200) -> str:
 
 
 MAX_LINE = 400  # characters of an `ablate: error:` line: a terminal line or two, still readable
-MAX_WORD = 120  # characters of one echoed value (a name, a key, a path) inside it
+MAX_WORD = 300  # characters of one echoed value (a name, a key, a path) inside it: a real
+# path (a Ray trial's checkpoint under a deep directory) stays whole, a 100 KB name does not
 
 
 def shorten(text: str, limit: int = MAX_WORD) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +116,7 @@ def _lock(path: str, busy: str | None) -> Claim | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        holder = _holder(fd)
         os.close(fd)
         if busy is None:
             return None
@@ -124,6 +125,17 @@ def _lock(path: str, busy: str | None) -> Claim | None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # for the message of a job refused here
     return Claim(path, fd)
+
+
+def _holder(fd: int) -> str:
+    """The pid in a held lock file; the holder writes it just after locking, so an empty file
+    is read again for a moment before the pid is called unknown."""
+    for _ in range(50):
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        if text:
+            return text
+        time.sleep(0.01)
+    return "unknown"
 
 
 def make_private(path: str) -> None:

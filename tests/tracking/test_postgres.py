@@ -252,7 +252,7 @@ def test_search_through_an_mlflow_server_on_postgresql(here: Path, postgres: Pos
             assert set(c.data.params) == {*spec["space"], "method"}
             for key in ("val/w_acc", "val/clean_acc", "val/robust_acc"):
                 history = client.get_metric_history(c.info.run_id, key)
-                assert sorted(m.step for m in history) == [0, 1], key
+                assert sorted(m.step for m in history) == [1, 2], key  # 1-based epochs
                 assert all(0 <= m.value <= 1 for m in history), key
             config = yaml.safe_load(Path(client.download_artifacts(
                 c.info.run_id, "config.yaml", str(here))).read_text())
@@ -283,7 +283,7 @@ def test_search_through_an_mlflow_server_on_postgresql(here: Path, postgres: Pos
     assert in_db == {r.info.run_id: "FINISHED" for r in (parent, *children)}
     for c in children:
         assert postgres.query(database, "SELECT step FROM metrics WHERE run_uuid = %s AND "
-                              "key = 'val/w_acc' ORDER BY step", c.info.run_id) == [(0,), (1,)]
+                              "key = 'val/w_acc' ORDER BY step", c.info.run_id) == [(1,), (2,)]
     assert_nothing_local(here)
 
 
@@ -299,7 +299,7 @@ def test_train_into_postgresql_directly(here: Path, postgres: Postgres, capsys) 
     exp = client.get_experiment_by_name("tiny")
     (run,) = client.search_runs([exp.experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["optim.epochs"] == "2"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/w_acc")] == [0, 1]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/w_acc")] == [1, 2]
     assert "test/pgd_sat_acc" in run.data.metrics
     config = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(here)))
     assert yaml.safe_load(config.read_text())["optim"]["epochs"] == 2
@@ -315,6 +315,6 @@ def test_train_into_postgresql_directly(here: Path, postgres: Postgres, capsys) 
     assert postgres.query(database, "SELECT value FROM params WHERE run_uuid = %s AND "
                           "key = 'optim.epochs'", run.info.run_id) == [("2",)]
     assert postgres.query(database, "SELECT step FROM metrics WHERE run_uuid = %s AND "
-                          "key = 'val/w_acc' ORDER BY step", run.info.run_id) == [(0,), (1,)]
+                          "key = 'val/w_acc' ORDER BY step", run.info.run_id) == [(1,), (2,)]
     assert postgres.query(database, "SELECT count(*) FROM alembic_version") == [(1,)]
     assert not (here / "mlflow.db").exists() and not (here / "optuna.db").exists()

@@ -25,7 +25,7 @@ def test_a_store_opened_in_the_background_is_opened_once_and_usable(
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     tracker.open_in_background()
     run = tracker.start("exp", "r", params={"a": 1})  # waits for the thread's client
-    assert len(made) == 1 and tracker.client is made[0]
+    assert len(made) == 1 and tracker.client._client is made[0]  # inside its Guarded wrapper
     assert (tmp_path / "mlflow.db").is_file()
     tracker.log_metrics(run, {"m": 0.5}, step=0)
     tracker.end(run)
