@@ -33,6 +33,10 @@ def check_inputs(cfg: ExperimentConfig) -> None:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("field `device`: cuda, but no CUDA device is available here "
                           "(use device=auto or device=cpu)")
+    if cfg.compute.cuda_graph and (cfg.device == "cpu" or not torch.cuda.is_available()):
+        raise ConfigError("field `compute.cuda_graph`: CUDA graphs need a CUDA device, and "
+                          f"this run's is the CPU (device={cfg.device}); set "
+                          "compute.cuda_graph=false")
     d, train_images = cfg.data, None
     if DATASETS[d.name].on_disk:
         try:

@@ -209,6 +209,19 @@ class ComputeConfig(Strict):
                                 "memory (faster convolutions on recent CPUs and GPUs)")
     compile: bool = Field(False, description="torch.compile the models (in place); falls back "
                           "to eager with a warning where the backend is missing")
+    cuda_graph: bool = Field(False, description="capture the whole training step (attack, "
+                             "passes, loss, backward, SGD steps) as a CUDA graph and replay it "
+                             "per batch; CUDA only, not with amp fp16 or compile")
+
+    @model_validator(mode="after")
+    def _graphable(self) -> ComputeConfig:
+        if self.cuda_graph and self.amp == "fp16":
+            raise ValueError("cuda_graph cannot run with amp: fp16 (the gradient scaler reads "
+                             "its overflow check back to the host every step); use amp: bf16")
+        if self.cuda_graph and self.compile:
+            raise ValueError("cuda_graph and compile are exclusive here (a compiled model "
+                             "inside a captured step is untested); choose one")
+        return self
 
 
 # Every registered method's params, told apart by `name` (in ``ablate methods`` order).

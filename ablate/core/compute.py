@@ -25,11 +25,13 @@ DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 @contextlib.contextmanager
 def autocast(device: torch.device, amp: Amp) -> Iterator[None]:
-    """Mixed precision for the model calls inside (a no-op for ``none``)."""
+    """Mixed precision for the model calls inside (a no-op for ``none``). Its cache of cast
+    weights is off while a CUDA graph captures: a replay would read a stale cached copy."""
     if amp == "none":
         yield
         return
-    with torch.autocast(device.type, dtype=DTYPES[amp]):
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    with torch.autocast(device.type, dtype=DTYPES[amp], cache_enabled=not capturing):
         yield
 
 

@@ -67,8 +67,9 @@ class EvalSettings:
 
 @dataclass(frozen=True)
 class ComputeSettings:
-    """How the training step computes: mixed precision, memory layout, compilation."""
+    """How the training step computes: mixed precision, memory layout, compilation, graphs."""
 
     amp: str = "none"  # none | bf16 | fp16
     channels_last: bool = False
     compile: bool = False
+    cuda_graph: bool = False  # the step captured and replayed (ablate.core.graphs); CUDA only

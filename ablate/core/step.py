@@ -30,15 +30,20 @@ class Divergence:
     def __init__(self, device: torch.device | str) -> None:
         self.value = torch.zeros((), device=device)
 
+    def reset(self) -> None:
+        self.value.zero_()
+
     def watch(self, loss: torch.Tensor) -> None:
-        self.value = torch.where(torch.isfinite(self.value), loss.detach().float(), self.value)
+        # In place: a captured step (ablate.core.graphs) writes the same tensor every replay.
+        self.value.copy_(torch.where(torch.isfinite(self.value), loss.detach().float(),
+                                     self.value))
 
     def check(self, method: str) -> None:
         self.check_now(self.value, method)
 
     @staticmethod
     def check_now(loss: torch.Tensor, method: str) -> None:
-        value = float(loss)
+        value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(f"{method} loss is not finite ({value})")
 

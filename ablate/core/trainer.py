@@ -23,8 +23,9 @@ from ablate import names
 from ablate.core.accuracy import correct, eval_mode, evaluate
 from ablate.core.compute import Amp, grad_scaler, memory_format, peak_flops, prepare
 from ablate.core.data import Dataset, augment_crop_flip, iterate_batches
-from ablate.core.errors import one_line
+from ablate.core.errors import ConfigError, one_line
 from ablate.core.flop_counter import FlopCounter
+from ablate.core.graphs import GraphedStep
 from ablate.core.integrity import check_finite, save_verified
 from ablate.core.methods import get_method
 from ablate.core.models import CheckpointError, read_checkpoint
@@ -80,6 +81,11 @@ class Trainer:
         self.amp: Amp = compute.amp  # type: ignore[assignment]
         self.step_flops: dict[bool, float] = {}  # per image, by whether ITT updates the teacher
         self.scaler = grad_scaler(self.device, self.amp)
+        if compute.cuda_graph and self.device.type != "cuda":
+            raise ConfigError(f"compute.cuda_graph: CUDA graphs need a CUDA device; this "
+                              f"trainer's models are on {self.device.type}")
+        self.graphed = GraphedStep() if compute.cuda_graph else None
+        self.divergence = Divergence(self.device)  # one tensor: a captured step writes it
         self.step_kw = dict(objective=attack.objective, eps=attack.eps,
                             step_size=attack.step_size, steps=attack.steps, start=attack.start,
                             student_mode=attack.student_mode,
@@ -167,15 +173,20 @@ class Trainer:
         params = get_method(self.method).epoch_params(self.params, e)
         # A term a batch did not report (the push loss of a batch with J = ∅) is averaged over
         # the batches that did report it; sums and the finiteness flag stay on the device.
-        means, divergence = StepMeans(), Divergence(self.device)
+        means, divergence = StepMeans(), self.divergence
+        divergence.reset()
+        # Everything a captured step bakes in; a new key captures a new graph (ablate.core.graphs).
+        graph_key = (update_teacher, lr, t_lr, repr(params), repr(igdm))
         for i, (x, y) in enumerate(iterate_batches(self.data.train, self.batch_size,
                                                    shuffle=True, generator=self.generator)):
             if self.data.augment:
                 x = augment_crop_flip(x, generator=self.generator)
             x = x.contiguous(memory_format=self.memory_format)
             counting = update_teacher not in self.step_flops  # first step of its kind
+            step = (step_tensors if counting or self.graphed is None
+                    else lambda **kw: self.graphed(graph_key, **kw))
             with FlopCounter() if counting else contextlib.nullcontext() as counter:
-                out = step_tensors(
+                out = step(
                     method=self.method, params=params, state=self.state,
                     student=self.student, clean_teacher=self.clean_teacher,
                     robust_teacher=self.robust_teacher, x=x, y=y, optimizer=self.optimizer,
@@ -331,6 +342,8 @@ class Trainer:
         self.rng = {k: v for k, v in rng.items() if k == "cpu" or self.device.type == "cuda"}
         if self.scaler is not None and sd.get("scaler"):  # fp16's loss scale goes on as it was
             self.scaler.load_state_dict(sd["scaler"])
+        if self.graphed is not None:  # the optimizers' buffers are new tensors: capture anew
+            self.graphed = GraphedStep()
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the resumable checkpoint atomically (a crash never leaves a half-written file),

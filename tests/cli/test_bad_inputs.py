@@ -213,6 +213,13 @@ CASES: list[tuple[str, list[str], dict[str, File], str]] = [
      "optim.epochs"),
     # 7. non-finite floats and huge sizes
     ("lr-inf", ["train", *C, "optim.lr=.inf"], CFG, "`optim.lr`"),
+    # compute.cuda_graph where it cannot run (issue 29)
+    ("graph-on-cpu", ["train", *C, "compute.cuda_graph=true", "device=cpu"], CFG,
+     "`compute.cuda_graph`"),
+    ("graph-fp16", ["validate", *C, "compute.cuda_graph=true", "compute.amp=fp16"], CFG,
+     "amp: fp16"),
+    ("graph-compile", ["validate", *C, "compute.cuda_graph=true", "compute.compile=true"], CFG,
+     "exclusive"),
     ("teacher-lr-inf", ["train", *C, "itt.teacher_lr=.inf"], CFG, "`itt.teacher_lr`"),
     ("alpha-nan", ["validate", *C, "method.alpha=.nan"], CFG, "`method.alpha`"),
     ("eps-minus-inf", ["validate", *C, "attack.eps=-.inf"], CFG, "`attack.eps`"),
@@ -498,7 +505,7 @@ LONG = "x" * 100_000
      "field `optim.k5`: unknown key; ... and 9994 more fields"),
     (["validate", "{in}/k.yaml"], {"k.yaml": yaml.safe_dump(
         {**BASE, **{f"key{i}": i for i in range(10_000)}}), **TEACHERS}, "... and 9994 more"),
-    (["validate", f"{{in}}/{'y' * 200}.yaml"], {}, "more characters)"),
+    (["validate", f"{{in}}/{'y' * 200}/{'z' * 200}.yaml"], {}, "more characters)"),
     (["train", *C, *[f"--bogus{i}" for i in range(2_000)]], CFG, "more characters)"),
 ], ids=["long-name", "long-key", "10k-unknown-override-keys", "10k-unknown-file-keys",
         "long-path", "2k-unknown-options"])
