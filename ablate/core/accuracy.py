@@ -64,9 +64,13 @@ def evaluate(
     clean_teacher: nn.Module | None = None,
     robust_teacher: nn.Module | None = None,
     batch_size: int = 512,
+    known: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """Clean, PGD-k robust and W accuracy (in [0, 1]) of the student, plus the teachers'."""
+    """Clean, PGD-k robust and W accuracy (in [0, 1]) of the student, plus the teachers'.
+    ``known``: teacher accuracies that cannot have changed since they were measured (a frozen
+    teacher's clean accuracy), taken as they are instead of measured again."""
     n, x = max(len(split), 1), split.x  # x: converted to float once
+    known = known or {}
     with eval_mode(student, clean_teacher, robust_teacher):
         x_adv = pgd_examples(student, x, split.y, eps=eps, step_size=step_size,
                              steps=steps, batch_size=batch_size)
@@ -76,7 +80,9 @@ def evaluate(
         }
         for name, model in (("clean_teacher", clean_teacher), ("robust_teacher", robust_teacher)):
             if model is not None:
-                out[f"{name}_clean_acc"] = correct(model, x, split.y, batch_size) / n
+                key = f"{name}_clean_acc"
+                out[key] = known[key] if key in known else correct(model, x, split.y,
+                                                                   batch_size) / n
                 out[f"{name}_robust_acc"] = correct(model, x_adv, split.y, batch_size) / n
     out["w_acc"] = w * out["clean_acc"] + (1 - w) * out["robust_acc"]
     return out

@@ -119,6 +119,7 @@ class Trainer:
         # statistics of a frozen teacher run in train mode; then the best epoch keeps its copy.
         self.teacher_drifts = robust_teacher is not None and spec.itt and (
             self.teacher_optimizer is not None or itt.frozen_bn == "train")
+        self.fixed_val: dict[str, float] = {}  # teachers' clean accuracies while unchanged
         self.best: dict[str, Any] = {"w_acc": -1.0, "clean_acc": 0.0, "robust_acc": 0.0,
                                      "epoch": -1, "student": None, "robust_teacher": None}
         self.history: list[dict[str, float]] = []
@@ -201,14 +202,23 @@ class Trainer:
         metrics = means.read()
         metrics.update(lr=lr, teacher_lr=t_lr, **{k: float(v) for k, v in self.state.items()})
         metrics[_FLOPS] = self.step_flops.get(update_teacher, 0.0)
+        if self.teacher_drifts and (update_teacher or self.step_kw["frozen_teacher_bn"] == "train"):
+            self.fixed_val.pop("robust_teacher_clean_acc", None)  # this epoch changed it
         if igdm is not None:
             metrics["igdm_weight"] = igdm["weight"]
         return metrics
 
     def validate(self) -> dict[str, float]:
+        """The student's validation accuracies and the teachers'; a teacher's clean accuracy
+        is measured again only after an epoch that changed the teacher (the clean teacher
+        never changes), which saves two of the four teacher passes of most epochs."""
         with self._own_rng():
-            return evaluate(self.student, self.val, clean_teacher=self.clean_teacher,
-                            robust_teacher=self.robust_teacher, **self.eval_kw)
+            out = evaluate(self.student, self.val, clean_teacher=self.clean_teacher,
+                           robust_teacher=self.robust_teacher, known=self.fixed_val,
+                           **self.eval_kw)
+        self.fixed_val = {k: out[k] for k in ("clean_teacher_clean_acc",
+                                               "robust_teacher_clean_acc") if k in out}
+        return out
 
     def run_epoch(self) -> dict[str, float]:
         """Train one epoch, validate, keep the best student by W-acc; returns prefixed metrics
@@ -342,6 +352,7 @@ class Trainer:
         self.rng = {k: v for k, v in rng.items() if k == "cpu" or self.device.type == "cuda"}
         if self.scaler is not None and sd.get("scaler"):  # fp16's loss scale goes on as it was
             self.scaler.load_state_dict(sd["scaler"])
+        self.fixed_val = {}  # the teacher may differ from the one measured
         if self.graphed is not None:  # the optimizers' buffers are new tensors: capture anew
             self.graphed = GraphedStep()
 

@@ -39,7 +39,7 @@ CASES = [
     ("epoch_path.py", ["--config", str(REPO / "search_spaces" / "base" / "digits.yaml"),
                        "--epochs", "2", "--train-subset", "64", "--threads", "1", *SMALL_CNNS,
                        "attack.steps=1", "eval.val_steps=1", "optim.batch_size=32"],
-     r"ratio +[\d.]+ %(.|\n)*checkpoint save +[\d.]+ s"),
+     r"training loop +[\d.]+ img/s.*% of the step(.|\n)*checkpoint save +[\d.]+ s"),
     ("push_set.py", ["--epochs", "1", "--objectives", "ce"], r"\| ce \| 0 \| [\d.]+% \|"),
     ("search_noise.py", ["--configs", "2", "--seeds", "0", "1", "--epochs", "1",
                          "--workers", "1"], r"between-configuration sd [\d.]+ pts"),

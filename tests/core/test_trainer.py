@@ -392,3 +392,33 @@ def test_epochs_report_throughput_from_flops_counted_on_their_first_step(small_d
                                                  * m["perf/gflop_per_image"] / 1e3)
         assert "perf/mfu" not in m  # no known peak on a CPU
     assert not any(k.startswith("perf/") for h in trainer.history for k in h)
+
+
+@pytest.mark.parametrize("frozen_bn", ["eval", "train"])
+def test_teacher_clean_accuracies_are_measured_again_only_when_they_can_change(
+        small_digits, make_net, frozen_bn: str) -> None:
+    """Validation reuses the teachers' clean accuracies while the teacher is unchanged (the
+    clean teacher always; the robust one until ITT or train-mode BatchNorm changes it): the
+    history equals one that measured everything every epoch, and the robust teacher's value
+    moves once ITT starts."""
+    kw = dict(optim={"epochs": 3}, itt={"freeze_epochs": 1, "teacher_lr": 0.05,
+                                         "frozen_bn": frozen_bn})
+    cached, measured = (make_trainer(small_digits, make_net, **kw) for _ in range(2))
+    for _ in range(3):
+        measured.fixed_val = {}  # nothing known: every accuracy measured
+        measured.run_epoch()
+        cached.run_epoch()
+    assert cached.history == measured.history
+    assert set(cached.fixed_val) == {"clean_teacher_clean_acc", "robust_teacher_clean_acc"}
+    cached.fixed_val["clean_teacher_clean_acc"] = -1.0  # reused, not measured: it shows
+    assert cached.validate()["clean_teacher_clean_acc"] == -1.0
+    # Which epochs forget the robust teacher's: those that changed it.
+    t = make_trainer(small_digits, make_net, optim={"epochs": 3},
+                     itt={"freeze_epochs": 2, "teacher_lr": 0.05, "frozen_bn": frozen_bn})
+    t.validate()
+    t.train_epoch()  # epoch 0, before ITT: BatchNorm statistics move only in train mode
+    assert ("robust_teacher_clean_acc" in t.fixed_val) == (frozen_bn == "eval")
+    t.validate()
+    t.epoch = 2
+    t.train_epoch()  # an ITT epoch
+    assert set(t.fixed_val) == {"clean_teacher_clean_acc"}
