@@ -114,7 +114,9 @@ class GraphedStep:
         if self.replay_eagerly:
             return
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: a Ray actor's other threads (reporting, logging) may use CUDA's API
+        # while this one captures; only this thread's calls must be capture-safe.
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             body()  # records the kernels; nothing runs until the first replay
 
     def _replay(self) -> None:
