@@ -45,6 +45,21 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture(scope="module")
+def module_teachers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One teacher cache per test module: its tests train the same teachers once."""
+    return tmp_path_factory.mktemp("teachers")
+
+
+@pytest.fixture
+def here(workdir: Path, module_teachers: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``workdir`` whose teacher cache the module's tests share, with no tracking URI from the
+    environment."""
+    monkeypatch.setenv("ABLATE_CACHE", str(module_teachers))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return workdir
+
+
 @pytest.fixture(scope="module", autouse=True)
 def shutdown_ray() -> Iterator[None]:
     """A module that started Ray (a search or grid in-process) leaves none to the next: tests

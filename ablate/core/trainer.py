@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -178,14 +179,14 @@ class Trainer:
         divergence.reset()
         # Everything a captured step bakes in; a new key captures a new graph (ablate.core.graphs).
         graph_key = (update_teacher, lr, t_lr, repr(params), repr(igdm))
+        graphed = None if self.graphed is None else functools.partial(self.graphed, graph_key)
         for i, (x, y) in enumerate(iterate_batches(self.data.train, self.batch_size,
                                                    shuffle=True, generator=self.generator)):
             if self.data.augment:
                 x = augment_crop_flip(x, generator=self.generator)
             x = x.contiguous(memory_format=self.memory_format)
             counting = update_teacher not in self.step_flops  # first step of its kind
-            step = (step_tensors if counting or self.graphed is None
-                    else lambda **kw: self.graphed(graph_key, **kw))
+            step = step_tensors if counting or graphed is None else graphed
             with FlopCounter() if counting else contextlib.nullcontext() as counter:
                 out = step(
                     method=self.method, params=params, state=self.state,

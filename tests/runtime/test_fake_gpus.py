@@ -48,18 +48,6 @@ def fake_gpus() -> Iterator[None]:
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def teachers(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture
-def here(workdir: Path, teachers: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh working directory whose teacher cache the module shares (trained once)."""
-    monkeypatch.setenv("ABLATE_CACHE", str(teachers))
-    return workdir
-
-
 def _spec(gpu: float, device: str, trials: int) -> dict[str, Any]:
     spec = copy.deepcopy(SPEC) | {"num_samples": trials, "max_concurrent": trials,
                                   "resources": {"cpu": 1, "gpu": gpu},

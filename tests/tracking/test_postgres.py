@@ -200,19 +200,6 @@ def mlflow_server(backend: str, artifacts: Path, log: Path) -> Iterator[str]:
         stop(proc)
 
 
-@pytest.fixture(scope="module")
-def teacher_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One teacher cache for the module: both tests use TINY's teachers."""
-    return tmp_path_factory.mktemp("teachers")
-
-
-@pytest.fixture
-def here(workdir: Path, teacher_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("ABLATE_CACHE", str(teacher_cache))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return workdir
-
-
 def assert_nothing_local(workdir: Path) -> None:
     """Nothing went to the default local store instead."""
     for name in ("mlflow.db", "optuna.db", "mlruns", "mlartifacts"):
